@@ -1,0 +1,38 @@
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEBS   := wrk nginx-light haproxy etcd-server
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The example configuration, with a freshly generated secret for the consumer.
+fastgw.yaml: | $(STAMP)
+	sed "s|@SECRET@|$$($(VENV)/bin/fastgw secret)|" fastgw/demo/fastgw.yaml > $@
+
+# The gateway on :9080 in front of the bundled demo upstream on :9081.
+run: $(STAMP) fastgw.yaml
+	@$(PY) -m fastgw.demo.upstream --port 9081 & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	FASTGW_CONFIG=fastgw.yaml FASTGW_WORKERS=$${FASTGW_WORKERS:-1} $(VENV)/bin/fastgw serve
+
+# Debian packages the tests and the benchmark drive (installed only when missing).
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+test: $(STAMP) debs
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) debs
+	@echo "the benchmark harness is not built yet"
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

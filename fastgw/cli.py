@@ -1,0 +1,147 @@
+"""Commands: serve (the default), check, token, secret."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+
+import orjson
+
+from . import __version__, jwt
+from .config import ConfigError, load_file
+from .plugins import jwt_auth
+from .settings import SettingError, Settings, add_flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except SettingError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastgw", description="A fast API gateway with "
+                                     "JWT authentication.")
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway (the default)")
+    add_flags(serve)
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("file", nargs="?", help="default: $FASTGW_CONFIG or ./fastgw.yaml")
+    check.set_defaults(run=_check)
+
+    token = commands.add_parser("token", help="print a signed token for a consumer")
+    token.add_argument("--consumer", required=True, metavar="NAME")
+    token.add_argument("--credential", metavar="ID", help="default: the consumer's first")
+    when = token.add_mutually_exclusive_group()
+    when.add_argument("--expires", metavar="TIME", help="ISO 8601 time or unix seconds")
+    when.add_argument("--ttl", type=int, metavar="SECONDS")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
+                       help="extra claim; a JSON value keeps its type (age=18 is a number)")
+    token.add_argument("--config", metavar="FILE", help="default: $FASTGW_CONFIG")
+    token.set_defaults(run=_token)
+
+    secret = commands.add_parser("secret", help="print a new random secret")
+    secret.set_defaults(run=_secret)
+    return parser
+
+
+def _serve(args) -> int:
+    from .workers import serve
+    settings = Settings.load(flags=vars(args))
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    return serve(settings)
+
+
+def _check(args) -> int:
+    path = args.file or Settings.load().config
+    try:
+        conf = load_file(path)
+    except ConfigError as exc:
+        for where, message in exc.errors:
+            print(f"{path}: {where}: {message}", file=sys.stderr)
+        return 1
+    services = conf["services"]
+    routes = sum(len(s["routes"]) for s in services)
+    print(f"{path}: OK ({len(services)} services, {routes} routes, "
+          f"{len(conf['consumers'])} consumers)")
+    return 0
+
+
+def _token(args) -> int:
+    path = args.config or Settings.load().config
+    try:
+        conf = load_file(path)
+        claims = dict(_claim(text) for text in args.claim)
+        expires = _time(args.expires) if args.expires is not None else None
+    except ConfigError as exc:
+        print(f"fastgw: {path}: {exc.first_line()}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    consumer = next((c for c in conf["consumers"] if c["username"] == args.consumer), None)
+    if consumer is None:
+        print(f"fastgw: no consumer named {args.consumer!r} in {path}", file=sys.stderr)
+        return 1
+    creds = [c for c in consumer["credentials"]
+             if args.credential is None or c["id"] == args.credential]
+    if not creds:
+        which = f"credential {args.credential!r}" if args.credential else "JWT credential"
+        print(f"fastgw: consumer {args.consumer!r} has no {which}", file=sys.stderr)
+        return 1
+    cred = creds[0]
+    try:
+        key = jwt_auth.signing_key(cred)
+    except ValueError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 1
+    lifetime = args.ttl if args.ttl is not None else cred["exp"]
+    payload = jwt.token_claims("key", cred["key"], lifetime, expires, claims)
+    print(jwt.sign_token(cred["algorithm"], key, payload))
+    return 0
+
+
+def _claim(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--claim {text!r}: expected NAME=VALUE")
+    try:
+        return name, orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return name, value
+
+
+def _time(text: str) -> float:
+    """Unix seconds, or an ISO 8601 time (UTC when it names no zone)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--expires {text!r}: not an ISO 8601 time or unix seconds") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def _secret(args) -> int:
+    print(jwt.new_secret())
+    return 0

@@ -1,0 +1,40 @@
+"""A validated configuration compiled into the immutable structures requests use."""
+
+from __future__ import annotations
+
+from ..plugins import PLUGINS, jwt_auth
+from ..routing import Route, RouteTable
+from ..upstream import PoolRegistry, Upstream
+
+
+class Snapshot:
+    """Everything one configuration revision needs at request time. Swapped whole;
+    an in-flight request keeps the objects it started with."""
+
+    def __init__(self, conf: dict, revision: int, pools: PoolRegistry,
+                 token_cache, previous: "Snapshot | None" = None):
+        self.conf = conf
+        self.revision = revision
+        self.token_cache = token_cache
+        self.credentials = jwt_auth.index_credentials(
+            conf["consumers"], previous.credentials if previous else None)
+        entries = []
+        self.pools_in_use = set()
+        for service in conf["services"]:
+            upstream = Upstream(service["upstream"], pools)
+            self.pools_in_use.update(node.pool for node in upstream.nodes)
+            prefix = service["path_prefix"].rstrip("/")
+            strip = len(prefix) if service["strip_path_prefix"] else 0
+            for route_conf in service["routes"]:
+                plugins = {**service["plugins"], **route_conf["plugins"]}
+                route = Route(service["name"], route_conf["name"], route_conf["methods"],
+                              route_conf["priority"], strip, upstream,
+                              tuple(PLUGINS[name].build(pconf, self)
+                                    for name, pconf in sorted(plugins.items())))
+                for path in route_conf["paths"]:
+                    entries.append((service["hosts"], prefix + path, route))
+        self.router = RouteTable.build(entries)
+
+    def retire(self, older: "Snapshot") -> None:
+        """Called once this snapshot replaced `older`: void what no longer exists."""
+        jwt_auth.retire(older.credentials, self.credentials)

@@ -1,0 +1,80 @@
+"""Reading and writing configuration files (YAML or JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import yaml
+
+from .types import ConfigError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError([(f"line {mark.line + 1}", f"duplicate key {key!r}")])
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _json_object(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ConfigError([("(json)", f"duplicate key {key!r}")])
+        out[key] = value
+    return out
+
+
+def parse(text: str, filename: str = "") -> object:
+    """The data in a YAML or JSON document; ConfigError when it cannot be parsed."""
+    try:
+        if filename.endswith(".json"):
+            return json.loads(text, object_pairs_hook=_json_object)
+        return yaml.load(text, Loader=_StrictLoader)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(yaml)"
+        raise ConfigError([(where, f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+
+
+def read(path: str) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([(path, f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([(path, "is not UTF-8 text")]) from None
+    return parse(text, path)
+
+
+def dump(conf: dict, filename: str = "") -> str:
+    if filename.endswith(".json"):
+        return json.dumps(conf, indent=2) + "\n"
+    return yaml.safe_dump(conf, sort_keys=False, allow_unicode=True)
+
+
+def write_atomically(path: str, conf: dict) -> None:
+    """Replace `path` with `conf`: temp file, fsync, rename. Comments are not kept."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastgw-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(dump(conf, path))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

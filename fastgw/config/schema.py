@@ -1,0 +1,199 @@
+"""The configuration schema (SPEC section 3) and the rules that span objects."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+from ..plugins import PLUGINS, CREDENTIAL_TYPES
+from .types import (INVALID, Bool, ConfigError, Errors, Field, Int, List, Map, Nullable, Obj,
+                    Seconds, Str, join)
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+           "PURGE")
+_HOST_LABELS = re.compile(r"(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+                          r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_PATH_CHARS = re.compile(r"/[!$&'()*+,;=:@%A-Za-z0-9._~/-]*")
+
+
+def _host_pattern(value: str) -> str | None:
+    host = value.lower()
+    if _HOST_LABELS.fullmatch(host):
+        return None
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        return f'{value!r} is not a host name or "*.domain" pattern'
+
+
+def _route_path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return 'must start with "/"'
+    if not _PATH_CHARS.fullmatch(value):
+        return "has characters not allowed in a path"
+    if "*" in value[:-1]:
+        return '"*" is only allowed at the end (prefix match)'
+    return None
+
+
+def _path_prefix(value: str) -> str | None:
+    if "*" in value:
+        return 'must not contain "*"'
+    return _route_path(value)
+
+
+def _upstream_url(value: str) -> str | None:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username or parts.password:
+        return "must not contain credentials"
+    if parts.query or parts.fragment:
+        return "must not contain a query or fragment"
+    if port == 0:
+        return "port must be 1-65535"
+    return None
+
+
+def _upstream_whole(up: dict, path: str, errors: Errors) -> None:
+    if (up["url"] is None) == (up["nodes"] is None):
+        errors.append((path, "needs exactly one of url or nodes"))
+    if up["nodes"] is not None and not any(n["weight"] > 0 for n in up["nodes"]):
+        errors.append((join(path, "nodes"), "needs a node with weight > 0"))
+    if up["pass_host"] == "rewrite" and not up["upstream_host"]:
+        errors.append((join(path, "upstream_host"), 'is required when pass_host is "rewrite"'))
+
+
+def _plugin_schema(name: str):
+    plugin = PLUGINS.get(name)
+    return plugin.SCHEMA if plugin else None
+
+
+PLUGINS_MAP = Map(_plugin_schema, unknown="unknown plugin")
+
+NODE = Obj({
+    "host": Field(Str(_host_pattern), required=True),
+    "port": Field(Int(min=1, max=65535), required=True),
+    "weight": Field(Int(min=0, max=10000), default=1),
+})
+
+UPSTREAM = Obj({
+    "url": Field(Nullable(Str(_upstream_url))),
+    "nodes": Field(Nullable(List(NODE, min_len=1))),
+    "scheme": Field(Str(choices=("http", "https")), default="http"),
+    "pass_host": Field(Str(choices=("pass", "node", "rewrite")), default="pass"),
+    "upstream_host": Field(Nullable(Str())),
+    "timeout": Field(Obj({
+        "connect": Field(Seconds(), default=60),
+        "send": Field(Seconds(), default=60),
+        "read": Field(Seconds(), default=60),
+    }), default={"connect": 60, "send": 60, "read": 60}),
+    "keepalive_pool": Field(Obj({
+        "size": Field(Int(min=0), default=320),
+        "idle_timeout": Field(Seconds(), default=60),
+        "requests": Field(Int(min=1), default=1000),
+    }), default={"size": 320, "idle_timeout": 60, "requests": 1000}),
+    "retries": Field(Nullable(Int(min=0, max=100))),
+    "tls": Field(Obj({
+        "verify": Field(Bool(), default=True),
+        "ca_file": Field(Nullable(Str())),
+    }), default={"verify": True, "ca_file": None}),
+}, check=_upstream_whole)
+
+ROUTE = Obj({
+    "name": Field(Str(pattern=NAME), required=True),
+    "paths": Field(List(Str(_route_path), min_len=1, unique=True), required=True),
+    "methods": Field(List(Str(choices=METHODS), unique=True), default=[]),
+    "priority": Field(Int(), default=0),
+    "plugins": Field(PLUGINS_MAP, default={}),
+})
+
+SERVICE = Obj({
+    "name": Field(Str(pattern=NAME), required=True),
+    "hosts": Field(List(Str(_host_pattern), unique=True), default=[]),
+    "path_prefix": Field(Str(_path_prefix), default="/"),
+    "strip_path_prefix": Field(Bool(), default=True),
+    "upstream": Field(UPSTREAM, required=True),
+    "plugins": Field(PLUGINS_MAP, default={}),
+    "routes": Field(List(ROUTE, unique_by="name"), default=[]),
+})
+
+
+class _Credential(Obj):
+    """A credential's schema is chosen by its `type`."""
+
+    def __init__(self):
+        super().__init__({})
+
+    def convert(self, value: dict, path: str, errors: Errors):
+        kind = value.get("type", "jwt-auth")
+        if kind not in CREDENTIAL_TYPES:
+            errors.append((join(path, "type"), f"unknown credential type {kind!r}"))
+            return INVALID
+        return CREDENTIAL_TYPES[kind].CREDENTIAL_SCHEMA.convert(value, path, errors)
+
+
+CONSUMER = Obj({
+    "username": Field(Str(pattern=r"[A-Za-z0-9_.-]{1,100}"), required=True),
+    "credentials": Field(List(_Credential()), default=[]),
+})
+
+ROOT = Obj({
+    "services": Field(List(SERVICE, unique_by="name"), default=[]),
+    "consumers": Field(List(CONSUMER, unique_by="username"), default=[]),
+})
+
+
+def _cross_checks(conf: dict, errors: Errors) -> None:
+    """Rules that span objects: credential keys and ids are unique across consumers."""
+    keys: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    usernames = {c["username"] for c in conf["consumers"]}
+    for ci, consumer in enumerate(conf["consumers"]):
+        for ki, cred in enumerate(consumer["credentials"]):
+            where = join(join(join("consumers", ci), "credentials"), ki)
+            if cred["id"] is None:
+                cred["id"] = cred["key"]
+            if cred["key"] in keys:
+                errors.append((join(where, "key"),
+                               f"duplicate key {cred['key']!r} (also at {keys[cred['key']]})"))
+            else:
+                keys[cred["key"]] = join(where, "key")
+            if cred["id"] in ids:
+                errors.append((join(where, "id"),
+                               f"duplicate id {cred['id']!r} (also at {ids[cred['id']]})"))
+            else:
+                ids[cred["id"]] = join(where, "id")
+    for si, service in enumerate(conf["services"]):
+        sp = join("services", si)
+        places = [(join(sp, "plugins"), service["plugins"])]
+        places += [(join(join(join(sp, "routes"), ri), "plugins"), r["plugins"])
+                   for ri, r in enumerate(service["routes"])]
+        for where, plugins in places:
+            for name, plugin_conf in plugins.items():
+                for field, message in PLUGINS[name].cross_check(plugin_conf, usernames):
+                    errors.append((join(join(where, name), field), message))
+
+
+def validate(raw: object) -> dict:
+    """The normalised configuration, or ConfigError listing every fault with its path."""
+    errors: Errors = []
+    if raw is None:
+        raw = {}
+    conf = ROOT.load(raw, "", errors)
+    if not errors:
+        _cross_checks(conf, errors)
+    if errors:
+        if errors[0][0] == "":
+            errors = [("(top level)", msg) for _, msg in errors]
+        raise ConfigError(errors)
+    return conf

@@ -1,0 +1,256 @@
+"""A small declarative validator: every error carries the path of the value at fault.
+
+A schema is a tree of `Type` objects. `Type.load(value, path, errors)` returns the
+value normalised (defaults filled in, names canonical) or `INVALID`, and appends
+`(path, message)` to `errors` for each fault, so one pass reports all of them.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Callable, Iterable
+
+INVALID = object()
+
+Errors = list[tuple[str, str]]
+Check = Callable[[Any], str | None]
+
+
+class ConfigError(ValueError):
+    """A configuration was refused; `errors` lists (path, message) pairs."""
+
+    def __init__(self, errors: Iterable[tuple[str, str]]):
+        self.errors = list(errors)
+        super().__init__("\n".join(f"{path}: {msg}" for path, msg in self.errors))
+
+    def first_line(self) -> str:
+        path, msg = self.errors[0]
+        more = len(self.errors) - 1
+        return f"{path}: {msg}" + (f" (and {more} more)" if more else "")
+
+
+def join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+class Type:
+    expected = "a value"
+
+    def __init__(self, check: Check | None = None):
+        self.check = check
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def convert(self, value: Any, path: str, errors: Errors) -> Any:
+        return value
+
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not self.accepts(value):
+            errors.append((path, f"must be {self.expected}, not {type_name(value)}"))
+            return INVALID
+        value = self.convert(value, path, errors)
+        if value is not INVALID and self.check is not None:
+            message = self.check(value)
+            if message:
+                errors.append((path, message))
+                return INVALID
+        return value
+
+
+class Str(Type):
+    expected = "a string"
+
+    def __init__(self, check: Check | None = None, *, choices: Iterable[str] | None = None,
+                 pattern: str | None = None, nonempty: bool = True):
+        super().__init__(check)
+        self.choices = tuple(choices) if choices else None
+        self.pattern = re.compile(pattern) if pattern else None
+        self.nonempty = nonempty
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def convert(self, value: str, path: str, errors: Errors) -> Any:
+        if self.nonempty and not value:
+            errors.append((path, "must not be empty"))
+            return INVALID
+        if self.choices and value not in self.choices:
+            errors.append((path, f"must be one of {', '.join(self.choices)}, not {value!r}"))
+            return INVALID
+        if self.pattern and not self.pattern.fullmatch(value):
+            errors.append((path, f"must match {self.pattern.pattern}, not {value!r}"))
+            return INVALID
+        return value
+
+
+class Int(Type):
+    expected = "an integer"
+
+    def __init__(self, check: Check | None = None, *, min: int | None = None,
+                 max: int | None = None):
+        super().__init__(check)
+        self.min, self.max = min, max
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def convert(self, value: Any, path: str, errors: Errors) -> Any:
+        if self.min is not None and value < self.min:
+            errors.append((path, f"must be at least {self.min}"))
+            return INVALID
+        if self.max is not None and value > self.max:
+            errors.append((path, f"must be at most {self.max}"))
+            return INVALID
+        return value
+
+
+class Num(Int):
+    expected = "a number"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Seconds(Num):
+    """A duration in seconds, strictly positive."""
+
+    def convert(self, value: Any, path: str, errors: Errors) -> Any:
+        if not value > 0:
+            errors.append((path, "must be greater than 0"))
+            return INVALID
+        return super().convert(value, path, errors)
+
+
+class Bool(Type):
+    expected = "a boolean"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+class Nullable(Type):
+    def __init__(self, inner: Type):
+        super().__init__()
+        self.inner = inner
+
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        return None if value is None else self.inner.load(value, path, errors)
+
+
+class List(Type):
+    expected = "a list"
+
+    def __init__(self, item: Type, check: Check | None = None, *, min_len: int = 0,
+                 unique_by: str | None = None, unique: bool = False):
+        super().__init__(check)
+        self.item, self.min_len = item, min_len
+        self.unique_by, self.unique = unique_by, unique
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, list)
+
+    def convert(self, value: list, path: str, errors: Errors) -> Any:
+        if len(value) < self.min_len:
+            errors.append((path, f"must have at least {self.min_len} item"
+                                 + ("s" if self.min_len > 1 else "")))
+            return INVALID
+        out, seen, ok = [], {}, True
+        for i, item in enumerate(value):
+            loaded = self.item.load(item, join(path, i), errors)
+            if loaded is INVALID:
+                ok = False
+                continue
+            if self.unique_by or self.unique:
+                ident = loaded.get(self.unique_by) if self.unique_by else loaded
+                where = join(join(path, i), self.unique_by) if self.unique_by else join(path, i)
+                if ident in seen:
+                    errors.append((where, f"duplicate {self.unique_by or 'value'} {ident!r}"
+                                          f" (also at {join(path, seen[ident])})"))
+                    ok = False
+                elif ident is not None:
+                    seen[ident] = i
+            out.append(loaded)
+        return out if ok else INVALID
+
+
+class Field:
+    __slots__ = ("type", "required", "default")
+
+    def __init__(self, type: Type, *, required: bool = False, default: Any = None):
+        self.type, self.required, self.default = type, required, default
+
+
+class Obj(Type):
+    """A mapping with a fixed set of keys; unknown keys are errors."""
+
+    expected = "a mapping"
+
+    def __init__(self, fields: dict[str, Field],
+                 check: Callable[[dict, str, Errors], None] | None = None):
+        super().__init__()
+        self.fields = fields
+        self.whole_check = check
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dict)
+
+    def convert(self, value: dict, path: str, errors: Errors) -> Any:
+        before = len(errors)
+        out = {}
+        for key in value:
+            if key not in self.fields:
+                errors.append((join(path, str(key)), "unknown key"))
+        for key, field in self.fields.items():
+            where = join(path, key)
+            if key not in value:
+                if field.required:
+                    errors.append((where, "is required"))
+                else:
+                    out[key] = copy.deepcopy(field.default)
+                continue
+            out[key] = field.type.load(value[key], where, errors)
+        if len(errors) > before:
+            return INVALID
+        if self.whole_check is not None:
+            self.whole_check(out, path, errors)
+            if len(errors) > before:
+                return INVALID
+        return out
+
+
+class Map(Type):
+    """A mapping from names to values of one type (chosen per key by `value_for`)."""
+
+    expected = "a mapping"
+
+    def __init__(self, value_for: Callable[[str], Type | None], unknown: str = "unknown key"):
+        super().__init__()
+        self.value_for, self.unknown = value_for, unknown
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, dict)
+
+    def convert(self, value: dict, path: str, errors: Errors) -> Any:
+        out, ok = {}, True
+        for key, item in value.items():
+            where = join(path, str(key))
+            kind = self.value_for(key) if isinstance(key, str) else None
+            if kind is None:
+                errors.append((where, self.unknown))
+                ok = False
+                continue
+            loaded = kind.load({} if item is None else item, where, errors)
+            ok = ok and loaded is not INVALID
+            out[key] = loaded
+        return out if ok else INVALID

@@ -1,0 +1,311 @@
+"""The `jwt-auth` plugin: its schemas, its credentials, and its request-time check.
+
+Request path, in SPEC section 4's order: find the token (header, then query,
+then cookie; the first place it is present is the only one read), then either a
+cache hit (the whole token is the key; the clock and the credential's liveness
+are re-checked) or a full verification with the credential's prepared key.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from urllib.parse import unquote_to_bytes
+
+import cachetools
+import orjson
+
+from .. import jwt
+from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
+from ..responses import Response
+
+# ---------------------------------------------------------------- schemas
+
+SCHEMA = Obj({
+    "header": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"), default="authorization"),
+    "query": Field(Str(), default="jwt"),
+    "cookie": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"), default="jwt"),
+    "hide_credentials": Field(Bool(), default=False),
+    "key_claim_name": Field(Str(), default="key"),
+    "anonymous_consumer": Field(Nullable(Str())),
+})
+
+
+def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
+    """Keys are parsed now, so a bad one is a configuration error, not a request-time 500."""
+    alg = cred["algorithm"]
+    if alg in jwt.HMAC_ALGORITHMS:
+        if not cred["secret"]:
+            errors.append((join(path, "secret"), f"is required for {alg}"))
+            return
+        try:
+            jwt.VerifyingKey(alg, hmac_key(cred))
+        except ValueError as exc:
+            errors.append((join(path, "secret"), str(exc)))
+        return
+    if not cred["public_key"]:
+        errors.append((join(path, "public_key"), f"is required for {alg}"))
+        return
+    try:
+        jwt.VerifyingKey(alg, cred["public_key"])
+    except ValueError as exc:
+        errors.append((join(path, "public_key"), str(exc)))
+    if cred["private_key"]:
+        try:
+            jwt.VerifyingKey(alg, cred["private_key"])
+        except ValueError as exc:
+            errors.append((join(path, "private_key"), str(exc)))
+
+
+_VISIBLE = r"[\x21-\x7e]{1,256}"  # safe to send in a header, never a line break
+
+CREDENTIAL_SCHEMA = Obj({
+    "id": Field(Nullable(Str(pattern=_VISIBLE))),
+    "type": Field(Str(choices=("jwt-auth",)), default="jwt-auth"),
+    "key": Field(Str(pattern=_VISIBLE), required=True),
+    "secret": Field(Nullable(Str())),
+    "base64_secret": Field(Bool(), default=False),
+    "algorithm": Field(Str(choices=jwt.ALGORITHM_NAMES), default="HS256"),
+    "public_key": Field(Nullable(Str())),
+    "private_key": Field(Nullable(Str())),
+    "exp": Field(Int(min=1), default=86400),
+    "lifetime_grace_period": Field(Int(min=0), default=0),
+}, check=_credential_keys)
+
+
+def cross_check(conf: dict, usernames: set[str]):
+    """(field, message) for references to other objects that do not exist."""
+    anonymous = conf["anonymous_consumer"]
+    if anonymous is not None and anonymous not in usernames:
+        yield "anonymous_consumer", f"no consumer named {anonymous!r}"
+
+
+def hmac_key(cred: dict) -> bytes:
+    try:
+        return jwt.decode_secret(cred["secret"], cred["base64_secret"])
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def signing_key(cred: dict) -> bytes | str:
+    """What signs a token for this credential: the secret, or the private key."""
+    if cred["algorithm"] in jwt.HMAC_ALGORITHMS:
+        return hmac_key(cred)
+    if not cred["private_key"]:
+        raise ValueError(f"credential {cred['id']!r} uses {cred['algorithm']} and has no "
+                         "private_key, so fastgw cannot sign tokens for it")
+    return cred["private_key"]
+
+
+# ---------------------------------------------------------------- credentials
+
+class Credential:
+    """A consumer's JWT credential, compiled. `revoked` is set when a new
+    configuration no longer holds it unchanged, which voids its cached tokens."""
+
+    __slots__ = ("username", "id", "key", "algorithm", "verifier", "grace", "upstream_head",
+                 "revoked", "source")
+
+    def __init__(self, username: str, conf: dict):
+        self.username, self.id, self.key = username, conf["id"], conf["key"]
+        self.algorithm = conf["algorithm"]
+        material = hmac_key(conf) if self.algorithm in jwt.HMAC_ALGORITHMS else conf["public_key"]
+        self.verifier = jwt.VerifyingKey(self.algorithm, material)
+        self.grace = conf["lifetime_grace_period"]
+        self.upstream_head = (b"x-consumer-username: " + username.encode() +
+                              b"\r\nx-credential-identifier: " + self.id.encode() + b"\r\n")
+        self.revoked = False
+        self.source = (username, conf)
+
+
+def index_credentials(consumers: list[dict], previous: dict[str, Credential] | None
+                      ) -> dict[str, Credential]:
+    """key -> Credential; an unchanged credential keeps its object (and its cached tokens)."""
+    previous = previous or {}
+    index = {}
+    for consumer in consumers:
+        for conf in consumer["credentials"]:
+            old = previous.get(conf["key"])
+            if old is not None and old.source == (consumer["username"], conf):
+                index[conf["key"]] = old
+            else:
+                index[conf["key"]] = Credential(consumer["username"], conf)
+    return index
+
+
+def retire(old: dict[str, Credential], new: dict[str, Credential]) -> None:
+    """Void the cached tokens of every credential the new index does not carry over."""
+    for key, cred in old.items():
+        if new.get(key) is not cred:
+            cred.revoked = True
+
+
+# ---------------------------------------------------------------- the cache
+
+class VerifiedTokenCache(cachetools.LRUCache):
+    """token bytes -> (credential, not_before, not_after, key claim name).
+
+    Keyed by the whole token, so a payload changed under a signature seen before
+    is a miss and gets verified in full."""
+
+    def __init__(self, maxsize: int):
+        super().__init__(maxsize)
+        self.hits = self.misses = self.evictions = 0
+
+    def popitem(self):
+        self.evictions += 1
+        return super().popitem()
+
+
+# ---------------------------------------------------------------- responses
+
+def _unauthorized(message: str, token_present: bool) -> Response:
+    challenge = 'Bearer realm="fastgw"' + (', error="invalid_token"' if token_present else "")
+    return Response(401, orjson.dumps({"message": message}),
+                    (("www-authenticate", challenge),))
+
+
+MISSING_TOKEN = _unauthorized("Missing JWT token in request", False)
+TOKEN_INVALID = _unauthorized("JWT token invalid", True)
+MISSING_KEY = _unauthorized("missing user key in JWT token", True)
+INVALID_KEY = _unauthorized("Invalid user key in JWT token", True)
+VERIFY_FAILED = _unauthorized("failed to verify jwt", True)
+
+# ---------------------------------------------------------------- the plugin
+
+_NUMBER = (int, float)
+
+
+def _claim_time(payload: dict, name: str) -> float | None:
+    """A numeric time claim, None when absent; a non-number fails verification."""
+    value = payload.get(name)
+    if value is None:
+        return None
+    if type(value) not in _NUMBER:
+        raise ValueError(name)
+    return value
+
+
+class JwtAuth:
+    """One route's (or service's) jwt-auth configuration, ready for requests."""
+
+    __slots__ = ("header", "query", "cookie", "hide", "key_claim", "anonymous_head",
+                 "credentials", "cache")
+
+    def __init__(self, conf: dict, snapshot):
+        self.header = conf["header"].lower().encode("latin-1")
+        self.query = conf["query"].encode()
+        self.cookie = conf["cookie"].encode()
+        self.hide = conf["hide_credentials"]
+        self.key_claim = conf["key_claim_name"]
+        anonymous = conf["anonymous_consumer"]
+        self.anonymous_head = (None if anonymous is None else
+                               b"x-consumer-username: " + anonymous.encode() + b"\r\n")
+        self.credentials = snapshot.credentials
+        self.cache = snapshot.token_cache
+
+    def access(self, ex) -> Response | None:
+        """None lets the request through (consumer headers set); else the 401 to answer."""
+        token = self._take_token(ex)
+        if token is None:
+            if self.anonymous_head is None:
+                return MISSING_TOKEN
+            ex.extra_head = self.anonymous_head
+            return None
+        cache = self.cache
+        entry = cache.get(token)
+        if entry is not None and entry[3] == self.key_claim and not entry[0].revoked:
+            cache.hits += 1
+            cred, not_before, not_after, _ = entry
+            now = time.time()
+            if not_before <= now < not_after:
+                ex.extra_head = cred.upstream_head
+                return None
+            return VERIFY_FAILED
+        cache.misses += 1
+        return self._verify(ex, token)
+
+    def _verify(self, ex, token: bytes) -> Response | None:
+        try:
+            header, payload, signing_input, signature = jwt.split_token(token)
+        except jwt.TokenInvalid:
+            return TOKEN_INVALID
+        if type(payload) is not dict:
+            return TOKEN_INVALID
+        key = payload.get(self.key_claim)
+        if key is None:
+            return MISSING_KEY
+        cred = self.credentials.get(key) if type(key) is str else None
+        if cred is None:
+            return INVALID_KEY
+        # Only the credential's own algorithm; no critical extensions, no unencoded payloads.
+        if header.get("alg") != cred.algorithm or "crit" in header or "b64" in header:
+            return VERIFY_FAILED
+        if not cred.verifier.verify(signing_input, signature):
+            return VERIFY_FAILED
+        try:
+            exp = _claim_time(payload, "exp")
+            nbf = _claim_time(payload, "nbf")
+        except ValueError:
+            return VERIFY_FAILED
+        not_after = math.inf if exp is None else exp + cred.grace
+        not_before = -math.inf if nbf is None else nbf - cred.grace
+        now = time.time()
+        if not not_before <= now < not_after:
+            return VERIFY_FAILED
+        self.cache[token] = (cred, not_before, not_after, self.key_claim)
+        ex.extra_head = cred.upstream_head
+        return None
+
+    # ------------------------------------------------------------ finding the token
+
+    def _take_token(self, ex) -> bytes | None:
+        """The token from the first place it is present; removed there if hide_credentials."""
+        for name, value in ex.headers:
+            if name == self.header and value:
+                if self.hide:
+                    ex.drop_header(self.header)
+                if value[:7].lower() == b"bearer ":
+                    value = value[7:].lstrip()
+                return value
+        if b"?" in ex.target:
+            token = self._from_query(ex)
+            if token is not None:
+                return token
+        for i, (name, value) in enumerate(ex.headers):
+            if name == b"cookie":
+                token = self._from_cookie(ex, i, value)
+                if token is not None:
+                    return token
+        return None
+
+    def _from_query(self, ex) -> bytes | None:
+        path, _, query = ex.target.partition(b"?")
+        params = query.split(b"&")
+        for i, param in enumerate(params):
+            name, _, value = param.partition(b"=")
+            if unquote_to_bytes(name.replace(b"+", b" ")) == self.query and value:
+                if self.hide:
+                    del params[i]
+                    ex.target = path + b"?" + b"&".join(params) if params else path
+                return unquote_to_bytes(value.replace(b"+", b" "))
+        return None
+
+    def _from_cookie(self, ex, index: int, header: bytes) -> bytes | None:
+        pairs = header.split(b";")
+        for i, pair in enumerate(pairs):
+            name, _, value = pair.strip().partition(b"=")
+            if name == self.cookie and value:
+                if self.hide:
+                    del pairs[i]
+                    rest = b"; ".join(p.strip() for p in pairs if p.strip())
+                    if rest:
+                        ex.headers[index] = (b"cookie", rest)
+                    else:
+                        del ex.headers[index]
+                return value.strip(b'"')
+        return None
+
+
+def build(conf: dict, snapshot) -> JwtAuth:
+    return JwtAuth(conf, snapshot)

@@ -1,0 +1,414 @@
+"""The client side: one `ClientConnection` per accepted socket, and the `Gateway` they share.
+
+A connection parses requests with httptools, turns each parsed head into an
+`Exchange` (routed, plugins run), and answers exchanges strictly in arrival
+order: pipelined requests wait in `queue` and are started by the completion of
+the one before. Time-outs are not one timer per connection: `Gateway.tick`
+walks the connections a few times a second and compares deadlines with a
+coarse clock, so the request path never creates or cancels a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from . import responses
+from .config.compile import Snapshot
+from .relay import DONE, QUEUED, RESPONDING, Exchange, connection_tokens
+from .responses import Response
+from .routing import host_of, needs_normalizing, normalize_path
+from .settings import Settings
+from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
+
+log = logging.getLogger("fastgw")
+
+TICK = 0.1  # seconds between deadline checks: the precision of every time-out
+
+# What the parser is doing on a connection.
+IDLE, HEAD, BODY, CLOSED = range(4)
+
+
+class Refused(Exception):
+    """Raised in a parser callback to stop parsing; `ClientConnection.fault` says why."""
+
+
+class Gateway:
+    """State shared by every connection of one process: settings, the configuration
+    snapshot in force, upstream pools, the open connections and a coarse clock."""
+
+    def __init__(self, settings: Settings, snapshot_factory):
+        self.settings = settings
+        self.loop = asyncio.get_event_loop()
+        self.pools = PoolRegistry()
+        self.connections: set[ClientConnection] = set()
+        self.now = self.loop.time()
+        self.snapshot: Snapshot | None = None
+        self._snapshot_factory = snapshot_factory
+        self._ticker = None
+        self.servers: list[asyncio.AbstractServer] = []
+
+    def apply(self, conf: dict, revision: int) -> Snapshot:
+        """Compile `conf` and put it in force; in-flight requests keep the old one."""
+        old = self.snapshot
+        new = self._snapshot_factory(conf, revision, self.pools, old)
+        self.snapshot = new
+        if old is not None:
+            new.retire(old)
+            self.pools.prune(new.pools_in_use)
+        return new
+
+    async def start(self) -> None:
+        s = self.settings
+        for host, port in s.listen:
+            server = await self.loop.create_server(lambda: ClientConnection(self), host, port,
+                                                   reuse_port=True, backlog=4096)
+            self.servers.append(server)
+        self._ticker = self.loop.call_later(TICK, self.tick)
+
+    def tick(self) -> None:
+        now = self.now = self.loop.time()
+        for conn in list(self.connections):
+            if conn.deadline <= now:
+                conn.on_deadline()
+            ex = conn.active
+            if ex is not None and ex.deadline <= now:
+                ex.on_timeout()
+        self.pools.expire(now)
+        self._ticker = self.loop.call_later(TICK, self.tick)
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting, close idle connections, let in-flight exchanges finish."""
+        for server in self.servers:
+            server.close()
+        deadline = self.loop.time() + timeout
+        while True:
+            for conn in list(self.connections):
+                if conn.active is None and not conn.queue:
+                    conn.close()
+            if not self.connections or self.loop.time() >= deadline:
+                break
+            await asyncio.sleep(TICK)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.pools.close()
+
+
+class ClientConnection(asyncio.Protocol):
+    # reasons to stop reading from the client, as bits
+    PIPELINE, UPSTREAM, BODY_BUFFER = 1, 2, 4
+
+    __slots__ = (
+        # global
+        "gateway", "loop", "settings",
+        # per connection
+        "transport", "parser", "ip", "forwarded", "queue", "active", "reading", "read_pauses",
+        "write_paused", "deadline", "closing", "fault", "pending_head", "starting",
+        # per request being parsed
+        "url", "headers", "head_size", "current", "body_received",
+    )
+
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.settings = gateway.settings
+        self.transport = None
+        self.parser = HttpRequestParser(self)
+        self.queue: deque[Exchange] = deque()
+        self.active: Exchange | None = None
+        self.reading = HEAD
+        self.read_pauses = 0
+        self.write_paused = False
+        self.deadline = float("inf")
+        self.closing = False
+        self.fault: Response | None = None
+        self.pending_head = 0
+        self.starting = False
+        self.url = b""
+        self.headers: list = []
+        self.head_size = 0
+        self.current: Exchange | None = None
+        self.body_received = 0
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        peer = transport.get_extra_info("peername")
+        self.ip = (peer[0] if peer else "unknown").encode()
+        self.forwarded = b"x-real-ip: " + self.ip + b"\r\nx-forwarded-proto: http\r\n"
+        self.gateway.connections.add(self)
+        self.deadline = self.gateway.now + self.settings.header_timeout
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading == CLOSED:
+            return
+        if self.active is None and self.reading == IDLE:
+            self.deadline = self.gateway.now + self.settings.header_timeout
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            # The request asked to switch protocols; fastgw relays HTTP/1.1 only, so
+            # the request is served without the upgrade and the connection ends after it.
+            self._stop_reading()
+        except HttpParserError:
+            self._request_fault(self.fault or responses.BAD_REQUEST)
+        else:
+            if self.reading == HEAD:
+                self.pending_head += len(data)
+                if self.pending_head > 2 * self.settings.max_header_bytes + 65536:
+                    self._request_fault(responses.HEADERS_TOO_LARGE)
+        if self.active is None and self.queue:
+            self._next()
+        if self.queue:
+            self.pause_reading(self.PIPELINE)
+
+    def eof_received(self):
+        # A half-close after a complete request still gets its answer (HTTP/1.0 style).
+        self._stop_reading()
+        if self.active is None and not self.queue:
+            self.close()
+        return True
+
+    def connection_lost(self, exc):
+        self.gateway.connections.discard(self)
+        self.transport = None
+        self.reading = CLOSED
+        if self.active is not None:
+            self.active.abandon()
+            self.active = None
+        self.queue.clear()
+
+    def pause_writing(self):
+        self.write_paused = True
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.transport.pause_reading()
+
+    def resume_writing(self):
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.transport.resume_reading()
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self):
+        self.reading = HEAD
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.pending_head = 0
+        self.body_received = 0
+
+    def on_url(self, url: bytes):
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > self.settings.max_header_bytes:
+            self.fault = responses.HEADERS_TOO_LARGE
+            raise Refused
+
+    def on_header(self, name: bytes, value: bytes):
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.settings.max_header_bytes:
+            self.fault = responses.HEADERS_TOO_LARGE
+            raise Refused
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self):
+        self.reading = BODY
+        parser = self.parser
+        ex = Exchange(self, parser.get_method(), self.url, self.headers,
+                      parser.get_http_version() == "1.1", parser.should_keep_alive())
+        self.current = ex
+        self.queue.append(ex)
+        self._dispatch(ex)
+
+    def on_body(self, chunk: bytes):
+        self.body_received += len(chunk)
+        if self.body_received > self.settings.max_body_bytes:
+            self.fault = responses.PAYLOAD_TOO_LARGE
+            raise Refused
+        self.current.request_body(chunk)
+
+    def on_message_complete(self):
+        self.reading = IDLE
+        ex = self.current
+        self.current = None
+        ex.request_complete()
+
+    # ------------------------------------------------------------ routing and plugins
+
+    def _dispatch(self, ex: Exchange) -> None:
+        """Decide what answers this request: a route's upstream, or the gateway itself."""
+        host_header = b""
+        length = -1
+        for name, value in ex.headers:
+            if name in _SPECIAL_REQUEST_HEADERS:
+                if name == b"host":
+                    if host_header:
+                        ex.response = responses.BAD_REQUEST  # RFC 9112 3.2: one Host only
+                        return
+                    host_header = value
+                elif name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    ex.chunked = True
+                elif name == b"expect":
+                    if value.lower() != b"100-continue":
+                        ex.response = _EXPECTATION_FAILED
+                        return
+                    ex.expect_continue = True
+                elif name == b"x-forwarded-for":
+                    ex.xff = value if ex.xff is None else ex.xff + b", " + value
+                elif name == b"connection":
+                    extra = connection_tokens(value) - {b"close", b"keep-alive"}
+                    if extra:
+                        ex.skip = ex.skip | extra
+        target = ex.target
+        if target[:1] != b"/":
+            target = self._origin_form(ex, target)
+            if target is None:
+                return
+            host_header = ex.host or host_header
+        elif not host_header and ex.http11:
+            ex.response = responses.BAD_REQUEST
+            return
+        ex.host = host_header
+        if length > self.settings.max_body_bytes:
+            ex.response = responses.PAYLOAD_TOO_LARGE
+            ex.keep_alive = False
+            return
+        path, sep, query = target.partition(b"?")
+        if needs_normalizing(path):
+            path = normalize_path(path)
+            target = path + sep + query
+        route = self.gateway.snapshot.router.match(host_of(host_header), path, ex.method)
+        if route is None:
+            ex.response = responses.NOT_FOUND
+            return
+        ex.route = route
+        ex.target = route.upstream_target(target)
+        for plugin in route.plugins:
+            answer = plugin.access(ex)
+            if answer is not None:
+                ex.response = answer
+                return
+
+    @staticmethod
+    def _origin_form(ex: Exchange, target: bytes) -> bytes | None:
+        """absolute-form ("http://host/path") is accepted as RFC 9112 3.2.2 requires;
+        its host replaces the Host header. Anything else is not for a gateway."""
+        scheme, sep, rest = target.partition(b"://")
+        if sep and scheme.lower() in (b"http", b"https"):
+            slash = rest.find(b"/")
+            host, path = (rest, b"/") if slash == -1 else (rest[:slash], rest[slash:])
+            if host:
+                ex.host = host
+                return path
+        ex.response = responses.BAD_REQUEST
+        return None
+
+    # ------------------------------------------------------------ answering, in order
+
+    def _next(self) -> None:
+        """Start the oldest waiting exchange; called when the connection has none active."""
+        self.starting = True  # a loop, not recursion: a pipeline may hold thousands
+        while self.queue and self.active is None and self.transport is not None:
+            ex = self.active = self.queue.popleft()
+            if not self.queue:
+                self.resume_reading(self.PIPELINE)
+            ex.start()  # may finish at once (a fixed answer), calling exchange_done
+        self.starting = False
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        self.active = None
+        if not keep_alive or self.closing:
+            self.close()
+            return
+        if self.queue:
+            if not self.starting:
+                self._next()
+        elif self.reading == IDLE:
+            self.deadline = self.gateway.now + self.settings.keepalive_timeout
+        elif self.reading == HEAD:
+            self.deadline = self.gateway.now + self.settings.header_timeout
+
+    def answer(self, response: Response, keep_alive: bool) -> None:
+        """Write a fixed response for the active exchange and finish it."""
+        if self.transport is None:
+            return
+        if keep_alive and not self.closing:
+            self.transport.write(response.keep_alive)
+        else:
+            self.transport.write(response.close)
+        self.exchange_done(keep_alive)
+
+    def _request_fault(self, response: Response) -> None:
+        """The client sent something unanswerable: answer in turn, then close."""
+        self._stop_reading()
+        ex = self.current
+        if ex is not None and ex.state != DONE:
+            ex.keep_alive = False
+            if ex.state == RESPONDING:  # its answer is half sent: cut it off
+                ex.abandon()
+                self.abort()
+            elif ex.state != QUEUED:  # already relaying: abandon it, answer now
+                ex.abandon()
+                self.active = None
+                self.queue.clear()
+                self.answer(response, False)
+            else:
+                ex.response = response
+            return
+        ex = Exchange(self, b"", b"", [], True, False)
+        ex.response = response
+        self.queue.append(ex)
+
+    # ------------------------------------------------------------ flow control and closing
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.read_pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_pauses |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.read_pauses & reason:
+            self.read_pauses &= ~reason
+            if not self.read_pauses and self.transport is not None and self.reading != CLOSED:
+                self.transport.resume_reading()
+
+    def _stop_reading(self) -> None:
+        self.reading = CLOSED
+        self.closing = True
+
+    def on_deadline(self) -> None:
+        self.deadline = float("inf")
+        if self.active is not None or self.queue:
+            return
+        if self.reading == HEAD:
+            self.answer(responses.REQUEST_TIMEOUT, False)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.reading = CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.reading = CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+
+_SPECIAL_REQUEST_HEADERS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect",
+                                      b"x-forwarded-for", b"connection"))
+_EXPECTATION_FAILED = responses.error(417)
+

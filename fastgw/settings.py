@@ -1,0 +1,168 @@
+"""FASTGW_* environment variables and `serve` flags, turned into one frozen object.
+
+Every setting is declared once in `SETTINGS`; the environment reader and the
+command-line flags are both generated from that table, so the two never drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+
+class SettingError(ValueError):
+    """A setting has a value fastgw cannot use; the message names it."""
+
+
+def parse_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """'host:port', ':port', 'port' or '[v6]:port' -> (host, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"invalid address {text!r}")
+    elif ":" in text:
+        host, _, port = text.rpartition(":")
+    else:
+        host, port = "", text
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"invalid port in {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host or default_host, number
+
+
+def _addresses(text: str) -> tuple[tuple[str, int], ...]:
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("no address given")
+    return tuple(parse_address(p) for p in parts)
+
+
+def _optional_address(text: str) -> tuple[str, int] | None:
+    return None if text.strip().lower() == "off" else parse_address(text, "127.0.0.1")
+
+
+def _workers(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positive_int(text)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError("must be one of debug, info, warning, error, critical")
+    return level
+
+
+def _optional_str(text: str) -> str | None:
+    return text or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    field: str
+    default: str | None
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "FASTGW_" + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+SETTINGS = (
+    Setting("config", "./fastgw.yaml", str, "configuration file (YAML or JSON)"),
+    Setting("listen", "0.0.0.0:9080", _addresses, "proxy listener(s), comma-separated"),
+    Setting("workers", "auto", _workers, "worker processes (auto = CPU count)"),
+    Setting("admin_listen", "127.0.0.1:9180", lambda t: parse_address(t, "127.0.0.1"),
+            "admin API listener"),
+    Setting("admin_key", None, _optional_str, "admin API key; the admin API is off while unset"),
+    Setting("metrics_listen", "127.0.0.1:9091", _optional_address,
+            "Prometheus /metrics listener; off disables"),
+    Setting("jwt_cache_size", "65536", _positive_int, "verified tokens kept per worker"),
+    Setting("access_log", "off", str, "off, stdout, or a file path"),
+    Setting("log_level", "info", _log_level, "log level"),
+    Setting("keepalive_timeout", "60", _positive_float, "seconds an idle client connection is kept"),
+    Setting("header_timeout", "30", _positive_float, "seconds to receive a request's headers"),
+    Setting("max_header_bytes", "32768", _positive_int, "larger request heads get 431"),
+    Setting("max_body_bytes", "8388608", _positive_int, "larger request bodies get 413"),
+    Setting("etcd", None, _optional_str, "etcd endpoints; when set, configuration lives in etcd"),
+    Setting("etcd_prefix", "/fastgw", str, "key prefix in etcd"),
+    Setting("etcd_cache", "./fastgw-etcd-snapshot.json", str,
+            "last configuration read from etcd, used when etcd is down at start"),
+    Setting("shutdown_timeout", "30", _positive_float,
+            "seconds in-flight requests get to finish on SIGTERM"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    config: str
+    listen: tuple[tuple[str, int], ...]
+    workers: int
+    admin_listen: tuple[str, int]
+    admin_key: str | None
+    metrics_listen: tuple[str, int] | None
+    jwt_cache_size: int
+    access_log: str
+    log_level: str
+    keepalive_timeout: float
+    header_timeout: float
+    max_header_bytes: int
+    max_body_bytes: int
+    etcd: str | None
+    etcd_prefix: str
+    etcd_cache: str
+    shutdown_timeout: float
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None,
+             flags: Mapping[str, str | None] | None = None) -> "Settings":
+        """Defaults, overridden by the environment, overridden by flags."""
+        environ = os.environ if environ is None else environ
+        flags = flags or {}
+        values = {}
+        for setting in SETTINGS:
+            raw, source = setting.default, setting.env
+            if setting.env in environ:
+                raw = environ[setting.env]
+            if flags.get(setting.field) is not None:
+                raw, source = flags[setting.field], setting.flag
+            if raw is None:
+                values[setting.field] = None
+                continue
+            try:
+                values[setting.field] = setting.parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise SettingError(f"{source}: {exc} (got {raw!r})") from None
+        return cls(**values)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    for setting in SETTINGS:
+        parser.add_argument(setting.flag, dest=setting.field, default=None, metavar="VALUE",
+                            help=f"{setting.help} [{setting.env}, default {setting.default}]")
