@@ -220,8 +220,10 @@ class Exchange:
         try:
             self.parser.feed_data(data)
         except HttpParserError:
-            self._fail(responses.BAD_GATEWAY)
-            return
+            if not self.resp_done:
+                self._fail(responses.BAD_GATEWAY)
+                return
+            self.resp_close = True  # garbage after a whole response: finish, do not reuse
         if self.resp_done:
             self._finish()
 
@@ -298,6 +300,8 @@ class Exchange:
             client_keeps = False
         if mode != NO_BODY and length < 0 and not upstream_chunked:
             self.until_close = self.resp_close = True
+        if not parser.should_keep_alive():  # asked here: llhttp resets it after the body
+            self.resp_close = True
         self.resp_mode = mode
         if not client_keeps:
             self.keep_alive = False
@@ -335,8 +339,7 @@ class Exchange:
         conn = self.conn
         if conn is not None:
             self.conn = None
-            reusable = (self.req_done and not self.resp_close
-                        and self.parser.should_keep_alive())
+            reusable = self.req_done and not self.resp_close
             self.node.pool.release(conn, reusable, self.client.gateway.now)
         self.parser = None
         self.client.exchange_done(self.keep_alive and self.req_done)

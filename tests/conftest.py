@@ -1,0 +1,200 @@
+"""Fixtures: a real upstream, real `fastgw serve` processes, and raw HTTP clients."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from upstream import TestUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A `fastgw serve` process on a free port, with its configuration file."""
+
+    def __init__(self, tmp_path: Path, config: dict, env: dict | None = None):
+        self.port = free_port()
+        self.config_path = tmp_path / "fastgw.yaml"
+        self.write_config(config)
+        self.env = {**os.environ, "FASTGW_CONFIG": str(self.config_path),
+                    "FASTGW_LISTEN": f"127.0.0.1:{self.port}", "FASTGW_WORKERS": "1",
+                    "FASTGW_METRICS_LISTEN": "off", "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.log: list[str] = []
+
+    def write_config(self, config: dict) -> None:
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def start(self, timeout: float = 15) -> "Gateway":
+        self.proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve"], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, cwd=self.config_path.parent)
+        self.wait_for_log("serving on", timeout)
+        return self
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> str:
+        """Read the process output until a line containing `text` appears."""
+        deadline = time.monotonic() + timeout
+        for line in self.log:
+            if text in line:
+                return line
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("fastgw exited:\n" + "".join(self.log))
+            self.log.append(line)
+            if text in line:
+                return line
+        raise TimeoutError(f"no {text!r} in fastgw output:\n" + "".join(self.log))
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def rss_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    # clients
+    def connect(self, timeout: float = 10) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, host: str = "api.test", headers=None,
+                body=None, timeout: float = 10):
+        """One request on a new connection: (status, headers dict, body bytes)."""
+        conn = self.connect(timeout)
+        try:
+            conn.request(method, path, body=body, headers={"Host": host, **(headers or {})})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def raw(self, timeout: float = 10) -> "RawClient":
+        return RawClient(self.port, timeout)
+
+
+class RawClient:
+    """A socket for hand-written requests; responses parsed one at a time, in order."""
+
+    def __init__(self, port: int, timeout: float):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.fp = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> "RawClient":
+        self.sock.sendall(data)
+        return self
+
+    def response(self, method: str = "GET"):
+        """(status, headers dict, body) of the next response on the connection."""
+        resp = http.client.HTTPResponse(_Shared(self.fp), method=method)
+        resp.begin()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, headers, resp.read()
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (read returns EOF)."""
+        try:
+            return self.fp.read(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.fp.close()
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _Shared:
+    """Lets HTTPResponse read from one buffered file shared by successive responses."""
+
+    def __init__(self, fp):
+        self.fp = fp
+
+    def makefile(self, mode):
+        return _Unclosable(self.fp)
+
+
+class _Unclosable:
+    """HTTPResponse closes its file when the body is read; the next response needs it."""
+
+    def __init__(self, fp):
+        self._fp = fp
+
+    def close(self):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    server = TestUpstream().start()
+    yield server
+    server.stop()
+
+
+def service(upstream_url: str, routes: list[dict], **extra) -> dict:
+    return {"name": extra.pop("name", "svc"), "upstream": {"url": upstream_url, **extra.pop(
+        "upstream", {})}, "routes": routes, **extra}
+
+
+@pytest.fixture
+def gateway_factory(tmp_path):
+    started: list[Gateway] = []
+
+    def make(config: dict, env: dict | None = None, start: bool = True) -> Gateway:
+        folder = tmp_path / f"gw{len(started)}"
+        folder.mkdir()
+        gw = Gateway(folder, config, env)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def simple_gateway(upstream, gateway_factory):
+    """Any host, everything under / relayed to the test upstream."""
+    return gateway_factory({"services": [service(upstream.url, [
+        {"name": "all", "paths": ["/*"]}])]})

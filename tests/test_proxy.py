@@ -1,0 +1,270 @@
+"""Relaying: what the upstream receives, what the client gets back, and how connections behave."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+
+from conftest import service
+from upstream import pattern_sha256
+
+
+def echo(body: bytes) -> dict:
+    return json.loads(body)
+
+
+def header(req: dict, name: str) -> str | None:
+    values = [v for n, v in req["headers"] if n == name]
+    return values[0] if values else None
+
+
+def test_request_is_relayed_with_forwarding_headers(simple_gateway):
+    status, headers, body = simple_gateway.request("GET", "/anything/x?a=1&b=2",
+                                                   host="api.test:8080")
+    assert status == 200
+    assert headers["server"] == "fastgw"
+    seen = echo(body)
+    assert seen["target"] == "/anything/x?a=1&b=2"
+    assert header(seen, "host") == "api.test:8080"
+    assert header(seen, "x-forwarded-for") == "127.0.0.1"
+    assert header(seen, "x-real-ip") == "127.0.0.1"
+    assert header(seen, "x-forwarded-proto") == "http"
+    assert header(seen, "x-forwarded-host") == "api.test:8080"
+
+
+def test_client_x_forwarded_for_is_extended_and_spoofed_identity_removed(simple_gateway):
+    _, _, body = simple_gateway.request("GET", "/", headers={
+        "X-Forwarded-For": "10.1.1.1", "X-Real-IP": "6.6.6.6",
+        "X-Consumer-Username": "admin", "X-Credential-Identifier": "admin-key"})
+    seen = echo(body)
+    assert header(seen, "x-forwarded-for") == "10.1.1.1, 127.0.0.1"
+    assert header(seen, "x-real-ip") == "127.0.0.1"
+    assert header(seen, "x-consumer-username") is None
+    assert header(seen, "x-credential-identifier") is None
+
+
+def test_hop_by_hop_headers_are_not_forwarded_either_way(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n"
+               b"X-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n"
+               b"Proxy-Authorization: Basic eA==\r\nUpgrade-Insecure-Requests: 1\r\n\r\n")
+        status, _, body = c.response()
+    seen = echo(body)
+    names = {n for n, _ in seen["headers"]}
+    assert status == 200
+    assert not names & {"connection", "x-secret", "keep-alive", "te", "proxy-authorization"}
+    assert "upgrade-insecure-requests" in names  # end-to-end, only looks similar
+    status, headers, _ = simple_gateway.request("GET", "/connection-header")
+    assert status == 200 and headers["x-public"] == "yes"
+    assert "x-private" not in headers
+
+
+def test_keep_alive_serves_many_requests_on_one_connection_and_reuses_upstream(
+        simple_gateway, upstream):
+    conn = simple_gateway.connect()
+    upstream_conns = set()
+    for i in range(150):
+        conn.request("GET", f"/ka/{i}", headers={"Host": "a"})
+        resp = conn.getresponse()
+        seen = echo(resp.read())
+        assert resp.status == 200 and seen["target"] == f"/ka/{i}"
+        upstream_conns.add(seen["conn"])
+    conn.close()
+    assert len(upstream_conns) == 1  # one pooled upstream connection served them all
+
+
+def test_pipelined_requests_are_answered_in_order(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"".join(b"GET /slow?delay=%s&n=%d HTTP/1.1\r\nHost: a\r\n\r\n"
+                        % (b"0.2" if i == 0 else b"0", i) for i in range(5))
+               + b"GET /nothing-here HTTP/1.1\r\nHost: a\r\n\r\n"
+               + b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        for i in range(5):
+            status, _, body = c.response()
+            assert status == 200 and body == b'{"slow": true}'
+        status, _, body = c.response()
+        assert status == 200 and echo(body)["target"] == "/nothing-here"
+        status, _, body = c.response()
+        assert echo(body)["size"] == 5
+
+
+def test_many_pipelined_requests_in_one_write(simple_gateway):
+    count = 2000
+    with simple_gateway.raw(timeout=30) as c:
+        c.send(b"".join(b"GET /p/%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(count)))
+        for i in range(count):
+            status, _, body = c.response()
+            assert status == 200 and echo(body)["target"] == f"/p/{i}"
+
+
+def test_http10_request_gets_response_and_close(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET /bytes?n=1000&chunked=1 HTTP/1.0\r\n\r\n")
+        status, headers, body = c.response()
+        assert status == 200 and len(body) == 1000
+        assert "transfer-encoding" not in headers
+        assert c.closed()
+
+
+def test_http10_keep_alive_is_honoured(simple_gateway):
+    with simple_gateway.raw() as c:
+        for _ in range(3):
+            c.send(b"GET /json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, body = c.response()
+            assert status == 200 and headers["connection"] == "keep-alive"
+            assert int(headers["content-length"]) == len(body)
+
+
+def test_connection_close_is_honoured(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        status, headers, _ = c.response()
+        assert status == 200 and headers["connection"] == "close"
+        assert c.closed()
+
+
+@pytest.mark.parametrize("path,status", [("/status/204", 204), ("/status/304", 304)])
+def test_no_body_statuses(simple_gateway, path, status):
+    with simple_gateway.raw() as c:
+        c.send(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path.encode())
+        got, headers, body = c.response()
+        assert got == status and body == b""
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")  # the connection is still in step
+        assert c.response()[0] == 200
+
+
+def test_head_response_has_length_but_no_body(simple_gateway):
+    with simple_gateway.raw() as c:
+        for _ in range(3):
+            c.send(b"HEAD /json HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, headers, body = c.response(method="HEAD")
+            assert status == 200 and int(headers["content-length"]) > 0 and body == b""
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert status == 200 and len(body) == int(headers["content-length"])
+
+
+def test_interim_1xx_is_forwarded_before_the_final_response(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET /interim HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = b""
+        while b'{"final": true}' not in data:
+            chunk = c.sock.recv(65536)
+            assert chunk
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+        assert b"\r\n\r\nHTTP/1.1 200 OK\r\n" in data
+
+
+def test_expect_100_continue(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        assert c.fp.readline() == b"HTTP/1.1 100 Continue\r\n"
+        assert c.fp.readline() == b"\r\n"
+        c.send(b"hello world")
+        status, _, body = c.response()
+        seen = echo(body)
+        assert status == 200 and seen["size"] == 11
+        assert header(seen, "expect") is None
+
+
+def test_chunked_request_and_response(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        status, _, body = c.response()
+        seen = echo(body)
+        assert status == 200 and seen["size"] == 11
+        assert seen["sha256"] == hashlib.sha256(b"hello world").hexdigest()
+        c.send(b"GET /bytes?n=300000&chunked=1&chunk=1000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert headers["transfer-encoding"] == "chunked"
+        assert hashlib.sha256(body).hexdigest() == pattern_sha256(300000)
+
+
+def test_read_until_close_response_becomes_chunked_for_http11(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET /bytes?n=100000&close=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert hashlib.sha256(body).hexdigest() == pattern_sha256(100000)
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")  # the client connection lives on
+        assert c.response()[0] == 200
+
+
+def _upload(gw, size: int, chunked: bool) -> dict:
+    """Stream `size` pattern bytes up through the gateway; the upstream's checksum."""
+    block = bytes(range(256)) * 256
+    with gw.raw(timeout=60) as c:
+        framing = b"transfer-encoding: chunked" if chunked else b"content-length: %d" % size
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\n%s\r\n\r\n" % framing)
+        sent = 0
+        while sent < size:
+            part = block[: min(len(block), size - sent)]
+            c.send(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+            sent += len(part)
+        if chunked:
+            c.send(b"0\r\n\r\n")
+        status, _, body = c.response()
+    assert status == 200
+    return echo(body)
+
+
+def test_large_upload_streams_with_flat_memory(upstream, gateway_factory):
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_MAX_BODY_BYTES": str(2 << 30)})
+    size = 256 << 20
+    before = gw.rss_kb()
+    seen = _upload(gw, size, chunked=False)
+    assert seen["size"] == size and seen["sha256"] == pattern_sha256(size)
+    seen = _upload(gw, 64 << 20, chunked=True)
+    assert seen["size"] == 64 << 20 and seen["sha256"] == pattern_sha256(64 << 20)
+    assert gw.rss_kb() - before < 50_000
+
+
+def test_large_download_streams_with_flat_memory(simple_gateway):
+    size = 512 << 20
+    before = simple_gateway.rss_kb()
+    for query in (b"n=%d" % size, b"n=%d&chunked=1" % (64 << 20)):
+        with simple_gateway.raw(timeout=60) as c:
+            c.send(b"GET /bytes?%s HTTP/1.1\r\nHost: a\r\n\r\n" % query)
+            resp_head = c.fp.readline()
+            assert resp_head.startswith(b"HTTP/1.1 200")
+            headers = {}
+            while (line := c.fp.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(":")
+                headers[name.lower()] = value.strip()
+            h = hashlib.sha256()
+            if "content-length" in headers:
+                left = int(headers["content-length"])
+                while left:
+                    data = c.fp.read(min(left, 1 << 20))
+                    h.update(data)
+                    left -= len(data)
+                expected = pattern_sha256(size)
+            else:
+                while (n := int(c.fp.readline(), 16)):
+                    h.update(c.fp.read(n))
+                    c.fp.readline()
+                expected = pattern_sha256(64 << 20)
+            assert h.hexdigest() == expected
+    assert simple_gateway.rss_kb() - before < 50_000
+
+
+def test_slow_reader_back_pressure_keeps_memory_flat(simple_gateway):
+    size = 256 << 20
+    with simple_gateway.raw(timeout=60) as c:
+        c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536)
+        c.send(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)
+        time.sleep(1.0)  # the reader stalls: the gateway must stop reading the upstream
+        assert simple_gateway.rss_kb() < 200_000
+        received = 0
+        while received < size:
+            data = c.sock.recv(1 << 20)
+            assert data
+            received += len(data)
+    assert received >= size

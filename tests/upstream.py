@@ -1,0 +1,207 @@
+"""A real HTTP/1.1 upstream for the tests, on its own event loop in a thread.
+
+Behaviour is chosen by path, so one server serves every test:
+
+    /json                  a fixed JSON document
+    /bytes?n=N[&chunked=1][&close=1][&chunk=K]
+                           N deterministic bytes: Content-Length, chunked, or read-until-close
+    /broken?n=N            promises 2N bytes, sends N, then closes
+    /slow?delay=S          answers after S seconds
+    /status/N              answers with status N (no body for 204 and 304)
+    /interim               103 Early Hints, then 200
+    /early                 answers 413 at once, before the request body is read
+    /connection-header     a response naming a header in its Connection field
+    anything else          echoes the request as JSON: method, target, headers, body size
+                           and sha256, and the id of the connection it came on
+
+Every request is recorded in `requests` as the upstream saw it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import threading
+from urllib.parse import parse_qs, urlsplit
+
+import httptools
+
+JSON_DOC = json.dumps({"slideshow": {"author": "Yours Truly", "title": "Sample Slide Show",
+                                     "slides": [{"title": "Wake up!", "type": "all"}]}}).encode()
+
+
+def pattern(n: int) -> bytes:
+    """n deterministic bytes (so a client can check them without a copy)."""
+    block = bytes(range(256)) * 256
+    return (block * (n // len(block) + 1))[:n]
+
+
+def pattern_sha256(n: int) -> str:
+    h = hashlib.sha256()
+    block = bytes(range(256)) * 256
+    full, rest = divmod(n, len(block))
+    for _ in range(full):
+        h.update(block)
+    h.update(block[:rest])
+    return h.hexdigest()
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    ids = itertools.count(1)
+
+    def __init__(self, server: "TestUpstream"):
+        self.server = server
+        self.id = next(self.ids)
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.paused = asyncio.Event()
+        self.paused.set()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.connections += 1
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+
+    def pause_writing(self):
+        self.paused.clear()
+
+    def resume_writing(self):
+        self.paused.set()
+
+    # parser callbacks
+    def on_message_begin(self):
+        self.url = b""
+        self.headers = []
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.answered = False
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers.append((name.decode().lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self):
+        self.method = self.parser.get_method().decode()
+        self.version = self.parser.get_http_version()
+        if self.url.startswith(b"/early"):
+            self.answered = True
+            self._respond(413, b'{"early": true}', close=True)
+
+    def on_body(self, chunk):
+        self.sha.update(chunk)
+        self.size += len(chunk)
+
+    def on_message_complete(self):
+        record = {"method": self.method, "target": self.url.decode(), "headers": self.headers,
+                  "size": self.size, "sha256": self.sha.hexdigest(), "conn": self.id,
+                  "version": self.version}
+        self.server.requests.append(record)
+        if not self.answered:
+            self.server.loop.create_task(self.handle(record, self.parser.should_keep_alive()))
+
+    def _respond(self, status, body, headers=(), close=False):
+        head = [f"HTTP/1.1 {status} X\r\n".encode(), b"content-type: application/json\r\n"]
+        for name, value in headers:
+            head.append(f"{name}: {value}\r\n".encode())
+        if status not in (204, 304):
+            head.append(b"content-length: %d\r\n" % len(body))
+        if close:
+            head.append(b"connection: close\r\n")
+        self.transport.write(b"".join(head) + b"\r\n" + (b"" if self.method == "HEAD" or status in (204, 304) else body))
+        if close:
+            self.transport.close()
+
+    async def handle(self, req, keep_alive):
+        url = urlsplit(req["target"])
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        path = url.path
+        if path == "/json":
+            self._respond(200, JSON_DOC, close=not keep_alive)
+        elif path == "/bytes":
+            await self._bytes(int(q["n"]), q.get("chunked") == "1", q.get("close") == "1",
+                              int(q.get("chunk", 65536)), keep_alive)
+        elif path == "/broken":
+            n = int(q["n"])
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (2 * n))
+            self.transport.write(pattern(n))
+            await asyncio.sleep(0.05)
+            self.transport.close()
+        elif path == "/slow":
+            await asyncio.sleep(float(q["delay"]))
+            self._respond(200, b'{"slow": true}', close=not keep_alive)
+        elif path.startswith("/status/"):
+            self._respond(int(path.rsplit("/", 1)[1]), b'{"status": true}', close=not keep_alive)
+        elif path == "/interim":
+            self.transport.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n")
+            self._respond(200, b'{"final": true}', close=not keep_alive)
+        elif path == "/connection-header":
+            self._respond(200, b"{}", headers=[("connection", "x-private"),
+                                               ("x-private", "secret"), ("x-public", "yes")],
+                          close=not keep_alive)
+        else:
+            self._respond(200, json.dumps(req).encode(), close=not keep_alive)
+
+    async def _bytes(self, n, chunked, close, chunk, keep_alive):
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+        if chunked:
+            head += b"transfer-encoding: chunked\r\n"
+        elif close:
+            head += b"connection: close\r\n"
+        else:
+            head += b"content-length: %d\r\n" % n
+        self.transport.write(head + b"\r\n")
+        block = pattern(max(chunk, 65536) * 2)
+        offset = 0
+        while offset < n:
+            size = min(chunk, n - offset)
+            start = offset % 65536  # the pattern repeats every 64 KiB
+            data = block[start:start + size]
+            self.transport.write(b"%x\r\n%s\r\n" % (size, data) if chunked else data)
+            offset += size
+            await self.paused.wait()
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+        if close or not keep_alive:
+            self.transport.close()
+
+
+class TestUpstream:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.connections = 0
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        ready = threading.Event()
+        self._ready = ready
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> "TestUpstream":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
