@@ -103,6 +103,11 @@ class Exchange:
         """Do not forward the request header `name` (lower-case)."""
         self.skip = self.skip | {name}
 
+    def refuse(self, response: Response) -> None:
+        """Answer with `response` and close the connection after it."""
+        self.response = response
+        self.keep_alive = False
+
     # ------------------------------------------------------------ request side (client)
 
     def request_body(self, chunk: bytes) -> None:

@@ -253,7 +253,7 @@ class ClientConnection(asyncio.Protocol):
             if name in _SPECIAL_REQUEST_HEADERS:
                 if name == b"host":
                     if host_header:
-                        ex.response = responses.BAD_REQUEST  # RFC 9112 3.2: one Host only
+                        ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: one Host only
                         return
                     host_header = value
                 elif name == b"content-length":
@@ -262,7 +262,7 @@ class ClientConnection(asyncio.Protocol):
                     ex.chunked = True
                 elif name == b"expect":
                     if value.lower() != b"100-continue":
-                        ex.response = _EXPECTATION_FAILED
+                        ex.refuse(_EXPECTATION_FAILED)
                         return
                     ex.expect_continue = True
                 elif name == b"x-forwarded-for":
@@ -278,12 +278,11 @@ class ClientConnection(asyncio.Protocol):
                 return
             host_header = ex.host or host_header
         elif not host_header and ex.http11:
-            ex.response = responses.BAD_REQUEST
+            ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: HTTP/1.1 requires Host
             return
         ex.host = host_header
         if length > self.settings.max_body_bytes:
-            ex.response = responses.PAYLOAD_TOO_LARGE
-            ex.keep_alive = False
+            ex.refuse(responses.PAYLOAD_TOO_LARGE)
             return
         path, sep, query = target.partition(b"?")
         if needs_normalizing(path):
@@ -312,7 +311,7 @@ class ClientConnection(asyncio.Protocol):
             if host:
                 ex.host = host
                 return path
-        ex.response = responses.BAD_REQUEST
+        ex.refuse(responses.BAD_REQUEST)
         return None
 
     # ------------------------------------------------------------ answering, in order
@@ -329,12 +328,14 @@ class ClientConnection(asyncio.Protocol):
 
     def exchange_done(self, keep_alive: bool) -> None:
         self.active = None
-        if not keep_alive or self.closing:
+        if not keep_alive:
             self.close()
             return
         if self.queue:
             if not self.starting:
                 self._next()
+        elif self.closing:
+            self.close()
         elif self.reading == IDLE:
             self.deadline = self.gateway.now + self.settings.keepalive_timeout
         elif self.reading == HEAD:
