@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from upstream import TestUpstream
+from upstream import UpstreamServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,7 +167,7 @@ class _Unclosable:
 
 @pytest.fixture(scope="session")
 def upstream():
-    server = TestUpstream().start()
+    server = UpstreamServer().start()
     yield server
     server.stop()
 

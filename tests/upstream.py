@@ -51,7 +51,7 @@ def pattern_sha256(n: int) -> str:
 class UpstreamProtocol(asyncio.Protocol):
     ids = itertools.count(1)
 
-    def __init__(self, server: "TestUpstream"):
+    def __init__(self, server: "UpstreamServer"):
         self.server = server
         self.id = next(self.ids)
         self.parser = httptools.HttpRequestParser(self)
@@ -174,8 +174,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-class TestUpstream:
-    def __init__(self):
+class UpstreamServer:
+    def __init__(self, ssl_context=None):
+        self.ssl = ssl_context
         self.requests: list[dict] = []
         self.connections = 0
         self.loop = asyncio.new_event_loop()
@@ -187,12 +188,13 @@ class TestUpstream:
     def _run(self):
         asyncio.set_event_loop(self.loop)
         server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", 0))
+            self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", 0,
+                                    ssl=self.ssl))
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "TestUpstream":
+    def start(self) -> "UpstreamServer":
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("test upstream did not start")
@@ -204,4 +206,4 @@ class TestUpstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"

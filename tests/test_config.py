@@ -1,0 +1,158 @@
+"""Configuration validation (every error names its path), `fastgw check`, start-up faults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fastgw.config import ConfigError
+from fastgw.config.loader import parse
+from fastgw.config.schema import validate
+
+UP = {"url": "http://127.0.0.1:9"}
+
+
+def svc(**kw):
+    return {"name": "s", "upstream": UP, "routes": [{"name": "r", "paths": ["/x"]}], **kw}
+
+
+def errors_of(conf) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        validate(conf)
+    return [f"{path}: {msg}" for path, msg in info.value.errors]
+
+
+def test_minimal_configuration_gets_defaults():
+    conf = validate({"services": [svc()]})
+    s = conf["services"][0]
+    assert s["path_prefix"] == "/" and s["strip_path_prefix"] is True and s["hosts"] == []
+    assert s["upstream"]["timeout"] == {"connect": 60, "send": 60, "read": 60}
+    assert s["upstream"]["keepalive_pool"] == {"size": 320, "idle_timeout": 60, "requests": 1000}
+    assert s["routes"][0]["methods"] == [] and conf["consumers"] == []
+
+
+@pytest.mark.parametrize("conf,expected", [
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/ok", "nope"]}])]},
+     'services[0].routes[0].paths[1]: must start with "/"'),
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/a/*/b"]}])]},
+     'services[0].routes[0].paths[0]: "*" is only allowed at the end (prefix match)'),
+    ({"services": [svc(colour="blue")]}, "services[0].colour: unknown key"),
+    ({"services": [svc(hosts="a.com")]}, "services[0].hosts: must be a list, not a string"),
+    ({"services": [svc(), svc()]}, "services[1].name: duplicate name 's' (also at services[0])"),
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/x"]}, {"name": "r", "paths": ["/y"]}])]},
+     "services[0].routes[1].name: duplicate name 'r' (also at services[0].routes[0])"),
+    ({"services": [svc(upstream={"url": "ftp://x"})]},
+     "services[0].upstream.url: must start with http:// or https://"),
+    ({"services": [svc(upstream={"url": "http://"})]}, "services[0].upstream.url: has no host"),
+    ({"services": [svc(upstream={"url": "http://x:99999"})]},
+     "services[0].upstream.url: is not a valid URL: Port out of range 0-65535"),
+    ({"services": [svc(upstream={})]}, "services[0].upstream: needs exactly one of url or nodes"),
+    ({"services": [svc(upstream={"nodes": [{"host": "a", "port": 0}]})]},
+     "services[0].upstream.nodes[0].port: must be at least 1"),
+    ({"services": [svc(upstream={"url": "http://a", "pass_host": "rewrite"})]},
+     'services[0].upstream.upstream_host: is required when pass_host is "rewrite"'),
+    ({"services": [svc(upstream={"url": "http://a", "timeout": {"read": 0}})]},
+     "services[0].upstream.timeout.read: must be greater than 0"),
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/x"], "methods": ["FETCH"]}])]},
+     "services[0].routes[0].methods[0]: must be one of GET, HEAD, POST, PUT, DELETE, PATCH, "
+     "OPTIONS, TRACE, CONNECT, PURGE, not 'FETCH'"),
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/x"], "plugins": {"nope": {}}}])]},
+     "services[0].routes[0].plugins.nope: unknown plugin"),
+    ({"services": [svc(routes=[{"name": "r"}])]}, "services[0].routes[0].paths: is required"),
+    ({"services": [svc(hosts=["bad host"])]},
+     "services[0].hosts[0]: 'bad host' is not a host name or \"*.domain\" pattern"),
+    ({"services": [svc(priority=True)]}, "services[0].priority: unknown key"),
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/x"], "priority": "high"}])]},
+     "services[0].routes[0].priority: must be an integer, not a string"),
+    ({"services": {}}, "services: must be a list, not a mapping"),
+    (["not", "a", "mapping"], "(top level): must be a mapping, not a list"),
+])
+def test_errors_name_their_path(conf, expected):
+    assert expected in errors_of(conf)
+
+
+def test_all_errors_are_reported_at_once():
+    errors = errors_of({"services": [svc(colour=1, routes=[{"name": "r", "paths": ["x"]}])],
+                        "extra": 1})
+    assert len(errors) == 3
+
+
+def test_duplicate_yaml_key_is_an_error():
+    with pytest.raises(ConfigError) as info:
+        parse("services: []\nservices: []\n", "f.yaml")
+    assert "duplicate key 'services'" in str(info.value)
+
+
+def test_duplicate_json_key_is_an_error():
+    with pytest.raises(ConfigError):
+        parse('{"services": [], "services": []}', "f.json")
+
+
+def run_fastgw(*args, env=None, cwd=None, timeout=20):
+    import os
+    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def test_check_command_prints_every_error_and_exits_1(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("services:\n  - name: s\n    upstream: {url: 'http://a'}\n"
+                 "    routes: [{name: r, paths: [nope]}]\n    colour: blue\n")
+    result = run_fastgw("check", str(f))
+    assert result.returncode == 1
+    assert f'{f}: services[0].routes[0].paths[0]: must start with "/"' in result.stderr
+    assert f"{f}: services[0].colour: unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_command_accepts_a_good_file(tmp_path):
+    f = tmp_path / "good.json"
+    f.write_text('{"services": [{"name": "s", "upstream": {"url": "http://a"}, '
+                 '"routes": [{"name": "r", "paths": ["/x"]}]}]}')
+    result = run_fastgw("check", str(f))
+    assert result.returncode == 0 and "OK" in result.stdout
+
+
+def test_bad_configuration_at_start_is_one_line_and_exit_2(tmp_path):
+    f = tmp_path / "fastgw.yaml"
+    f.write_text("services: [{name: s, upstream: {url: 'gopher://x'}}]\n")
+    result = run_fastgw("serve", env={"FASTGW_CONFIG": str(f), "FASTGW_LISTEN": "127.0.0.1:0"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "services[0].upstream.url: must start with http:// or https://" in result.stderr
+
+
+def test_missing_configuration_file_is_exit_2(tmp_path):
+    result = run_fastgw("serve", env={"FASTGW_CONFIG": str(tmp_path / "absent.yaml")})
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("env,flag,named", [
+    ({"FASTGW_LISTEN": "nowhere"}, None, "FASTGW_LISTEN"),
+    ({"FASTGW_WORKERS": "zero"}, None, "FASTGW_WORKERS"),
+    ({"FASTGW_MAX_BODY_BYTES": "-5"}, None, "FASTGW_MAX_BODY_BYTES"),
+    ({}, ["--header-timeout", "soon"], "--header-timeout"),
+    ({"FASTGW_LOG_LEVEL": "chatty"}, None, "FASTGW_LOG_LEVEL"),
+])
+def test_bad_setting_is_one_line_naming_it_and_exit_2(env, flag, named):
+    result = run_fastgw("serve", *(flag or []), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"fastgw: {named}:")
+    assert "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_exit_2(tmp_path):
+    import socket
+    f = tmp_path / "fastgw.yaml"
+    f.write_text("services: []\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run_fastgw("serve", env={"FASTGW_CONFIG": str(f),
+                                          "FASTGW_LISTEN": f"127.0.0.1:{port}"})
+    assert result.returncode == 2 and "cannot listen" in result.stderr

@@ -1,0 +1,147 @@
+"""Router precedence (SPEC section 3), table-driven and property-based, plus black-box checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import service
+from fastgw.routing import Route, RouteTable, host_of, normalize_path
+
+
+class FakeUpstream:
+    base_path = b""
+
+
+def route(name, methods=(), priority=0, strip=0):
+    return Route("svc", name, methods, priority, strip, FakeUpstream(), ())
+
+
+def table(*entries):
+    """entries: (hosts, path, Route)."""
+    return RouteTable.build(entries)
+
+
+@pytest.mark.parametrize("host,path,method,expected", [
+    ("a.com", "/x", "GET", "exact-host"),
+    ("b.a.com", "/x", "GET", "wildcard"),
+    ("c.b.a.com", "/x", "GET", "wildcard"),
+    ("a.com", "/only-any", "GET", "any-host"),  # falls through the host tiers
+    ("other.org", "/x", "GET", "any-host"),
+    ("B.A.COM", "/x", "GET", "wildcard"),
+])
+def test_host_tiers(host, path, method, expected):
+    t = table((["a.com"], "/x", route("exact-host")),
+              (["*.a.com"], "/x", route("wildcard")),
+              ([], "/x", route("any-host")),
+              ([], "/only-any", route("any-host")))
+    assert t.match(host_of(host.encode()), path.encode(), method.encode()).name == expected
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("/api/users", "exact"),
+    ("/api/users/1", "users-prefix"),
+    ("/api/other", "api-prefix"),
+    ("/api/", "api-prefix"),
+    ("/api", None),
+    ("/elsewhere", None),
+])
+def test_exact_beats_prefix_and_longer_prefix_beats_shorter(path, expected):
+    t = table(([], "/api/*", route("api-prefix")),
+              ([], "/api/users/*", route("users-prefix")),
+              ([], "/api/users", route("exact")))
+    found = t.match(b"h", path.encode(), b"GET")
+    assert (found.name if found else None) == expected
+
+
+def test_priority_breaks_ties_then_declaration_order():
+    t = table(([], "/p", route("low", priority=1)),
+              ([], "/p", route("high", priority=5)),
+              ([], "/q", route("first")),
+              ([], "/q", route("second")))
+    assert t.match(b"h", b"/p", b"GET").name == "high"
+    assert t.match(b"h", b"/q", b"GET").name == "first"
+
+
+def test_method_must_be_allowed_and_falls_through_to_next_candidate():
+    t = table(([], "/m", route("get-only", methods=["GET"])),
+              ([], "/m*", route("post-prefix", methods=["POST"])))
+    assert t.match(b"h", b"/m", b"GET").name == "get-only"
+    assert t.match(b"h", b"/m", b"POST").name == "post-prefix"
+    assert t.match(b"h", b"/m", b"DELETE") is None
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("/a/b", "/a/b"), ("/a/./b", "/a/b"), ("/a/../b", "/b"), ("/../../b", "/b"),
+    ("/a/%2e%2e/b", "/b"), ("/a/%2E/b", "/a/b"), ("/a/..", "/"), ("/a/b/.", "/a/b/"),
+])
+def test_dot_segments_are_resolved(raw, expected):
+    assert normalize_path(raw.encode()) == expected.encode()
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("Example.COM", "example.com"), ("example.com:8080", "example.com"),
+    ("[::1]:80", "::1"), ("[::1]", "::1"), ("", ""),
+])
+def test_host_header_parsing(value, expected):
+    assert host_of(value.encode()) == expected.encode()
+
+
+segment = st.text(alphabet="abc", min_size=1, max_size=3)
+paths = st.lists(segment, min_size=1, max_size=4).map(lambda s: "/" + "/".join(s))
+
+
+@settings(max_examples=300, deadline=None)
+@given(exact=st.lists(paths, max_size=6, unique=True),
+       prefixes=st.lists(paths, max_size=6, unique=True), request=paths)
+def test_router_agrees_with_the_precedence_rules(exact, prefixes, request):
+    entries = [([], p, route(f"exact:{p}")) for p in exact]
+    entries += [([], p + "/*", route(f"prefix:{p}/")) for p in prefixes]
+    found = table(*entries).match(b"h", request.encode(), b"GET")
+    if request in exact:
+        expected = f"exact:{request}"
+    else:
+        matching = [p + "/" for p in prefixes if request.startswith(p + "/")]
+        expected = f"prefix:{max(matching, key=len)}" if matching else None
+    assert (found.name if found else None) == expected
+
+
+def test_black_box_routing_strips_prefix_and_answers_404(upstream, gateway_factory):
+    gw = gateway_factory({"services": [
+        service(upstream.url, [{"name": "json", "paths": ["/json"], "methods": ["GET"]},
+                               {"name": "rest", "paths": ["/rest/*"]}],
+                name="v1", hosts=["cloud.test"], path_prefix="/v1"),
+        service(upstream.url + "/base", [{"name": "all", "paths": ["/*"]}],
+                name="wild", hosts=["*.wild.test"], strip_path_prefix=False,
+                path_prefix="/keep"),
+    ]})
+    status, _, body = gw.request("GET", "/v1/json", host="cloud.test")
+    assert status == 200 and body.startswith(b'{"slideshow"')
+    status, _, body = gw.request("GET", "/v1/rest/a/b?q=1", host="cloud.test")
+    assert json.loads(body)["target"] == "/rest/a/b?q=1"
+    status, _, body = gw.request("GET", "/keep/x", host="a.wild.test")
+    assert json.loads(body)["target"] == "/base/keep/x"
+    for method, path, host in [("POST", "/v1/json", "cloud.test"), ("GET", "/v1/json", "x.test"),
+                               ("GET", "/v2/json", "cloud.test"), ("GET", "/keep/x", "wild.test")]:
+        status, _, body = gw.request(method, path, host=host)
+        assert status == 404 and json.loads(body) == {"error_msg": "404 Route Not Found"}
+
+
+def test_dot_segments_cannot_escape_a_route(upstream, gateway_factory):
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "public", "paths": ["/public/*"]}])]})
+    status, _, _ = gw.request("GET", "/public/../private")
+    assert status == 404
+    status, _, body = gw.request("GET", "/public/a/%2e%2e/b")
+    assert status == 200 and json.loads(body)["target"] == "/public/b"
+
+
+def test_absolute_form_request_target_is_accepted(simple_gateway):
+    with simple_gateway.raw() as c:
+        c.send(b"GET http://api.test/abs?x=1 HTTP/1.1\r\nHost: ignored\r\n\r\n")
+        status, _, body = c.response()
+    seen = json.loads(body)
+    assert status == 200 and seen["target"] == "/abs?x=1"
+    assert dict(seen["headers"])["host"] == "api.test"

@@ -1,0 +1,162 @@
+"""Upstream side: pass_host, balancing, retries, keep-alive pool rules, TLS."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import ipaddress
+import json
+import ssl
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import free_port, service
+from upstream import UpstreamServer
+
+
+def seen(body: bytes) -> dict:
+    return json.loads(body)
+
+
+def host_seen(body: bytes) -> str:
+    return dict(seen(body)["headers"])["host"]
+
+
+@pytest.mark.parametrize("upstream_conf,expected", [
+    ({"pass_host": "pass"}, "client.test"),
+    ({"pass_host": "node"}, "127.0.0.1:{port}"),
+    ({"pass_host": "rewrite", "upstream_host": "internal.test"}, "internal.test"),
+])
+def test_pass_host_modes(upstream, gateway_factory, upstream_conf, expected):
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}],
+                                               upstream=upstream_conf)]})
+    _, _, body = gw.request("GET", "/h", host="client.test")
+    assert host_seen(body) == expected.format(port=upstream.port)
+
+
+def test_weighted_round_robin_spreads_by_weight(gateway_factory):
+    ups = [UpstreamServer().start() for _ in range(2)]
+    try:
+        gw = gateway_factory({"services": [{"name": "s", "routes": [
+            {"name": "a", "paths": ["/*"]}], "upstream": {"nodes": [
+                {"host": "127.0.0.1", "port": ups[0].port, "weight": 3},
+                {"host": "127.0.0.1", "port": ups[1].port, "weight": 1}]}}]})
+        conn = gw.connect()
+        for _ in range(40):
+            conn.request("GET", "/rr", headers={"Host": "a"})
+            assert conn.getresponse().read()
+        assert (len(ups[0].requests), len(ups[1].requests)) == (30, 10)
+    finally:
+        for u in ups:
+            u.stop()
+
+
+def test_connect_failure_is_retried_on_the_next_node(upstream, gateway_factory):
+    nodes = [{"host": "127.0.0.1", "port": free_port()},
+             {"host": "127.0.0.1", "port": upstream.port}]
+    gw = gateway_factory({"services": [{"name": "s", "upstream": {"nodes": nodes},
+                                        "routes": [{"name": "a", "paths": ["/*"]}]}]})
+    statuses = collections.Counter(gw.request("GET", "/retry")[0] for _ in range(6))
+    assert statuses == {200: 6}
+
+
+def test_no_retry_when_retries_is_zero(upstream, gateway_factory):
+    nodes = [{"host": "127.0.0.1", "port": free_port()},
+             {"host": "127.0.0.1", "port": upstream.port}]
+    gw = gateway_factory({"services": [{"name": "s", "upstream": {"nodes": nodes, "retries": 0},
+                                        "routes": [{"name": "a", "paths": ["/*"]}]}]})
+    statuses = collections.Counter(gw.request("GET", "/retry")[0] for _ in range(6))
+    assert statuses == {200: 3, 502: 3}
+
+
+def test_request_sent_is_never_retried(gateway_factory):
+    """A POST whose upstream broke off after receiving it is answered 502, not replayed."""
+    ups = [UpstreamServer().start() for _ in range(2)]
+    try:
+        nodes = [{"host": "127.0.0.1", "port": u.port} for u in ups]
+        gw = gateway_factory({"services": [{"name": "s", "upstream": {"nodes": nodes},
+                                            "routes": [{"name": "a", "paths": ["/*"]}]}]})
+        status, _, _ = gw.request("POST", "/broken?n=0", body=b"once")
+        assert status in (200, 502)
+        assert len(ups[0].requests) + len(ups[1].requests) == 1
+    finally:
+        for u in ups:
+            u.stop()
+
+
+def test_pool_requests_limit_rotates_connections(gateway_factory):
+    up = UpstreamServer().start()
+    try:
+        gw = gateway_factory({"services": [service(up.url, [{"name": "a", "paths": ["/*"]}],
+                                                   upstream={"keepalive_pool": {"requests": 3}})]})
+        conn = gw.connect()
+        conns = []
+        for _ in range(9):
+            conn.request("GET", "/p", headers={"Host": "a"})
+            conns.append(seen(conn.getresponse().read())["conn"])
+        assert len(set(conns)) == 3 and conns[0] == conns[2] != conns[3]
+    finally:
+        up.stop()
+
+
+def test_pool_size_zero_disables_upstream_keep_alive(gateway_factory):
+    up = UpstreamServer().start()
+    try:
+        gw = gateway_factory({"services": [service(up.url, [{"name": "a", "paths": ["/*"]}],
+                                                   upstream={"keepalive_pool": {"size": 0}})]})
+        conn = gw.connect()
+        conns = set()
+        for _ in range(4):
+            conn.request("GET", "/p", headers={"Host": "a"})
+            body = conn.getresponse().read()
+            conns.add(seen(body)["conn"])
+            assert dict(seen(body)["headers"])["connection"] == "close"
+        assert len(conns) == 4
+    finally:
+        up.stop()
+
+
+def _self_signed(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx, str(cert_file)
+
+
+def test_https_upstream_verified_against_a_ca_file(tmp_path, gateway_factory):
+    ctx, ca_file = _self_signed(tmp_path)
+    up = UpstreamServer(ssl_context=ctx).start()
+    try:
+        gw = gateway_factory({"services": [
+            service(up.url, [{"name": "a", "paths": ["/*"]}], name="trusted", hosts=["t.test"],
+                    upstream={"tls": {"ca_file": ca_file}}),
+            service(up.url, [{"name": "a", "paths": ["/*"]}], name="untrusted",
+                    hosts=["u.test"]),
+            service(up.url, [{"name": "a", "paths": ["/*"]}], name="unverified",
+                    hosts=["n.test"], upstream={"tls": {"verify": False}}),
+        ]})
+        status, _, body = gw.request("GET", "/tls", host="t.test")
+        assert status == 200 and seen(body)["target"] == "/tls"
+        assert gw.request("GET", "/tls", host="u.test")[0] == 502  # self-signed, verify on
+        assert gw.request("GET", "/tls", host="n.test")[0] == 200
+    finally:
+        up.stop()
