@@ -75,19 +75,38 @@ class VerifyingKey:
         return self._alg.verify(signing_input, self._key, signature)
 
 
+_HEADERS: dict[bytes, dict] = {}  # encoded header -> parsed; a few distinct ones in practice
+_HEADERS_MAX = 256
+
+
+def _header(segment: bytes) -> dict:
+    header = _HEADERS.get(segment)
+    if header is None:
+        try:
+            header = orjson.loads(b64url_decode(segment))
+        except orjson.JSONDecodeError:
+            raise TokenInvalid("header is not JSON") from None
+        if type(header) is not dict:
+            raise TokenInvalid("header is not an object")
+        if len(_HEADERS) >= _HEADERS_MAX:
+            _HEADERS.clear()
+        _HEADERS[segment] = header
+    return header
+
+
 def split_token(token: bytes) -> tuple[dict, Any, bytes, bytes]:
-    """(header, payload, signing input, signature) of a compact JWS, or TokenInvalid."""
+    """(header, payload, signing input, signature) of a compact JWS, or TokenInvalid.
+
+    The header is shared between calls (it is memoised by its encoding): read it only."""
     parts = token.split(b".")
     if len(parts) != 3:
         raise TokenInvalid("not three segments")
     head, body, sig = parts
+    header = _header(head)
     try:
-        header = orjson.loads(b64url_decode(head))
         payload = orjson.loads(b64url_decode(body))
     except orjson.JSONDecodeError:
-        raise TokenInvalid("segment is not JSON") from None
-    if type(header) is not dict:
-        raise TokenInvalid("header is not an object")
+        raise TokenInvalid("payload is not JSON") from None
     return header, payload, token[: len(head) + 1 + len(body)], b64url_decode(sig)
 
 

@@ -176,6 +176,18 @@ VERIFY_FAILED = _unauthorized("failed to verify jwt", True)
 _NUMBER = (int, float)
 
 
+def _spellings(word: bytes) -> frozenset[bytes]:
+    """Every upper/lower-case spelling of `word`, so matching it is one set lookup."""
+    variants = [b""]
+    for ch in word:
+        c = bytes([ch])
+        variants = [v + x for v in variants for x in {c.lower(), c.upper()}]
+    return frozenset(variants)
+
+
+_BEARER = _spellings(b"bearer ")  # 64 spellings; the prefix is case-insensitive
+
+
 def _claim_time(payload: dict, name: str) -> float | None:
     """A numeric time claim, None when absent; a non-number fails verification."""
     value = payload.get(name)
@@ -206,24 +218,32 @@ class JwtAuth:
 
     def access(self, ex) -> Response | None:
         """None lets the request through (consumer headers set); else the 401 to answer."""
-        token = self._take_token(ex)
-        if token is None:
-            if self.anonymous_head is None:
-                return MISSING_TOKEN
-            ex.extra_head = self.anonymous_head
-            return None
+        header = self.header
+        for name, token in ex.headers:
+            if name == header and token:
+                if self.hide:
+                    ex.drop_header(header)
+                if token[:7] in _BEARER:  # "Bearer " prefix optional, any case
+                    token = token[7:].lstrip()
+                break
+        else:
+            token = self._token_elsewhere(ex)
+            if token is None:
+                if self.anonymous_head is None:
+                    return MISSING_TOKEN
+                ex.extra_head = self.anonymous_head
+                return None
         cache = self.cache
         entry = cache.get(token)
-        if entry is not None and entry[3] == self.key_claim and not entry[0].revoked:
-            cache.hits += 1
-            cred, not_before, not_after, _ = entry
-            now = time.time()
-            if not_before <= now < not_after:
-                ex.extra_head = cred.upstream_head
-                return None
-            return VERIFY_FAILED
-        cache.misses += 1
-        return self._verify(ex, token)
+        if entry is None or entry[3] != self.key_claim or entry[0].revoked:
+            cache.misses += 1
+            return self._verify(ex, token)
+        cache.hits += 1
+        cred, not_before, not_after, _ = entry
+        if not_before <= time.time() < not_after:
+            ex.extra_head = cred.upstream_head
+            return None
+        return VERIFY_FAILED
 
     def _verify(self, ex, token: bytes) -> Response | None:
         try:
@@ -259,15 +279,8 @@ class JwtAuth:
 
     # ------------------------------------------------------------ finding the token
 
-    def _take_token(self, ex) -> bytes | None:
-        """The token from the first place it is present; removed there if hide_credentials."""
-        for name, value in ex.headers:
-            if name == self.header and value:
-                if self.hide:
-                    ex.drop_header(self.header)
-                if value[:7].lower() == b"bearer ":
-                    value = value[7:].lstrip()
-                return value
+    def _token_elsewhere(self, ex) -> bytes | None:
+        """The token from the query, else the cookie (the header had none)."""
         if b"?" in ex.target:
             token = self._from_query(ex)
             if token is not None:

@@ -1,0 +1,466 @@
+"""The jwt-auth plugin through a real gateway: SPEC sections 1 and 4."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jwt as pyjwt
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from conftest import service
+
+SECRET = "s3cr3t-for-tests-" + "0123456789abcdef" * 4
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict, payload: dict, signature: bytes = b"sig") -> str:
+    return ".".join((b64(json.dumps(header).encode()), b64(json.dumps(payload).encode()),
+                     b64(signature)))
+
+
+def token(key="user-key", secret=SECRET, alg="HS256", **claims) -> str:
+    return pyjwt.encode({"key": key, **claims}, secret, algorithm=alg)
+
+
+def consumer(username="jack", key="user-key", **cred):
+    return {"username": username, "credentials": [{"key": key, "secret": SECRET, **cred}]}
+
+
+def config(upstream, plugin=None, consumers=None, routes=None, service_plugins=None):
+    routes = routes or [{"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": plugin or {}}}]
+    svc = service(upstream.url, routes, plugins=service_plugins or {})
+    return {"services": [svc], "consumers": consumers if consumers is not None else [consumer()]}
+
+
+def seen_headers(body: bytes) -> dict:
+    return dict(json.loads(body)["headers"])
+
+
+@pytest.fixture
+def jwt_gateway(upstream, gateway_factory):
+    return gateway_factory(config(upstream))
+
+
+def get(gw, path="/anything", **headers):
+    return gw.request("GET", path, headers=headers)
+
+
+# ---------------------------------------------------------------- the verification table
+
+def assert_401(result, message: str, token_present: bool = True):
+    status, headers, body = result
+    assert status == 401
+    assert json.loads(body) == {"message": message}
+    assert headers["content-type"] == "application/json"
+    challenge = 'Bearer realm="fastgw"' + (', error="invalid_token"' if token_present else "")
+    assert headers["www-authenticate"] == challenge
+
+
+def test_missing_token(jwt_gateway):
+    assert_401(get(jwt_gateway), "Missing JWT token in request", token_present=False)
+
+
+@pytest.mark.parametrize("bad", [
+    "wrong token", "a.b", "a.b.c.d", "!!!.???.###", b64(b"[1,2]") + "." + b64(b"{}") + ".x",
+    b64(b'{"alg":"HS256"}') + "." + b64(b"not json") + ".x",
+    b64(b'{"alg":"HS256"}') + "." + b64(b'{"key":"user-key"') + ".x",
+    b64(b'{"alg":"HS256"}') + "." + b64(b'"just a string"') + ".x",
+    b64(b'{"alg":"HS256"}') + "." + b64(b'[1]') + ".x",
+    "x" * 20000, "a" * 6000 + "." + "b" * 6000 + "." + "c" * 6000,
+    b64(b'{"alg":"HS256"}') + "." + b64(b'{"key":"user-key"}') + ".a",  # bad base64 length
+])
+def test_malformed_tokens_are_invalid_never_500(jwt_gateway, bad):
+    assert_401(get(jwt_gateway, Authorization=bad), "JWT token invalid")
+
+
+def test_missing_key_claim(jwt_gateway):
+    assert_401(get(jwt_gateway, Authorization=pyjwt.encode({"user": "x"}, SECRET)),
+               "missing user key in JWT token")
+
+
+@pytest.mark.parametrize("key", ["nobody", 42, ["user-key"], {"k": 1}])
+def test_unknown_key(jwt_gateway, key):
+    assert_401(get(jwt_gateway, Authorization=pyjwt.encode({"key": key}, SECRET)),
+               "Invalid user key in JWT token")
+
+
+@pytest.mark.parametrize("bad_token", [
+    pytest.param(lambda: token(secret="another secret 0123456789abcdefgh"), id="bad-signature"),
+    pytest.param(lambda: token(alg="HS512"), id="other-hmac-algorithm"),
+    pytest.param(lambda: token(exp=int(time.time()) - 10), id="expired"),
+    pytest.param(lambda: token(nbf=int(time.time()) + 60), id="not-yet-valid"),
+    pytest.param(lambda: token(exp="tomorrow"), id="exp-not-a-number"),
+    pytest.param(lambda: raw_token({"alg": "none"}, {"key": "user-key"}, b""), id="alg-none"),
+    pytest.param(lambda: raw_token({"alg": "none"}, {"key": "user-key"}) .rsplit(".", 1)[0] + ".",
+                 id="alg-none-empty-signature"),
+    pytest.param(lambda: raw_token({"alg": "HS256", "crit": ["exp"]}, {"key": "user-key"}),
+                 id="crit-header"),
+])
+def test_failed_verification(jwt_gateway, bad_token):
+    assert_401(get(jwt_gateway, Authorization=bad_token()), "failed to verify jwt")
+
+
+def test_valid_token_reaches_upstream_with_consumer_headers(jwt_gateway, upstream):
+    status, _, body = get(jwt_gateway, Authorization=token(exp=int(time.time()) + 60),
+                          **{"X-Consumer-Username": "admin", "X-Credential-Identifier": "forged"})
+    assert status == 200
+    headers = seen_headers(body)
+    assert headers["x-consumer-username"] == "jack"
+    assert headers["x-credential-identifier"] == "user-key"
+    assert sum(1 for n, _ in json.loads(body)["headers"] if n == "x-consumer-username") == 1
+
+
+@pytest.mark.parametrize("prefix", ["", "Bearer ", "bearer ", "BEARER  "])
+def test_authorization_header_with_or_without_bearer(jwt_gateway, prefix):
+    assert get(jwt_gateway, Authorization=prefix + token())[0] == 200
+
+
+def test_token_in_query_and_cookie(jwt_gateway):
+    t = token()
+    assert get(jwt_gateway, f"/anything?a=1&jwt={t}")[0] == 200
+    assert get(jwt_gateway, Cookie=f"theme=dark; jwt={t}; lang=en")[0] == 200
+
+
+def test_first_place_present_is_the_only_one_read(jwt_gateway):
+    t = token()
+    # a garbled header is not rescued by a good query parameter or cookie
+    assert_401(get(jwt_gateway, f"/anything?jwt={t}", Authorization="garbage", Cookie=f"jwt={t}"),
+               "JWT token invalid")
+    assert_401(get(jwt_gateway, "/anything?jwt=garbage", Cookie=f"jwt={t}"), "JWT token invalid")
+
+
+def test_nbf_and_exp_within_grace_period(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, consumers=[consumer(lifetime_grace_period=30)]))
+    now = int(time.time())
+    assert get(gw, Authorization=token(exp=now - 10))[0] == 200
+    assert get(gw, Authorization=token(nbf=now + 10))[0] == 200
+    assert_401(get(gw, Authorization=token(exp=now - 40)), "failed to verify jwt")
+    assert_401(get(gw, Authorization=token(nbf=now + 40)), "failed to verify jwt")
+
+
+# ---------------------------------------------------------------- plugin options
+
+def test_custom_header_query_cookie_names(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"header": "X-Token", "query": "access_token",
+                                           "cookie": "session"}))
+    t = token()
+    assert get(gw, **{"X-Token": t})[0] == 200
+    assert get(gw, f"/anything?access_token={t}")[0] == 200
+    assert get(gw, Cookie=f"session={t}")[0] == 200
+    assert get(gw, Authorization=t)[0] == 401  # the default places are no longer read
+
+
+def test_hide_credentials_removes_only_the_credential(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"hide_credentials": True}))
+    t = token()
+    _, _, body = get(gw, Authorization=f"Bearer {t}")
+    assert "authorization" not in seen_headers(body)
+    _, _, body = get(gw, f"/anything?b=2&jwt={t}&a=1")
+    assert json.loads(body)["target"] == "/anything?b=2&a=1"
+    _, _, body = get(gw, f"/anything?jwt={t}")
+    assert json.loads(body)["target"] == "/anything"
+    _, _, body = get(gw, Cookie=f"theme=dark; jwt={t}; lang=en")
+    assert seen_headers(body)["cookie"] == "theme=dark; lang=en"
+    _, _, body = get(gw, Cookie=f"jwt={t}")
+    assert "cookie" not in seen_headers(body)
+
+
+def test_credentials_kept_without_hide_credentials(jwt_gateway):
+    t = token()
+    _, _, body = get(jwt_gateway, f"/anything?jwt={t}", Cookie=f"jwt={t}")
+    assert json.loads(body)["target"] == f"/anything?jwt={t}"
+    assert seen_headers(body)["cookie"] == f"jwt={t}"
+
+
+def test_key_claim_name(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"key_claim_name": "iss"}))
+    assert get(gw, Authorization=pyjwt.encode({"iss": "user-key"}, SECRET))[0] == 200
+    assert_401(get(gw, Authorization=token()), "missing user key in JWT token")
+
+
+def test_anonymous_consumer_only_when_no_token(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"anonymous_consumer": "guest"},
+                                consumers=[consumer(), {"username": "guest"}]))
+    status, _, body = get(gw)
+    assert status == 200 and seen_headers(body)["x-consumer-username"] == "guest"
+    assert "x-credential-identifier" not in seen_headers(body)
+    assert_401(get(gw, Authorization="garbage"), "JWT token invalid")
+    _, _, body = get(gw, Authorization=token())
+    assert seen_headers(body)["x-consumer-username"] == "jack"
+
+
+def test_service_plugin_covers_routes_and_route_overrides_it(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, service_plugins={"jwt-auth": {}}, routes=[
+        {"name": "plain", "paths": ["/plain"]},
+        {"name": "custom", "paths": ["/custom"], "plugins": {"jwt-auth": {"header": "x-jwt"}}},
+    ]))
+    assert get(gw, "/plain")[0] == 401
+    assert get(gw, "/plain", Authorization=token())[0] == 200
+    assert get(gw, "/custom", Authorization=token())[0] == 401
+    assert get(gw, "/custom", **{"X-JWT": token()})[0] == 200
+
+
+# ---------------------------------------------------------------- algorithms and keys
+
+def _pem_pair(private_key):
+    private = private_key.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()).decode()
+    public = private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+@pytest.fixture(scope="module")
+def key_pairs():
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "RS": _pem_pair(rsa_key),
+        "ES256": _pem_pair(ec.generate_private_key(ec.SECP256R1())),
+        "ES384": _pem_pair(ec.generate_private_key(ec.SECP384R1())),
+        "ES512": _pem_pair(ec.generate_private_key(ec.SECP521R1())),
+        "EdDSA": _pem_pair(ed25519.Ed25519PrivateKey.generate()),
+    }
+
+
+ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+              "EdDSA"]
+
+
+def test_every_algorithm_with_real_keys(upstream, gateway_factory, key_pairs):
+    consumers, tokens = [], {}
+    for alg in ["HS256", "HS384", "HS512"]:
+        consumers.append(consumer(f"u-{alg}", f"k-{alg}", algorithm=alg))
+        tokens[alg] = token(f"k-{alg}", alg=alg)
+    for alg in ASYMMETRIC:
+        private, public = key_pairs["RS" if alg[:2] in ("RS", "PS") else alg]
+        consumers.append({"username": f"u-{alg}", "credentials": [
+            {"key": f"k-{alg}", "algorithm": alg, "public_key": public}]})
+        tokens[alg] = pyjwt.encode({"key": f"k-{alg}"}, private, algorithm=alg)
+    gw = gateway_factory(config(upstream, consumers=consumers))
+    for alg, t in tokens.items():
+        status, _, body = get(gw, Authorization=t)
+        assert status == 200, alg
+        assert seen_headers(body)["x-consumer-username"] == f"u-{alg}"
+    # a token signed with another key of the right type fails
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = pyjwt.encode({"key": "k-RS256"}, _pem_pair(other)[0], algorithm="RS256")
+    assert_401(get(gw, Authorization=forged), "failed to verify jwt")
+    # RS256 token for a PS256 credential (same key pair) fails: only the credential's algorithm
+    wrong_alg = pyjwt.encode({"key": "k-PS256"}, key_pairs["RS"][0], algorithm="RS256")
+    assert_401(get(gw, Authorization=wrong_alg), "failed to verify jwt")
+
+
+def test_algorithm_confusion_hs256_signed_with_public_key_is_rejected(
+        upstream, gateway_factory, key_pairs):
+    private, public = key_pairs["RS"]
+    gw = gateway_factory(config(upstream, consumers=[{"username": "r", "credentials": [
+        {"key": "rsa-key", "algorithm": "RS256", "public_key": public}]}]))
+    header = b64(b'{"alg":"HS256","typ":"JWT"}')
+    payload = b64(b'{"key":"rsa-key"}')
+    import hashlib
+    import hmac
+    sig = hmac.new(public.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert_401(get(gw, Authorization=f"{header}.{payload}.{b64(sig)}"), "failed to verify jwt")
+
+
+def test_base64_secret(upstream, gateway_factory):
+    raw = os.urandom(32)
+    encoded = base64.b64encode(raw).decode()
+    gw = gateway_factory(config(upstream, consumers=[{"username": "b", "credentials": [
+        {"key": "b64-key", "secret": encoded, "base64_secret": True}]}]))
+    assert get(gw, Authorization=pyjwt.encode({"key": "b64-key"}, raw))[0] == 200
+    assert_401(get(gw, Authorization=pyjwt.encode({"key": "b64-key"}, encoded)),
+               "failed to verify jwt")
+
+
+# ---------------------------------------------------------------- the cache
+
+def test_tampered_payload_after_genuine_token_was_cached(jwt_gateway):
+    genuine = token(role="user")
+    assert get(jwt_gateway, Authorization=genuine)[0] == 200  # now cached
+    head, _, sig = genuine.split(".")
+    forged_payload = b64(json.dumps({"key": "user-key", "role": "admin"}).encode())
+    assert_401(get(jwt_gateway, Authorization=f"{head}.{forged_payload}.{sig}"),
+               "failed to verify jwt")
+    assert get(jwt_gateway, Authorization=genuine)[0] == 200
+
+
+def test_cached_token_rejected_once_expired(jwt_gateway):
+    exp = int(time.time()) + 2
+    t = token(exp=exp)
+    assert get(jwt_gateway, Authorization=t)[0] == 200  # verified and cached
+    assert get(jwt_gateway, Authorization=t)[0] == 200  # a cache hit
+    time.sleep(max(0.0, exp - time.time()) + 0.05)  # the clock has to pass exp
+    assert_401(get(jwt_gateway, Authorization=t), "failed to verify jwt")
+
+
+def test_cached_token_rejected_after_credential_removed_by_reload(upstream, jwt_gateway):
+    t = token()
+    assert get(jwt_gateway, Authorization=t)[0] == 200
+    jwt_gateway.write_config(config(upstream, consumers=[consumer("jill", "other-key")]))
+    jwt_gateway.signal(signal.SIGHUP)
+    jwt_gateway.wait_for_log("configuration reloaded")
+    assert_401(get(jwt_gateway, Authorization=t), "Invalid user key in JWT token")
+
+
+def test_cached_token_rejected_after_secret_changed_by_reload(upstream, jwt_gateway):
+    t = token()
+    assert get(jwt_gateway, Authorization=t)[0] == 200
+    jwt_gateway.write_config(config(upstream, consumers=[
+        {"username": "jack", "credentials": [{"key": "user-key", "secret": "changed" * 10}]}]))
+    jwt_gateway.signal(signal.SIGHUP)
+    jwt_gateway.wait_for_log("configuration reloaded")
+    assert_401(get(jwt_gateway, Authorization=t), "failed to verify jwt")
+
+
+def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
+    jwt_gateway.config_path.write_text("services: [{name: broken}]\n")
+    jwt_gateway.signal(signal.SIGHUP)
+    line = jwt_gateway.wait_for_log("reload refused")
+    assert "services[0].upstream: is required" in line
+    assert get(jwt_gateway, Authorization=token())[0] == 200
+
+
+# ---------------------------------------------------------------- configuration errors
+
+@pytest.mark.parametrize("cred,expected", [
+    ({"key": "k"}, "consumers[0].credentials[0].secret: is required for HS256"),
+    ({"key": "k", "algorithm": "RS256"},
+     "consumers[0].credentials[0].public_key: is required for RS256"),
+    ({"key": "k", "algorithm": "RS256", "public_key": "not a pem"},
+     "consumers[0].credentials[0].public_key: cannot be used with RS256"),
+    ({"key": "k", "algorithm": "HS999", "secret": "x"},
+     "consumers[0].credentials[0].algorithm: must be one of"),
+    ({"key": "k", "algorithm": "none", "secret": "x"},
+     "consumers[0].credentials[0].algorithm: must be one of"),
+    ({"key": "k", "secret": "***not base64***", "base64_secret": True},
+     "consumers[0].credentials[0].secret: is not valid base64"),
+    ({"key": "k\nX-Injected: 1", "secret": "x"}, "consumers[0].credentials[0].key: must match"),
+])
+def test_credential_errors(cred, expected):
+    from fastgw.config import ConfigError
+    from fastgw.config.schema import validate
+    with pytest.raises(ConfigError) as info:
+        validate({"consumers": [{"username": "u", "credentials": [cred]}]})
+    assert any(f"{p}: {m}".startswith(expected) for p, m in info.value.errors), info.value.errors
+
+
+def test_credential_key_unique_across_consumers():
+    from fastgw.config import ConfigError
+    from fastgw.config.schema import validate
+    with pytest.raises(ConfigError) as info:
+        validate({"consumers": [consumer("a", "same"), consumer("b", "same")]})
+    assert ("consumers[1].credentials[0].key",
+            "duplicate key 'same' (also at consumers[0].credentials[0].key)") in info.value.errors
+
+
+def test_anonymous_consumer_must_exist():
+    from fastgw.config import ConfigError
+    from fastgw.config.schema import validate
+    with pytest.raises(ConfigError) as info:
+        validate({"services": [service("http://a", [{"name": "r", "paths": ["/"], "plugins": {
+            "jwt-auth": {"anonymous_consumer": "ghost"}}}])]})
+    assert ("services[0].routes[0].plugins.jwt-auth.anonymous_consumer",
+            "no consumer named 'ghost'") in info.value.errors
+
+
+# ---------------------------------------------------------------- commands
+
+def fastgw(*args, config_file=None):
+    env = {**os.environ}
+    if config_file:
+        env["FASTGW_CONFIG"] = str(config_file)
+    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True,
+                          text=True, timeout=20, env=env)
+
+
+def test_secret_command_prints_32_random_bytes():
+    secrets = {fastgw("secret").stdout.strip() for _ in range(3)}
+    assert len(secrets) == 3
+    for s in secrets:
+        assert len(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))) >= 32
+
+
+def test_token_command_claims_and_expiry(tmp_path):
+    f = tmp_path / "fastgw.yaml"
+    f.write_text(yaml.safe_dump({"consumers": [consumer("oiloil", "oiloil_key", exp=600)]}))
+    out = fastgw("token", "--consumer", "oiloil", "--claim", "user=oiloil", "--claim", "age=18",
+                 "--claim", 'tags=["a"]', "--expires", "2030-01-01T00:00:00Z", config_file=f)
+    assert out.returncode == 0, out.stderr
+    claims = pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["user"] == "oiloil" and claims["age"] == 18 and claims["tags"] == ["a"]
+    assert claims["key"] == "oiloil_key" and claims["exp"] == 1893456000
+    assert abs(claims["iat"] - time.time()) < 60
+    out = fastgw("token", "--consumer", "oiloil", "--expires", "1900000000", config_file=f)
+    assert pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])["exp"] == 1900000000
+    out = fastgw("token", "--consumer", "oiloil", "--ttl", "30", config_file=f)
+    claims = pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 30
+    out = fastgw("token", "--consumer", "oiloil", config_file=f)  # the credential's exp
+    claims = pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 600
+
+
+def test_token_command_errors(tmp_path, key_pairs):
+    f = tmp_path / "fastgw.yaml"
+    public = key_pairs["ES256"][1]
+    f.write_text(yaml.safe_dump({"consumers": [{"username": "es", "credentials": [
+        {"key": "es-key", "algorithm": "ES256", "public_key": public}]}]}))
+    out = fastgw("token", "--consumer", "es", config_file=f)
+    assert out.returncode == 1 and "no private_key" in out.stderr
+    out = fastgw("token", "--consumer", "nobody", config_file=f)
+    assert out.returncode == 1 and "no consumer named 'nobody'" in out.stderr
+    out = fastgw("token", "--consumer", "es", "--expires", "someday", config_file=f)
+    assert out.returncode == 2 and "not an ISO 8601 time" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_token_command_signs_with_private_key(tmp_path, key_pairs):
+    private, public = key_pairs["ES256"]
+    f = tmp_path / "fastgw.yaml"
+    f.write_text(yaml.safe_dump({"consumers": [{"username": "es", "credentials": [
+        {"key": "es-key", "algorithm": "ES256", "public_key": public, "private_key": private}]}]}))
+    out = fastgw("token", "--consumer", "es", "--ttl", "60", config_file=f)
+    assert pyjwt.decode(out.stdout.strip(), public, algorithms=["ES256"])["key"] == "es-key"
+
+
+# ---------------------------------------------------------------- the walkthrough
+
+def test_walkthrough_end_to_end(upstream, gateway_factory, tmp_path):
+    """SPEC section 1, step by step, with the commands a user would type."""
+    secret = fastgw("secret").stdout.strip()
+    gw = gateway_factory({
+        "services": [{"name": "jwt-auth-app", "hosts": ["cloud.httpbin.org"], "path_prefix": "/v1",
+                      "upstream": {"url": upstream.url},
+                      "routes": [{"name": "json", "paths": ["/json"], "methods": ["GET"],
+                                  "plugins": {"jwt-auth": {}}}]}],
+        "consumers": [{"username": "oiloil", "credentials": [
+            {"key": "oiloil_key", "secret": secret, "algorithm": "HS256"}]}]})
+    host = "cloud.httpbin.org"
+    status, _, body = gw.request("GET", "/v1/json", host=host)
+    assert status == 401 and json.loads(body) == {"message": "Missing JWT token in request"}
+    out = fastgw("token", "--consumer", "oiloil", "--claim", "user=oiloil", "--claim", "age=18",
+                 "--expires", str(int(time.time()) + 3600), config_file=gw.config_path)
+    t = out.stdout.strip()
+    for auth in (t, f"Bearer {t}"):
+        status, _, body = gw.request("GET", "/v1/json", host=host, headers={"Authorization": auth})
+        assert status == 200
+        assert body == b'{"slideshow": {"author": "Yours Truly", "title": "Sample Slide Show", ' \
+                       b'"slides": [{"title": "Wake up!", "type": "all"}]}}'
+        assert upstream.requests[-1]["target"] == "/json"
+    status, _, body = gw.request("GET", "/v1/json", host=host,
+                                 headers={"Authorization": "wrong token"})
+    assert status == 401 and json.loads(body) == {"message": "JWT token invalid"}
