@@ -31,8 +31,14 @@ debs:
 test: $(STAMP) debs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP) debs
-	@echo "the benchmark harness is not built yet"
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# wrk against fastgw and its peers; see bench/run.py. BENCH_ARGS="--duration 10 --rounds 5"
+bench: $(BENCH_STAMP) debs
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

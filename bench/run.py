@@ -1,0 +1,535 @@
+"""The benchmark: fastgw against real peers, under wrk, on this machine.
+
+    make bench                        # or: python bench/run.py [--duration 5] [--rounds 3]
+
+Every proxy under test runs alone on CPU 1; wrk and the upstream (nginx, one worker,
+serving a ~430-byte JSON document) share CPU 0. The client side saturates first on a
+2-core machine, so the figure that compares proxies is the CPU time the proxy's
+process tree spent per request (utime + stime from /proc), next to req/s and latency.
+Capacity per core is 1e6 / (µs per request). Rounds are interleaved (A B C, A B C, ...)
+and medians reported. Before measuring, each configuration must answer 200 with the
+upstream's body for a valid token and 401 without one; a run with any non-2xx answer
+or socket error is reported as failed.
+
+Output: a Markdown table on stdout, the same as JSON in bench/results/latest.json, and a
+chart (bench/results/latest.png) when matplotlib is installed (`pip install .[bench]`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jwt as pyjwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PROXY_CPU, LOAD_CPU = "1", "0"
+SECRET = "bench-secret-0123456789abcdef-0123456789abcdef"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+JSON_DOC = json.dumps({"slideshow": {
+    "author": "Yours Truly", "date": "date of publication", "title": "Sample Slide Show",
+    "slides": [{"title": "Wake up to WonderWidgets!", "type": "all"},
+               {"items": ["Why <em>WonderWidgets</em> are great",
+                          "Who <em>buys</em> WonderWidgets"],
+                "title": "Overview", "type": "all"},
+               {"title": "Ordering", "type": "all", "items": ["Online", "By phone"]}]}},
+    indent=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """utime + stime of a process and all its descendants, in seconds."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        stats[pid] = fields
+        children.setdefault(int(fields[1]), []).append(pid)
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += int(stats[pid][11]) + int(stats[pid][12])
+        todo.extend(children.get(pid, ()))
+    return total / CLK_TCK
+
+
+def tree_rss_mb(root_pid: int) -> float:
+    pids = [root_pid] + [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(root_pid)], capture_output=True, text=True).stdout.split()]
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+# ---------------------------------------------------------------- the processes
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    port: int
+    cpu: str = PROXY_CPU
+    env: dict = field(default_factory=dict)
+    ready_log: str | None = None
+    popen: subprocess.Popen | None = None
+    started_in: float = 0.0
+
+    def start(self, workdir: Path) -> "Proc":
+        log = open(workdir / f"{self.name}.log", "w")
+        began = time.monotonic()
+        self.popen = subprocess.Popen(["taskset", "-c", self.cpu, *self.argv], stdout=log,
+                                      stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                                      cwd=workdir, start_new_session=True)
+        wait_port(self.port, timeout=120)
+        self.started_in = time.monotonic() - began
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+
+
+def nginx_upstream(workdir: Path, port: int) -> Proc:
+    (workdir / "big.json").write_text(json.dumps({"data": "x" * 102_380}))
+    conf = workdir / "upstream-nginx.conf"
+    conf.write_text(f"""
+user root; worker_processes 1; daemon off; pid {workdir}/upstream.pid;
+error_log {workdir}/upstream-error.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 75;
+  client_body_temp_path {workdir}/tmp; proxy_temp_path {workdir}/tmp;
+  fastcgi_temp_path {workdir}/tmp; uwsgi_temp_path {workdir}/tmp; scgi_temp_path {workdir}/tmp;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /json {{ default_type application/json; return 200 '{JSON_DOC}'; }}
+    location = /big {{ default_type application/json; alias {workdir}/big.json; }}
+  }}
+}}""")
+    (workdir / "tmp").mkdir(exist_ok=True)
+    return Proc("upstream", ["nginx", "-c", str(conf)], port, cpu=LOAD_CPU)
+
+
+def nginx_proxy(workdir: Path, port: int, upstream: int) -> Proc:
+    conf = workdir / "nginx-proxy.conf"
+    conf.write_text(f"""
+user root; worker_processes 1; daemon off; pid {workdir}/nginx-proxy.pid;
+error_log {workdir}/nginx-proxy-error.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 1000000;
+  client_body_temp_path {workdir}/tmp; proxy_temp_path {workdir}/tmp;
+  fastcgi_temp_path {workdir}/tmp; uwsgi_temp_path {workdir}/tmp; scgi_temp_path {workdir}/tmp;
+  upstream up {{ server 127.0.0.1:{upstream}; keepalive 320; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{ proxy_pass http://up; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering on; }}
+  }}
+}}""")
+    return Proc("nginx", ["nginx", "-c", str(conf)], port)
+
+
+def haproxy(workdir: Path, port: int, jwt_port: int, upstream: int) -> Proc:
+    conf = workdir / "haproxy.cfg"
+    conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend plain
+  bind 127.0.0.1:{port}
+  default_backend up
+frontend jwt
+  bind 127.0.0.1:{jwt_port}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str HS256 }}
+  http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{SECRET}") -m int 1 }}
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+  http-request set-path %[path,regsub(^/jwt/,/)]
+  default_backend up
+backend up
+  http-reuse always
+  server s1 127.0.0.1:{upstream}
+""")
+    return Proc("haproxy", ["haproxy", "-db", "-f", str(conf)], port)
+
+
+def fastgw(workdir: Path, name: str, port: int, config: dict, cache_size: int = 65536) -> Proc:
+    path = workdir / f"{name}.json"
+    path.write_text(json.dumps(config))
+    env = {"FASTGW_CONFIG": str(path), "FASTGW_LISTEN": f"127.0.0.1:{port}",
+           "FASTGW_WORKERS": "1", "FASTGW_METRICS_LISTEN": "off",
+           "FASTGW_JWT_CACHE_SIZE": str(cache_size), "FASTGW_LOG_LEVEL": "warning"}
+    return Proc(name, [sys.executable, "-m", "fastgw", "serve"], port, env=env)
+
+
+def naive(workdir: Path, port: int, upstream: int) -> Proc:
+    return Proc("naive", [sys.executable, str(HERE / "naive_gateway.py"), str(port),
+                          f"http://127.0.0.1:{upstream}", SECRET], port)
+
+
+# ---------------------------------------------------------------- configurations
+
+def pem_pair(key):
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 0) -> dict:
+    url = f"http://127.0.0.1:{upstream}"
+    services = [
+        {"name": "noauth", "path_prefix": "/noauth", "upstream": {"url": url},
+         "routes": [{"name": "all", "paths": ["/*"]}]},
+        {"name": "jwt", "path_prefix": "/jwt", "upstream": {"url": url},
+         "routes": [{"name": "all", "paths": ["/*"], "plugins": {"jwt-auth": {}}}]},
+    ]
+    for s in range(routes // 100):
+        services.append({"name": f"many-{s}", "path_prefix": f"/many{s}", "upstream": {"url": url},
+                         "routes": [{"name": f"r{r}", "paths": [f"/r{r}"],
+                                     "plugins": {"jwt-auth": {}}} for r in range(100)]})
+    people = [
+        {"username": "hs", "credentials": [{"key": "hs", "secret": SECRET}]},
+        {"username": "rs", "credentials": [{"key": "rs", "algorithm": "RS256",
+                                            "public_key": keys["RS256"][1]}]},
+        {"username": "es", "credentials": [{"key": "es", "algorithm": "ES256",
+                                            "public_key": keys["ES256"][1]}]},
+    ]
+    people += [{"username": f"user{i}", "credentials": [{"key": f"user{i}-key",
+                                                         "secret": f"secret-{i:08d}-padding"}]}
+               for i in range(consumers)]
+    return {"services": services, "consumers": people}
+
+
+def write_tokens(workdir: Path, name: str, count: int, alg: str, keys: dict) -> Path:
+    exp = int(time.time()) + 7 * 86400
+    kid = {"HS256": "hs", "RS256": "rs", "ES256": "es"}[alg]
+    key = SECRET if alg == "HS256" else keys[alg][0]
+    path = workdir / f"tokens-{name}.txt"
+    with open(path, "w") as f:
+        for i in range(count):
+            f.write(pyjwt.encode({"key": kid, "exp": exp, "n": i}, key, algorithm=alg) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- runs
+
+@dataclass
+class Case:
+    scenario: str
+    label: str
+    proc: Proc
+    path: str
+    tokens: Path | None = None
+    method: str = "GET"
+    body_bytes: int = 0
+    connections: int = 50
+    results: list = field(default_factory=list)
+
+
+def check(case: Case) -> None:
+    """200 with the upstream's body for a valid token, 401 without one (where auth applies)."""
+    url = f"http://127.0.0.1:{case.proc.port}{case.path}"
+    headers = {}
+    if case.tokens:
+        headers["Authorization"] = "Bearer " + case.tokens.read_text().split("\n", 1)[0]
+    data = b"x" * case.body_bytes if case.body_bytes else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=case.method)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read()
+        if resp.status != 200 or not (body == JSON_DOC.encode() or len(body) > 100_000):
+            raise RuntimeError(f"{case.label}: unexpected answer {resp.status} {body[:80]!r}")
+    if case.tokens:
+        for bad in ({}, {"Authorization": "Bearer wrong.token.here"}):
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, headers=bad), timeout=10)
+                raise RuntimeError(f"{case.label}: accepted a request without a valid token")
+            except urllib.error.HTTPError as exc:
+                if exc.code != 401:
+                    raise RuntimeError(f"{case.label}: answered {exc.code} to a bad token")
+
+
+def run_wrk(case: Case, duration: float, measure: bool = True) -> dict | None:
+    env = {**os.environ, "BENCH_TOKENS": str(case.tokens or ""), "BENCH_METHOD": case.method,
+           "BENCH_BODY_BYTES": str(case.body_bytes)}
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{case.connections}",
+            f"-d{duration:g}s", "--timeout", "10s", "-s", str(HERE / "wrk" / "report.lua"),
+            f"http://127.0.0.1:{case.proc.port}{case.path}"]
+    cpu_before = tree_cpu_seconds(case.proc.pid)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 60)
+    cpu = tree_cpu_seconds(case.proc.pid) - cpu_before
+    if not measure:
+        return None
+    match = re.search(r"BENCH_JSON (\{.*\})", out.stdout)
+    if not match:
+        raise RuntimeError(f"wrk said: {out.stdout}{out.stderr}")
+    r = json.loads(match.group(1))
+    r["failed"] = bool(r["non2xx"] or r["socket_errors"])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["cpu_us_per_req"] = cpu * 1e6 / max(r["requests"], 1)
+    r["rss_mb"] = tree_rss_mb(case.proc.pid)
+    return r
+
+
+def summarise(case: Case) -> dict:
+    rs = case.results
+    med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
+    cpu = med("cpu_us_per_req")
+    return {"scenario": case.scenario, "config": case.label, "rounds": len(rs),
+            "failed": any(r["failed"] for r in rs), "rps": round(med("rps")),
+            "cpu_us_per_req": round(cpu, 2), "capacity_per_core": round(1e6 / cpu) if cpu else 0,
+            "p50_ms": round(med("p50_us") / 1000, 2), "p99_ms": round(med("p99_us") / 1000, 2),
+            "rss_mb": round(max(r["rss_mb"] for r in rs), 1),
+            "errors": sum(r["non2xx"] + r["socket_errors"] for r in rs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="fastgw benchmark")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", help="comma-separated scenario numbers")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "haproxy", "taskset"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} is missing (make bench installs it)", file=sys.stderr)
+            return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+    workdir = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
+    keys = {"RS256": pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            "ES256": pem_pair(ec.generate_private_key(ec.SECP256R1()))}
+    up_port = free_port()
+    upstream = nginx_upstream(workdir, up_port)
+    gw = fastgw(workdir, "fastgw", free_port(), gateway_config(up_port, keys))
+    big = fastgw(workdir, "fastgw-big", free_port(),
+                 gateway_config(up_port, keys, routes=10_000, consumers=100_000))
+    ha_port, ha_jwt_port = free_port(), free_port()
+    ha = haproxy(workdir, ha_port, ha_jwt_port, up_port)
+    ng = nginx_proxy(workdir, free_port(), up_port)
+    nv = naive(workdir, free_port(), up_port)
+    procs = [upstream, gw, big, ha, ng, nv]
+    ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port)
+
+    hot = write_tokens(workdir, "hot", 1, "HS256", keys)
+    rot = write_tokens(workdir, "10k", 10_000, "HS256", keys)
+    miss = write_tokens(workdir, "miss", 100_000, "HS256", keys)  # > the 65,536 cached
+    rs_hot = write_tokens(workdir, "rs", 1, "RS256", keys)
+    es_hot = write_tokens(workdir, "es", 1, "ES256", keys)
+
+    cases: list[Case] = []
+    try:
+        for p in procs:
+            p.start(workdir)
+        ha_jwt.popen = ha.popen
+        direct = upstream
+        S = {
+            "1 no-auth": [("fastgw", gw, "/noauth/json"), ("haproxy", ha, "/json"),
+                          ("nginx", ng, "/json"), ("naive aiohttp", nv, "/noauth/json"),
+                          ("direct", direct, "/json")],
+            "2 jwt hot": [("fastgw", gw, "/jwt/json", hot), ("haproxy+jwt_verify", ha_jwt,
+                                                              "/jwt/json", hot),
+                          ("naive aiohttp+PyJWT", nv, "/jwt/json", hot)],
+            "3 jwt 10k tokens": [("fastgw", gw, "/jwt/json", rot),
+                                 ("haproxy+jwt_verify", ha_jwt, "/jwt/json", rot)],
+            "4 jwt all-miss": [("fastgw", gw, "/jwt/json", miss),
+                               ("haproxy+jwt_verify", ha_jwt, "/jwt/json", miss)],
+            "5 RS256/ES256 hot": [("fastgw RS256", gw, "/jwt/json", rs_hot),
+                                  ("fastgw ES256", gw, "/jwt/json", es_hot)],
+            "6 POST 1 KB": [("fastgw", gw, "/noauth/json", None, "POST", 1024),
+                            ("haproxy", ha, "/json", None, "POST", 1024),
+                            ("direct", direct, "/json", None, "POST", 1024)],
+            "7 100 KB responses": [("fastgw", gw, "/noauth/big"), ("haproxy", ha, "/big"),
+                                   ("direct", direct, "/big")],
+            "8 1000 connections": [("fastgw", gw, "/jwt/json", hot, "GET", 0, 1000),
+                                   ("haproxy+jwt_verify", ha_jwt, "/jwt/json", hot, "GET", 0,
+                                    1000)],
+            "9 10k routes, 100k consumers": [("fastgw", big, "/jwt/json", hot)],
+        }
+        only = set(args.only.split(",")) if args.only else None
+        for scenario, rows in S.items():
+            if only and scenario.split()[0] not in only:
+                continue
+            for row in rows:
+                label, proc, path, *rest = row
+                tokens = rest[0] if rest else None
+                method = rest[1] if len(rest) > 1 else "GET"
+                body = rest[2] if len(rest) > 2 else 0
+                conns = rest[3] if len(rest) > 3 else 50
+                cases.append(Case(scenario, label, proc, path, tokens, method, body, conns))
+        for case in cases:
+            check(case)
+        rss_before = {p.name: tree_rss_mb(p.pid) for p in procs}
+        for case in cases:  # warm-up: caches, pools, allocators
+            run_wrk(case, min(2.0, args.duration), measure=False)
+        for _ in range(args.rounds):
+            for case in cases:
+                case.results.append(run_wrk(case, args.duration))
+                time.sleep(0.2)
+    finally:
+        for p in procs:
+            p.stop()
+
+    rows = [summarise(c) for c in cases]
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+              "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+              "duration_s": args.duration, "rounds": args.rounds, "rows": rows,
+              "startup_s": {"fastgw": round(gw.started_in, 2),
+                            "fastgw (10k routes, 100k consumers)": round(big.started_in, 2)},
+              "rss_before_mb": rss_before, "ratios": ratios(rows)}
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
+    chart(report, out / "latest.png")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if any(r["failed"] for r in rows) else 0
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+
+
+def ratios(rows: list[dict]) -> dict:
+    def cpu(scenario_prefix, config):
+        for r in rows:
+            if r["scenario"].startswith(scenario_prefix) and r["config"] == config:
+                return r["cpu_us_per_req"]
+        return None
+
+    def p99(scenario_prefix, config):
+        for r in rows:
+            if r["scenario"].startswith(scenario_prefix) and r["config"] == config:
+                return r["p99_ms"]
+        return None
+
+    def div(a, b):
+        return round(a / b, 2) if a and b else None
+    return {
+        "jwt hot / haproxy+jwt_verify (target <= 1.15)": div(cpu("2", "fastgw"),
+                                                             cpu("2", "haproxy+jwt_verify")),
+        "no-auth / haproxy (target <= 1.15)": div(cpu("1", "fastgw"), cpu("1", "haproxy")),
+        "10k tokens / hot (target <= 1.1)": div(cpu("3", "fastgw"), cpu("2", "fastgw")),
+        "all-miss / hot (target <= 1.6)": div(cpu("4", "fastgw"), cpu("2", "fastgw")),
+        "naive / fastgw jwt (target >= 8)": div(cpu("2", "naive aiohttp+PyJWT"), cpu("2", "fastgw")),
+        "p99 jwt hot / haproxy+jwt_verify (target <= 1.5)": div(p99("2", "fastgw"),
+                                                               p99("2", "haproxy+jwt_verify")),
+        "scenario 9 / scenario 2 (target <= 1.1)": div(cpu("9", "fastgw"), cpu("2", "fastgw")),
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [f"fastgw benchmark, {report['date']}: {report['machine']}",
+             f"`{report['command']}` — {report['rounds']} interleaved rounds of "
+             f"{report['duration_s']:g} s, medians; proxy on CPU 1, wrk + upstream on CPU 0.", "",
+             "| scenario | configuration | µs CPU / req | capacity / core | req/s | p50 ms | p99 ms "
+             "| RSS MB | errors |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["rows"]:
+        flag = " **FAILED**" if r["failed"] else ""
+        lines.append(f"| {r['scenario']} | {r['config']}{flag} | {r['cpu_us_per_req']} | "
+                     f"{r['capacity_per_core']:,} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | "
+                     f"{r['rss_mb']} | {r['errors']} |")
+    lines += ["", "| ratio | value |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
+    lines += ["", "Start-up: " + ", ".join(f"{k} {v} s" for k, v in report["startup_s"].items())]
+    return "\n".join(lines)
+
+
+def chart(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no chart: matplotlib is not installed; pip install '.[bench]')")
+        return
+    rows = report["rows"]
+    labels = [f"{r['scenario'].split(' ', 1)[0]}: {r['config']}" for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 0.38 * len(rows) + 1.5), sharey=True)
+    colours = ["tab:red" if r["config"].startswith("fastgw") else "tab:grey" for r in rows]
+    a.barh(labels, [r["capacity_per_core"] for r in rows], color=colours)
+    a.set_title("capacity per core (requests/s per CPU second)")
+    a.invert_yaxis()
+    b.barh(labels, [r["p99_ms"] for r in rows], color=colours)
+    b.set_title("p99 latency (ms)")
+    fig.suptitle(f"fastgw benchmark — {report['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
