@@ -60,7 +60,7 @@ class Exchange:
         # upstream side
         "state", "node", "conn", "parser", "connecting", "tries", "reused", "deadline",
         # response
-        "resp_headers", "resp_mode", "until_close", "resp_close", "resp_done", "status",
+        "resp_headers", "resp_mode", "until_close", "resp_close", "resp_done", "status", "out",
     )
 
     def __init__(self, client, method: bytes, target: bytes, headers: list, http11: bool,
@@ -96,6 +96,7 @@ class Exchange:
         self.resp_close = False  # the upstream connection cannot be reused
         self.resp_done = False
         self.status = 0
+        self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
 
     # ------------------------------------------------------------ for plugins
 
@@ -222,6 +223,7 @@ class Exchange:
 
     def upstream_data(self, data: bytes) -> None:
         self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
+        out = self.out
         try:
             self.parser.feed_data(data)
         except HttpParserError:
@@ -229,6 +231,9 @@ class Exchange:
                 self._fail(responses.BAD_GATEWAY)
                 return
             self.resp_close = True  # garbage after a whole response: finish, do not reuse
+        if out:  # one write (one gather syscall) for the head and body parsed just now
+            self.client.transport.writelines(out)
+            out.clear()
         if self.resp_done:
             self._finish()
 
@@ -315,15 +320,15 @@ class Exchange:
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        self.client.transport.write(b"".join(parts))
+        self.out.append(b"".join(parts))
 
     def on_body(self, chunk: bytes) -> None:
         if self.resp_done:
             return
         if self.resp_mode == CHUNKED:
-            self.client.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            self.out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
-            self.client.transport.write(chunk)
+            self.out.append(chunk)
 
     def on_message_complete(self) -> None:
         if self.status < 200:
@@ -333,7 +338,7 @@ class Exchange:
         if self.resp_done:
             return
         if self.resp_mode == CHUNKED:
-            self.client.transport.write(CHUNK_END)
+            self.out.append(CHUNK_END)
         self.resp_done = True
 
     # ------------------------------------------------------------ endings
@@ -402,7 +407,7 @@ class Exchange:
                 if name.lower() not in HOP_BY_HOP:
                     parts += (name, b": ", value, b"\r\n")
             parts.append(b"\r\n")
-            self.client.transport.write(b"".join(parts))
+            self.out.append(b"".join(parts))
 
     @staticmethod
     def _without(parts: list, tokens: set[bytes]) -> list:
