@@ -61,11 +61,11 @@ class Gateway:
             self.pools.prune(new.pools_in_use)
         return new
 
-    async def start(self) -> None:
-        s = self.settings
-        for host, port in s.listen:
-            server = await self.loop.create_server(lambda: ClientConnection(self), host, port,
-                                                   reuse_port=True, backlog=4096)
+    async def start(self, sockets: list) -> None:
+        """Serve on listening sockets bound by the master (shared by every worker)."""
+        for sock in sockets:
+            server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock,
+                                                   backlog=4096)
             self.servers.append(server)
         self._ticker = self.loop.call_later(TICK, self.tick)
 

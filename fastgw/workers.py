@@ -1,36 +1,182 @@
-"""Running the gateway: the serving process, its signals and its configuration source."""
+"""The master and its workers.
+
+The master binds the listening sockets, owns the configuration (loads, validates,
+reloads on SIGHUP, serves the admin API) and supervises the workers; it never
+proxies. Workers are fresh interpreters (`python -m fastgw.workers`) that inherit
+the listening sockets and all accept from the same queues, so a worker that dies
+takes only its own connections with it and none of the others' or of the backlog
+(SO_REUSEPORT would give each worker its own queue, lost with it). A dead worker is
+replaced at once.
+
+Master and worker talk over the worker's stdin and stdout, one JSON object a line:
+master -> worker `{"revision": N, "config": {...}}`; worker -> master
+`{"ready": N}` once serving, `{"applied": N}` after each later configuration. The
+master reports a change as in force only when every worker has applied it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
+import os
 import signal
+import socket
 import sys
 
+import orjson
 import uvloop
 
 from .config import ConfigError, load_file
 from .config.compile import Snapshot
 from .plugins.jwt_auth import VerifiedTokenCache
-from .server import Gateway
 from .settings import Settings
 
 log = logging.getLogger("fastgw")
 
+APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
+
 
 def serve(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT; 0 after a clean drain, 2 when it cannot start."""
+    """Run the master until SIGTERM/SIGINT; 0 after a clean drain, 2 when it cannot start."""
     try:
         conf = load_file(settings.config)
     except ConfigError as exc:
         print(f"fastgw: {settings.config}: {exc.first_line()}", file=sys.stderr)
         return 2
     try:
-        return uvloop.run(_serve(settings, conf))
+        sockets = [_listen(host, port) for host, port in settings.listen]
     except OSError as exc:
         print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    return uvloop.run(Master(settings, conf, sockets).run())
 
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+class WorkerHandle:
+    """The master's side of one worker process."""
+
+    def __init__(self, slot: int, process: asyncio.subprocess.Process):
+        self.slot = slot
+        self.process = process
+        self.applied = 0
+        self.changed = asyncio.Event()  # set whenever `applied` moves
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, revision: int, conf: dict) -> None:
+        self.process.stdin.write(orjson.dumps({"revision": revision, "config": conf}) + b"\n")
+
+    async def read_reports(self) -> None:
+        while line := await self.process.stdout.readline():
+            report = orjson.loads(line)
+            self.applied = report.get("ready") or report.get("applied") or self.applied
+            self.changed.set()
+
+
+class Master:
+    def __init__(self, settings: Settings, conf: dict, sockets: list[socket.socket]):
+        self.settings = settings
+        self.conf = conf
+        self.revision = 1
+        self.sockets = sockets
+        self.workers: dict[int, WorkerHandle] = {}
+        self.restarts = 0
+        self.stopping = False
+        self.source = f"file {settings.config}"
+        self._stop = asyncio.Event()
+        self._change_lock = asyncio.Lock()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
+        await self.wait_applied(self.revision)
+        addresses = ", ".join(f"{h}:{p}" for h, p in self.settings.listen)
+        log.info("fastgw serving on %s with %d workers (configuration %s)", addresses,
+                 len(self.workers), self.settings.config)
+        await self._stop.wait()
+        log.info("fastgw stopping: draining in-flight requests")
+        self.stopping = True
+        for worker in self.workers.values():
+            worker.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(w.process.wait() for w in self.workers.values()))
+        return 0
+
+    # ------------------------------------------------------------ workers
+
+    async def _spawn(self, slot: int) -> None:
+        fds = [s.fileno() for s in self.sockets]
+        env = {**os.environ, "FASTGW_WORKER_FDS": ",".join(map(str, fds)),
+               "FASTGW_WORKER_SETTINGS": json.dumps(dataclasses.asdict(self.settings))}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fastgw.workers", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, pass_fds=fds, env=env)
+        worker = self.workers[slot] = WorkerHandle(slot, process)
+        worker.send(self.revision, self.conf)
+        asyncio.get_running_loop().create_task(self._supervise(worker))
+
+    async def _supervise(self, worker: WorkerHandle) -> None:
+        await worker.read_reports()
+        code = await worker.process.wait()
+        if self.stopping:
+            return
+        self.restarts += 1
+        log.warning("worker %d (pid %d) exited with status %s; starting a new one",
+                    worker.slot, worker.pid, code)
+        await self._spawn(worker.slot)
+
+    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
+        """True once every worker runs `revision` (or a later one)."""
+        async def one(worker: WorkerHandle) -> None:
+            while worker.applied < revision:
+                worker.changed.clear()
+                await worker.changed.wait()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(one(w) for w in self.workers.values())),
+                                   timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    # ------------------------------------------------------------ configuration
+
+    async def apply(self, conf: dict) -> int:
+        """Put a validated configuration in force in every worker; its revision."""
+        async with self._change_lock:
+            self.revision += 1
+            self.conf = conf
+            for worker in self.workers.values():
+                worker.send(self.revision, conf)
+            if not await self.wait_applied(self.revision):
+                log.error("not every worker acknowledged revision %d in time", self.revision)
+            return self.revision
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the file; a bad one leaves the running configuration in force."""
+        path = self.settings.config
+        try:
+            conf = load_file(path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s: %s",
+                      path, exc.first_line())
+            return
+        revision = await self.apply(conf)
+        log.info("configuration reloaded from %s (revision %d)", path, revision)
+
+
+# ---------------------------------------------------------------- the worker process
 
 def snapshot_factory(settings: Settings):
     cache = VerifiedTokenCache(settings.jwt_cache_size)
@@ -40,31 +186,53 @@ def snapshot_factory(settings: Settings):
     return build
 
 
-async def _serve(settings: Settings, conf: dict) -> int:
+def _report(**message) -> None:
+    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.flush()
+
+
+async def _worker(settings: Settings, fds: list[int]) -> int:
+    from .server import Gateway
     loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 30)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    first = orjson.loads(await reader.readline())
     gateway = Gateway(settings, snapshot_factory(settings))
-    gateway.apply(conf, 1)
-    await gateway.start()
+    gateway.apply(first["config"], first["revision"])
+    await gateway.start([socket.socket(fileno=fd) for fd in fds])
+    _report(ready=first["revision"])
+
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(gateway))
-    addresses = ", ".join(f"{h}:{p}" for h, p in settings.listen)
-    log.info("fastgw serving on %s (configuration %s)", addresses, settings.config)
+    for sig in (signal.SIGINT, signal.SIGHUP):  # the master decides; a terminal's ^C reaches
+        loop.add_signal_handler(sig, lambda: None)  # the whole process group
+
+    async def follow_master() -> None:
+        while line := await reader.readline():
+            update = orjson.loads(line)
+            gateway.apply(update["config"], update["revision"])
+            _report(applied=update["revision"])
+        stop.set()  # the master is gone
+
+    follower = loop.create_task(follow_master())
     await stop.wait()
-    log.info("fastgw stopping: draining in-flight requests")
+    follower.cancel()
     await gateway.shutdown(settings.shutdown_timeout)
     return 0
 
 
-def _reload(gateway: Gateway) -> None:
-    """SIGHUP: re-read the file; a bad one leaves the running configuration in force."""
-    path = gateway.settings.config
-    try:
-        conf = load_file(path)
-    except ConfigError as exc:
-        log.error("reload refused, keeping the running configuration: %s: %s",
-                  path, exc.first_line())
-        return
-    snapshot = gateway.apply(conf, gateway.snapshot.revision + 1)
-    log.info("configuration reloaded from %s (revision %d)", path, snapshot.revision)
+def worker_main() -> int:
+    raw = json.loads(os.environ["FASTGW_WORKER_SETTINGS"])
+    raw["listen"] = tuple(tuple(a) for a in raw["listen"])
+    for key in ("admin_listen", "metrics_listen"):
+        if raw[key] is not None:
+            raw[key] = tuple(raw[key])
+    settings = Settings(**raw)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [worker %(process)d] %(message)s")
+    fds = [int(fd) for fd in os.environ["FASTGW_WORKER_FDS"].split(",")]
+    return uvloop.run(_worker(settings, fds))
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())

@@ -80,12 +80,17 @@ class Gateway:
             self.proc.kill()
             return self.proc.wait(5)
 
+    def worker_pids(self) -> list[int]:
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return [int(pid) for pid in f.read().split()]
+
     def rss_kb(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        """Resident memory of the master and its workers."""
+        total = 0
+        for pid in [self.proc.pid, *self.worker_pids()]:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return total
 
     # clients
     def connect(self, timeout: float = 10) -> http.client.HTTPConnection:

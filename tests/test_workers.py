@@ -1,0 +1,144 @@
+"""Master and workers: several workers serve, a dead one is replaced, shutdown drains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+from conftest import service
+
+
+def socket_owner_pids(gw, sockets: list[socket.socket]) -> list[int]:
+    """The worker pid holding the server side of each client socket."""
+    client_ports = {s.getsockname()[1] for s in sockets}
+    server_inodes = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            remote_port = int(fields[2].split(":")[1], 16)
+            if local_port == gw.port and remote_port in client_ports:
+                server_inodes[fields[9]] = remote_port
+    owners = {}
+    for pid in gw.worker_pids():
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in server_inodes:
+                owners[server_inodes[target[8:-1]]] = pid
+    return [owners.get(s.getsockname()[1]) for s in sockets]
+
+
+def open_connections(gw, n: int) -> list[socket.socket]:
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        conns.append(s)
+    for s in conns:
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    return conns
+
+
+def two_worker_gateway(upstream, gateway_factory, **env):
+    return gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]},
+                           env={"FASTGW_WORKERS": "2", **env})
+
+
+def test_two_workers_both_serve(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory)
+    assert len(gw.worker_pids()) == 2
+    conns = open_connections(gw, 40)
+    try:
+        owners = socket_owner_pids(gw, conns)
+        assert set(owners) == set(gw.worker_pids())
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_killed_worker_is_replaced_and_the_other_never_notices(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory)
+    conns = open_connections(gw, 40)
+    owners = socket_owner_pids(gw, conns)
+    victim = owners[0]
+    survivors = [s for s, pid in zip(conns, owners) if pid != victim]
+    assert survivors
+    failures = []
+    stop = threading.Event()
+
+    def load():  # keep the surviving worker's connections busy meanwhile
+        while not stop.is_set():
+            for s in survivors:
+                try:
+                    s.sendall(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+                    if not s.recv(65536).startswith(b"HTTP/1.1 200"):
+                        failures.append("bad answer")
+                except OSError as exc:
+                    failures.append(repr(exc))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    gw.wait_for_log("starting a new one", timeout=5)
+    while len(gw.worker_pids()) < 2 or victim in gw.worker_pids():
+        assert time.monotonic() - started < 1.0, "no replacement worker within one second"
+        time.sleep(0.02)
+    stop.set()
+    thread.join(10)
+    assert failures == []
+    for s in conns:
+        s.close()
+    for _ in range(20):  # new connections are served (by whichever worker)
+        assert gw.request("GET", "/json")[0] == 200
+
+
+def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory)
+    result = {}
+
+    def slow():
+        result["answer"] = gw.request("GET", "/slow?delay=1")
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not any(r["target"] == "/slow?delay=1" for r in upstream.requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    thread.join(5)
+    status, _, body = result["answer"]
+    assert status == 200 and body == b'{"slow": true}'
+
+
+def test_sigterm_closes_idle_keep_alive_connections(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory)
+    conns = open_connections(gw, 4)
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    for s in conns:
+        assert s.recv(10) == b""
+        s.close()
+
+
+def test_shutdown_timeout_bounds_the_drain(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory, FASTGW_SHUTDOWN_TIMEOUT="0.5")
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.sendall(b"GET /slow?delay=5 HTTP/1.1\r\nHost: a\r\n\r\n")
+    deadline = time.monotonic() + 5
+    while not any(r["target"] == "/slow?delay=5" for r in upstream.requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    started = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    assert time.monotonic() - started < 3
+    s.close()
