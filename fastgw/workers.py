@@ -28,7 +28,7 @@ import sys
 import orjson
 import uvloop
 
-from .config import ConfigError, load_file
+from .config import ConfigError, load_file, loader
 from .config.compile import Snapshot
 from .plugins.jwt_auth import VerifiedTokenCache
 from .settings import Settings
@@ -47,10 +47,11 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         sockets = [_listen(host, port) for host, port in settings.listen]
+        admin = _listen(*settings.admin_listen) if settings.admin_key else None
     except OSError as exc:
         print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    return uvloop.run(Master(settings, conf, sockets).run())
+    return uvloop.run(Master(settings, conf, sockets, admin).run())
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -84,8 +85,10 @@ class WorkerHandle:
 
 
 class Master:
-    def __init__(self, settings: Settings, conf: dict, sockets: list[socket.socket]):
+    def __init__(self, settings: Settings, conf: dict, sockets: list[socket.socket],
+                 admin_socket: socket.socket | None = None):
         self.settings = settings
+        self.admin_socket = admin_socket
         self.conf = conf
         self.revision = 1
         self.sockets = sockets
@@ -103,6 +106,11 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
+        if self.admin_socket is not None:
+            from .admin import AdminAPI, AdminProtocol
+            api = AdminAPI(self)
+            await loop.create_server(lambda: AdminProtocol(api), sock=self.admin_socket)
+            log.info("admin API on %s:%d", *self.settings.admin_listen)
         addresses = ", ".join(f"{h}:{p}" for h, p in self.settings.listen)
         log.info("fastgw serving on %s with %d workers (configuration %s)", addresses,
                  len(self.workers), self.settings.config)
@@ -162,6 +170,10 @@ class Master:
             if not await self.wait_applied(self.revision):
                 log.error("not every worker acknowledged revision %d in time", self.revision)
             return self.revision
+
+    async def persist(self, conf: dict) -> None:
+        """Write a configuration changed through the admin API back to its file."""
+        await asyncio.to_thread(loader.write_atomically, self.settings.config, conf)
 
     async def reload(self) -> None:
         """SIGHUP: re-read the file; a bad one leaves the running configuration in force."""

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import http.client
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,26 +46,36 @@ class Gateway:
         self.proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve"], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, cwd=self.config_path.parent)
+        self._lines = threading.Condition()
+        threading.Thread(target=self._read_output, daemon=True).start()
         self.wait_for_log("serving on", timeout)
         return self
 
-    def wait_for_log(self, text: str, timeout: float = 10) -> str:
-        """Read the process output until a line containing `text` appears."""
+    def _read_output(self) -> None:
+        for line in self.proc.stdout:
+            with self._lines:
+                self.log.append(line)
+                self._lines.notify_all()
+        with self._lines:
+            self.exited = True
+            self._lines.notify_all()
+
+    exited = False
+
+    def wait_for_log(self, text: str, timeout: float = 10, start: int = 0) -> str:
+        """Wait until a line of the process output (from line `start` on) contains `text`."""
         deadline = time.monotonic() + timeout
-        for line in self.log:
-            if text in line:
-                return line
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], deadline - time.monotonic())
-            if not ready:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("fastgw exited:\n" + "".join(self.log))
-            self.log.append(line)
-            if text in line:
-                return line
-        raise TimeoutError(f"no {text!r} in fastgw output:\n" + "".join(self.log))
+        with self._lines:
+            while True:
+                for line in self.log[start:]:
+                    if text in line:
+                        return line
+                if self.exited:
+                    raise RuntimeError("fastgw exited:\n" + "".join(self.log))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no {text!r} in fastgw output:\n" + "".join(self.log))
+                self._lines.wait(left)
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

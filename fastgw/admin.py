@@ -1,0 +1,331 @@
+"""The admin API (SPEC section 6), served by the master on FASTGW_ADMIN_LISTEN.
+
+Every change is made on a copy of the running configuration, validated whole,
+persisted (the file rewritten atomically), and put in force in every worker
+before the answer is sent. Secrets and private keys never leave in an answer,
+except a secret the API generated itself, returned once by the PUT that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hmac
+import logging
+import time
+from typing import Any
+
+import httptools
+import orjson
+
+from . import __version__, jwt
+from .config import ConfigError, schema
+from .plugins import jwt_auth
+from .responses import SERVER, status_line
+
+log = logging.getLogger("fastgw")
+
+MASK = "***"
+MAX_BODY = 16 << 20
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str, path: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.path = status, message, path
+
+    def body(self) -> dict:
+        out = {"error_msg": self.message}
+        if self.path:
+            out["path"] = self.path
+        return out
+
+
+def _masked(conf: dict) -> dict:
+    out = copy.deepcopy(conf)
+    for consumer in out.get("consumers", []):
+        _mask_consumer(consumer)
+    return out
+
+
+def _mask_consumer(consumer: dict) -> dict:
+    for cred in consumer.get("credentials", []):
+        for field in ("secret", "private_key"):
+            if cred.get(field):
+                cred[field] = MASK
+    return consumer
+
+
+class AdminAPI:
+    """Request handling, independent of the HTTP plumbing below it."""
+
+    def __init__(self, master):
+        self.master = master
+        self.key = master.settings.admin_key.encode()
+
+    def authorised(self, given: bytes | None) -> bool:
+        return given is not None and hmac.compare_digest(given, self.key)
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+        if parts[:1] != ["admin"]:
+            raise AdminError(404, "not found")
+        parts = parts[1:]
+        data = None
+        if method in ("PUT", "POST") and body:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise AdminError(400, f"body is not JSON: {exc}") from None
+        conf = self.master.conf
+        match (method, parts):
+            case ("GET", ["status"]):
+                return 200, {"version": __version__, "revision": self.master.revision,
+                             "workers": [w.pid for w in self.master.workers.values()],
+                             "worker_restarts": self.master.restarts,
+                             "config_source": self.master.source}
+            case ("GET", ["config"]):
+                return 200, _masked(conf)
+            case ("PUT", ["config"]):
+                new = self._object(data)
+                self._keep_masked_secrets(new.get("consumers"), conf)
+                return 200, _masked(await self._commit(new))
+            case ("GET", ["services"]):
+                return 200, conf["services"]
+            case ("GET", ["services", name]):
+                return 200, self._find(conf["services"], "name", name, "service")
+            case ("PUT", ["services", name]):
+                item = self._named(data, "name", name)
+                new = self._replace(conf, "services", "name", name, item)
+                saved = await self._commit(new)
+                return 200, self._find(saved["services"], "name", name, "service")
+            case ("DELETE", ["services", name]):
+                new = copy.deepcopy(conf)
+                self._find(new["services"], "name", name, "service")
+                new["services"] = [s for s in new["services"] if s["name"] != name]
+                await self._commit(new)
+                return 200, {"deleted": name}
+            case ("GET", ["services", name, "routes", route]):
+                service = self._find(conf["services"], "name", name, "service")
+                return 200, self._find(service["routes"], "name", route, "route")
+            case ("PUT", ["services", name, "routes", route]):
+                item = self._named(data, "name", route)
+                new = copy.deepcopy(conf)
+                service = self._find(new["services"], "name", name, "service")
+                service["routes"] = self._upsert(service["routes"], "name", route, item)
+                saved = await self._commit(new)
+                service = self._find(saved["services"], "name", name, "service")
+                return 200, self._find(service["routes"], "name", route, "route")
+            case ("DELETE", ["services", name, "routes", route]):
+                new = copy.deepcopy(conf)
+                service = self._find(new["services"], "name", name, "service")
+                self._find(service["routes"], "name", route, "route")
+                service["routes"] = [r for r in service["routes"] if r["name"] != route]
+                await self._commit(new)
+                return 200, {"deleted": route}
+            case ("GET", ["consumers"]):
+                return 200, [_mask_consumer(c) for c in copy.deepcopy(conf["consumers"])]
+            case ("GET", ["consumers", username]):
+                found = self._find(conf["consumers"], "username", username, "consumer")
+                return 200, _mask_consumer(copy.deepcopy(found))
+            case ("PUT", ["consumers", username]):
+                item = self._named(data, "username", username)
+                self._keep_masked_secrets([item], conf)
+                new = self._replace(conf, "consumers", "username", username, item)
+                saved = await self._commit(new)
+                found = self._find(saved["consumers"], "username", username, "consumer")
+                return 200, _mask_consumer(copy.deepcopy(found))
+            case ("DELETE", ["consumers", username]):
+                new = copy.deepcopy(conf)
+                self._find(new["consumers"], "username", username, "consumer")
+                new["consumers"] = [c for c in new["consumers"] if c["username"] != username]
+                await self._commit(new)
+                return 200, {"deleted": username}
+            case ("PUT", ["consumers", username, "credentials", cred_id]):
+                return await self._put_credential(username, cred_id, data)
+            case ("DELETE", ["consumers", username, "credentials", cred_id]):
+                new = copy.deepcopy(conf)
+                consumer = self._find(new["consumers"], "username", username, "consumer")
+                self._find(consumer["credentials"], "id", cred_id, "credential")
+                consumer["credentials"] = [c for c in consumer["credentials"]
+                                           if c["id"] != cred_id]
+                await self._commit(new)
+                return 200, {"deleted": cred_id}
+            case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
+                return 200, {"token": self._token(username, cred_id, data or {})}
+        raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,
+                         "not found" if method in ("GET", "PUT", "DELETE", "POST")
+                         else "method not allowed")
+
+    # ------------------------------------------------------------ pieces
+
+    @staticmethod
+    def _object(data) -> dict:
+        if not isinstance(data, dict):
+            raise AdminError(400, "body must be a JSON object")
+        return data
+
+    def _named(self, data, field: str, name: str) -> dict:
+        item = dict(self._object(data))
+        if item.setdefault(field, name) != name:
+            raise AdminError(400, f"{field} {item[field]!r} differs from the URL's {name!r}",
+                             field)
+        return item
+
+    @staticmethod
+    def _find(items: list[dict], field: str, value: str, what: str) -> dict:
+        for item in items:
+            if item.get(field) == value:
+                return item
+        raise AdminError(404, f"no {what} {value!r}")
+
+    @staticmethod
+    def _upsert(items: list[dict], field: str, value: str, item: dict) -> list[dict]:
+        out = [item if i.get(field) == value else i for i in items]
+        if not any(i.get(field) == value for i in items):
+            out.append(item)
+        return out
+
+    def _replace(self, conf: dict, section: str, field: str, value: str, item: dict) -> dict:
+        new = copy.deepcopy(conf)
+        new[section] = self._upsert(new[section], field, value, item)
+        return new
+
+    @staticmethod
+    def _keep_masked_secrets(consumers, conf: dict) -> None:
+        """A secret sent back as "***" (from a GET) keeps the value it stands for."""
+        current = {(c["username"], cred["id"]): cred for c in conf["consumers"]
+                   for cred in c["credentials"]}
+        for consumer in consumers or ():
+            if not isinstance(consumer, dict):
+                continue
+            for cred in consumer.get("credentials") or ():
+                if not isinstance(cred, dict):
+                    continue
+                old = current.get((consumer.get("username"), cred.get("id") or cred.get("key")))
+                for field in ("secret", "private_key"):
+                    if cred.get(field) == MASK:
+                        if old is None:
+                            raise AdminError(400, f"{field}: {MASK!r} is not a value", field)
+                        cred[field] = old[field]
+
+    async def _put_credential(self, username: str, cred_id: str, data) -> tuple[int, dict]:
+        cred = self._named(data, "id", cred_id)
+        new = copy.deepcopy(self.master.conf)
+        consumer = self._find(new["consumers"], "username", username, "consumer")
+        self._keep_masked_secrets([{"username": username, "credentials": [cred]}],
+                                  self.master.conf)
+        generated = None
+        if (cred.get("algorithm", "HS256") in jwt.HMAC_ALGORITHMS and not cred.get("secret")):
+            generated = cred["secret"] = jwt.new_secret()
+        consumer["credentials"] = self._upsert(consumer["credentials"], "id", cred_id, cred)
+        saved = await self._commit(new)
+        owner = self._find(saved["consumers"], "username", username, "consumer")
+        answer = _mask_consumer({"credentials": [copy.deepcopy(
+            self._find(owner["credentials"], "id", cred_id, "credential"))]})["credentials"][0]
+        if generated:
+            answer["secret"] = generated  # shown this once, never again
+        return 200, answer
+
+    def _token(self, username: str, cred_id: str, data) -> str:
+        data = self._object(data)
+        consumer = self._find(self.master.conf["consumers"], "username", username, "consumer")
+        cred = self._find(consumer["credentials"], "id", cred_id, "credential")
+        claims = data.get("claims") or {}
+        if not isinstance(claims, dict):
+            raise AdminError(400, "claims must be an object", "claims")
+        expires, ttl = data.get("expires"), data.get("ttl")
+        if expires is not None and not isinstance(expires, (int, float)):
+            raise AdminError(400, "expires must be unix seconds", "expires")
+        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+            raise AdminError(400, "ttl must be a positive integer", "ttl")
+        try:
+            key = jwt_auth.signing_key(cred)
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        payload = jwt.token_claims("key", cred["key"], ttl or cred["exp"], expires, claims,
+                                   now=time.time())
+        return jwt.sign_token(cred["algorithm"], key, payload)
+
+    async def _commit(self, new: dict) -> dict:
+        """Validate whole, persist, put in force everywhere; the normalised result."""
+        try:
+            conf = schema.validate(new)
+        except ConfigError as exc:
+            path, message = exc.errors[0]
+            status = 409 if message.startswith("duplicate") else 400
+            raise AdminError(status, f"{path}: {message}", path) from None
+        await self.master.persist(conf)
+        await self.master.apply(conf)
+        return conf
+
+
+class AdminProtocol(asyncio.Protocol):
+    """HTTP/1.1 for the admin API: whole requests, JSON answers, keep-alive."""
+
+    def __init__(self, api: AdminAPI):
+        self.api = api
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.busy = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._send(400, {"error_msg": "malformed request"}, keep_alive=False)
+
+    # Parser callbacks
+    def on_message_begin(self):
+        self.url, self.headers, self.body = b"", {}, []
+
+    def on_url(self, url):
+        self.url += url
+
+    def on_header(self, name, value):
+        self.headers[name.lower()] = value
+
+    def on_body(self, chunk):
+        self.body.append(chunk)
+        if sum(map(len, self.body)) > MAX_BODY:
+            raise AdminError(413, "body too large")
+
+    def on_message_complete(self):
+        method = self.parser.get_method().decode()
+        keep_alive = self.parser.should_keep_alive()
+        self.transport.pause_reading()  # one request at a time, answers in order
+        asyncio.get_running_loop().create_task(self._answer(
+            method, self.url.decode("latin-1"), b"".join(self.body),
+            self.headers.get(b"x-api-key"), keep_alive))
+
+    async def _answer(self, method, url, body, key, keep_alive):
+        try:
+            if not self.api.authorised(key):
+                raise AdminError(401, "missing or wrong X-API-KEY")
+            status, answer = await self.api.handle(method, url, body)
+        except AdminError as exc:
+            status, answer = exc.status, exc.body()
+        except Exception:  # a bug must not take the admin API down with it
+            log.exception("admin API error on %s %s", method, url.split("?")[0])
+            status, answer = 500, {"error_msg": "internal error"}
+        self._send(status, answer, keep_alive)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _send(self, status, answer, keep_alive=True):
+        if self.transport is None or self.transport.is_closing():
+            return
+        body = orjson.dumps(answer)
+        self.transport.write(b"".join((
+            status_line(status), SERVER, b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
+            body)))
+        if not keep_alive:
+            self.transport.close()
+
+    def connection_lost(self, exc):
+        self.transport = None

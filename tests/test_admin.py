@@ -1,0 +1,160 @@
+"""The admin API (SPEC section 6) on a real master with two workers."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import jwt as pyjwt
+import pytest
+import yaml
+
+from conftest import free_port, service
+
+KEY = "admin-key-for-tests"
+SECRET = "admin-test-secret-" + "0123456789abcdef" * 3
+
+
+@pytest.fixture
+def admin_gw(upstream, gateway_factory):
+    gw = gateway_factory({
+        "services": [service(upstream.url, [{"name": "r", "paths": ["/*"],
+                                             "plugins": {"jwt-auth": {}}}], name="api")],
+        "consumers": [{"username": "jack", "credentials": [
+            {"id": "jack-jwt", "key": "jack-key", "secret": SECRET}]}],
+    }, env={"FASTGW_WORKERS": "2", "FASTGW_ADMIN_KEY": KEY,
+            "FASTGW_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"})
+    gw.admin_port = int(gw.env["FASTGW_ADMIN_LISTEN"].rsplit(":", 1)[1])
+    gw.wait_for_log("admin API on")
+    return gw
+
+
+def admin(gw, method, path, body=None, key=KEY):
+    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=10)
+    headers = {"X-API-KEY": key} if key is not None else {}
+    data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+    conn.request(method, path, body=data, headers=headers)
+    resp = conn.getresponse()
+    out = resp.status, json.loads(resp.read() or b"null")
+    conn.close()
+    return out
+
+
+def test_every_request_needs_the_key(admin_gw):
+    assert admin(admin_gw, "GET", "/admin/status", key=None)[0] == 401
+    assert admin(admin_gw, "GET", "/admin/status", key="wrong")[0] == 401
+    status, body = admin(admin_gw, "GET", "/admin/status")
+    assert status == 200 and body["revision"] == 1 and len(body["workers"]) == 2
+    assert body["version"] and body["config_source"].startswith("file ")
+
+
+def test_secrets_are_masked_in_every_get(admin_gw):
+    for path in ("/admin/config", "/admin/consumers", "/admin/consumers/jack"):
+        status, body = admin(admin_gw, "GET", path)
+        assert status == 200 and SECRET not in json.dumps(body)
+    status, body = admin(admin_gw, "GET", "/admin/consumers/jack")
+    assert body["credentials"][0]["secret"] == "***"
+
+
+def test_services_and_routes_crud(admin_gw, upstream):
+    status, body = admin(admin_gw, "PUT", "/admin/services/public", {
+        "upstream": {"url": upstream.url}, "path_prefix": "/pub",
+        "routes": [{"name": "all", "paths": ["/*"]}]})
+    assert status == 200 and body["name"] == "public" and body["strip_path_prefix"] is True
+    assert admin_gw.request("GET", "/pub/hello")[0] == 200  # in force on return
+    status, body = admin(admin_gw, "PUT", "/admin/services/public/routes/extra",
+                         {"paths": ["/extra"], "methods": ["POST"]})
+    assert status == 200 and body["methods"] == ["POST"]
+    status, body = admin(admin_gw, "GET", "/admin/services/public/routes/extra")
+    assert status == 200 and body["paths"] == ["/extra"]
+    assert admin(admin_gw, "DELETE", "/admin/services/public/routes/extra")[0] == 200
+    assert admin(admin_gw, "GET", "/admin/services/public/routes/extra")[0] == 404
+    assert [s["name"] for s in admin(admin_gw, "GET", "/admin/services")[1]] == ["api", "public"]
+    assert admin(admin_gw, "DELETE", "/admin/services/public")[0] == 200
+    assert admin_gw.request("GET", "/pub/hello")[0] == 401  # now the jwt service's /*
+    assert admin(admin_gw, "GET", "/admin/services/public")[0] == 404
+
+
+def test_invalid_body_names_the_field(admin_gw):
+    status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
+        "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})
+    assert status == 400
+    assert body["path"] == "services[1].routes[0].paths[0]"
+    assert 'must start with "/"' in body["error_msg"]
+    assert admin(admin_gw, "PUT", "/admin/services/x", b"{not json")[0] == 400
+    assert admin(admin_gw, "PUT", "/admin/services/x", ["a list"])[0] == 400
+    status, body = admin(admin_gw, "PUT", "/admin/services/x", {"name": "y"})
+    assert status == 400 and body["path"] == "name"
+
+
+def test_unknown_objects_are_404(admin_gw):
+    for path in ("/admin/services/nope", "/admin/consumers/nope", "/admin/nothing",
+                 "/admin/services/api/routes/nope"):
+        assert admin(admin_gw, "GET", path)[0] == 404
+    assert admin(admin_gw, "DELETE", "/admin/consumers/nope")[0] == 404
+    assert admin(admin_gw, "PUT", "/admin/consumers/nope/credentials/c", {"key": "k"})[0] == 404
+
+
+def test_duplicate_key_is_a_conflict(admin_gw):
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jill", {
+        "credentials": [{"id": "jill-jwt", "key": "jack-key", "secret": "x" * 32}]})
+    assert status == 409 and "duplicate key 'jack-key'" in body["error_msg"]
+
+
+def test_generated_secret_is_returned_once_and_works(admin_gw):
+    assert admin(admin_gw, "PUT", "/admin/consumers/jill", {"credentials": []})[0] == 200
+    status, cred = admin(admin_gw, "PUT", "/admin/consumers/jill/credentials/jill-jwt",
+                         {"key": "jill-key"})
+    assert status == 200 and len(cred["secret"]) >= 43
+    token = pyjwt.encode({"key": "jill-key"}, cred["secret"])
+    status, _, body = admin_gw.request("GET", "/x", headers={"Authorization": token})
+    assert status == 200 and dict(json.loads(body)["headers"])["x-consumer-username"] == "jill"
+    status, body = admin(admin_gw, "GET", "/admin/consumers/jill")
+    assert body["credentials"][0]["secret"] == "***"
+
+
+def test_token_endpoint(admin_gw):
+    status, body = admin(admin_gw, "POST", "/admin/consumers/jack/credentials/jack-jwt/token",
+                         {"ttl": 60, "claims": {"user": "jack", "age": 18}})
+    assert status == 200
+    claims = pyjwt.decode(body["token"], SECRET, algorithms=["HS256"])
+    assert claims["age"] == 18 and claims["exp"] - claims["iat"] == 60
+    assert admin_gw.request("GET", "/x", headers={"Authorization": body["token"]})[0] == 200
+    assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/nope/token", {})[0] == 404
+    assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/jack-jwt/token",
+                 {"ttl": "soon"})[0] == 400
+
+
+def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw):
+    token = pyjwt.encode({"key": "jack-key"}, SECRET)
+    # warm the cache of both workers: many connections, spread over both
+    for _ in range(20):
+        assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 200
+    started = time.monotonic()
+    assert admin(admin_gw, "DELETE", "/admin/consumers/jack")[0] == 200
+    assert time.monotonic() - started < 1.0
+    for _ in range(20):
+        assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 401
+
+
+def test_changes_persist_across_restart(admin_gw, upstream, gateway_factory):
+    admin(admin_gw, "PUT", "/admin/consumers/kept", {"credentials": [
+        {"id": "kept-jwt", "key": "kept-key", "secret": "k" * 40}]})
+    saved = yaml.safe_load(admin_gw.config_path.read_text())
+    assert "kept" in [c["username"] for c in saved["consumers"]]
+    admin_gw.stop()
+    again = gateway_factory(saved, env={"FASTGW_WORKERS": "1"})
+    token = pyjwt.encode({"key": "kept-key"}, "k" * 40)
+    assert again.request("GET", "/x", headers={"Authorization": token})[0] == 200
+
+
+def test_put_config_keeps_masked_secrets(admin_gw):
+    status, conf = admin(admin_gw, "GET", "/admin/config")
+    conf["services"][0]["routes"][0]["paths"] = ["/only"]
+    status, body = admin(admin_gw, "PUT", "/admin/config", conf)
+    assert status == 200 and body["consumers"][0]["credentials"][0]["secret"] == "***"
+    token = pyjwt.encode({"key": "jack-key"}, SECRET)
+    assert admin_gw.request("GET", "/only", headers={"Authorization": token})[0] == 200
+    assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 404
+    assert admin(admin_gw, "GET", "/admin/status")[1]["revision"] == 2
