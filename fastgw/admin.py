@@ -8,25 +8,18 @@ except a secret the API generated itself, returned once by the PUT that made it.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import hmac
-import logging
 import time
 from typing import Any
 
-import httptools
 import orjson
 
 from . import __version__, jwt
 from .config import ConfigError, schema
 from .plugins import jwt_auth
-from .responses import SERVER, status_line
-
-log = logging.getLogger("fastgw")
 
 MASK = "***"
-MAX_BODY = 16 << 20
 
 
 class AdminError(Exception):
@@ -259,73 +252,12 @@ class AdminAPI:
         await self.master.apply(conf)
         return conf
 
-
-class AdminProtocol(asyncio.Protocol):
-    """HTTP/1.1 for the admin API: whole requests, JSON answers, keep-alive."""
-
-    def __init__(self, api: AdminAPI):
-        self.api = api
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport = None
-        self.busy = False
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
+    async def http(self, method: str, target: str, headers: dict, body: bytes):
+        """The ControlProtocol handler: key check, then `handle`, answered as JSON."""
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._send(400, {"error_msg": "malformed request"}, keep_alive=False)
-
-    # Parser callbacks
-    def on_message_begin(self):
-        self.url, self.headers, self.body = b"", {}, []
-
-    def on_url(self, url):
-        self.url += url
-
-    def on_header(self, name, value):
-        self.headers[name.lower()] = value
-
-    def on_body(self, chunk):
-        self.body.append(chunk)
-        if sum(map(len, self.body)) > MAX_BODY:
-            raise AdminError(413, "body too large")
-
-    def on_message_complete(self):
-        method = self.parser.get_method().decode()
-        keep_alive = self.parser.should_keep_alive()
-        self.transport.pause_reading()  # one request at a time, answers in order
-        asyncio.get_running_loop().create_task(self._answer(
-            method, self.url.decode("latin-1"), b"".join(self.body),
-            self.headers.get(b"x-api-key"), keep_alive))
-
-    async def _answer(self, method, url, body, key, keep_alive):
-        try:
-            if not self.api.authorised(key):
+            if not self.authorised(headers.get(b"x-api-key")):
                 raise AdminError(401, "missing or wrong X-API-KEY")
-            status, answer = await self.api.handle(method, url, body)
+            status, answer = await self.handle(method, target, body)
         except AdminError as exc:
             status, answer = exc.status, exc.body()
-        except Exception:  # a bug must not take the admin API down with it
-            log.exception("admin API error on %s %s", method, url.split("?")[0])
-            status, answer = 500, {"error_msg": "internal error"}
-        self._send(status, answer, keep_alive)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def _send(self, status, answer, keep_alive=True):
-        if self.transport is None or self.transport.is_closing():
-            return
-        body = orjson.dumps(answer)
-        self.transport.write(b"".join((
-            status_line(status), SERVER, b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
-            body)))
-        if not keep_alive:
-            self.transport.close()
-
-    def connection_lost(self, exc):
-        self.transport = None
+        return status, b"application/json", orjson.dumps(answer)

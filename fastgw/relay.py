@@ -61,6 +61,8 @@ class Exchange:
         "state", "node", "conn", "parser", "connecting", "tries", "reused", "deadline",
         # response
         "resp_headers", "resp_mode", "until_close", "resp_close", "resp_done", "status", "out",
+        # timing, for the metrics: head parsed, request sent upstream, response head back
+        "t0", "t_sent", "t_head",
     )
 
     def __init__(self, client, method: bytes, target: bytes, headers: list, http11: bool,
@@ -97,6 +99,7 @@ class Exchange:
         self.resp_done = False
         self.status = 0
         self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
+        self.t0 = self.t_sent = self.t_head = 0.0
 
     # ------------------------------------------------------------ for plugins
 
@@ -181,6 +184,7 @@ class Exchange:
         conn.requests += 1
         self.parser = HttpResponseParser(self)
         self.state = SENDING
+        self.t_sent = self.client.loop.time()
         head = self._upstream_head()
         if self.body:
             chunks = self.body
@@ -275,6 +279,7 @@ class Exchange:
             self._interim_response(status)
             return
         self.state = RESPONDING
+        self.t_head = self.client.loop.time()
         parts = [status_line(status), SERVER]
         length = -1
         tokens = None

@@ -21,16 +21,17 @@ def status_line(code: int) -> bytes:
 class Response:
     """A complete response the gateway answers by itself, in both connection flavours."""
 
-    __slots__ = ("status", "keep_alive", "close")
+    __slots__ = ("status", "keep_alive", "close", "reason")
 
     def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (),
-                 content_type: str = "application/json"):
+                 content_type: str = "application/json", reason: str | None = None):
         head = [status_line(status), SERVER, b"content-type: ", content_type.encode(), b"\r\n"]
         for name, value in headers:
             head += (name.encode(), b": ", value.encode(), b"\r\n")
         head.append(b"content-length: %d\r\n" % len(body))
         head = b"".join(head)
         self.status = status
+        self.reason = reason  # why authentication failed, for the metrics
         self.keep_alive = head + b"connection: keep-alive\r\n\r\n" + body
         self.close = head + b"connection: close\r\n\r\n" + body
 

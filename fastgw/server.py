@@ -18,6 +18,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from . import responses
 from .config.compile import Snapshot
+from .metrics import WorkerStats
 from .relay import DONE, QUEUED, RESPONDING, Exchange, connection_tokens
 from .responses import Response
 from .routing import host_of, needs_normalizing, normalize_path
@@ -47,6 +48,7 @@ class Gateway:
         self.connections: set[ClientConnection] = set()
         self.now = self.loop.time()
         self.snapshot: Snapshot | None = None
+        self.stats = WorkerStats()
         self._snapshot_factory = snapshot_factory
         self._ticker = None
         self.servers: list[asyncio.AbstractServer] = []
@@ -226,6 +228,7 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         ex = Exchange(self, parser.get_method(), self.url, self.headers,
                       parser.get_http_version() == "1.1", parser.should_keep_alive())
+        ex.t0 = self.loop.time()
         self.current = ex
         self.queue.append(ex)
         self._dispatch(ex)
@@ -327,6 +330,9 @@ class ClientConnection(asyncio.Protocol):
         self.starting = False
 
     def exchange_done(self, keep_alive: bool) -> None:
+        ex = self.active
+        if ex is not None:
+            self.gateway.stats.observe(ex, self.loop.time())
         self.active = None
         if not keep_alive:
             self.close()
@@ -345,6 +351,10 @@ class ClientConnection(asyncio.Protocol):
         """Write a fixed response for the active exchange and finish it."""
         if self.transport is None:
             return
+        ex = self.active
+        if ex is not None:
+            ex.response = response
+            ex.status = response.status
         if keep_alive and not self.closing:
             self.transport.write(response.keep_alive)
         else:
@@ -370,6 +380,7 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = Exchange(self, b"", b"", [], True, False)
         ex.response = response
+        ex.t0 = self.loop.time()
         self.queue.append(ex)
 
     # ------------------------------------------------------------ flow control and closing

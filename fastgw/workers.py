@@ -27,9 +27,13 @@ import sys
 
 import orjson
 import uvloop
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from .admin import AdminAPI
 from .config import ConfigError, load_file, loader
 from .config.compile import Snapshot
+from .control_http import ControlProtocol
+from .metrics import render
 from .plugins.jwt_auth import VerifiedTokenCache
 from .settings import Settings
 
@@ -48,10 +52,11 @@ def serve(settings: Settings) -> int:
     try:
         sockets = [_listen(host, port) for host, port in settings.listen]
         admin = _listen(*settings.admin_listen) if settings.admin_key else None
+        metrics = _listen(*settings.metrics_listen) if settings.metrics_listen else None
     except OSError as exc:
         print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    return uvloop.run(Master(settings, conf, sockets, admin).run())
+    return uvloop.run(Master(settings, conf, sockets, admin, metrics).run())
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -69,6 +74,7 @@ class WorkerHandle:
         self.process = process
         self.applied = 0
         self.changed = asyncio.Event()  # set whenever `applied` moves
+        self.stats_waiters: list[asyncio.Future] = []
 
     @property
     def pid(self) -> int:
@@ -77,18 +83,33 @@ class WorkerHandle:
     def send(self, revision: int, conf: dict) -> None:
         self.process.stdin.write(orjson.dumps({"revision": revision, "config": conf}) + b"\n")
 
+    async def stats(self) -> dict:
+        """The worker's counters (metrics.WorkerStats.snapshot)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.stats_waiters.append(waiter)
+        self.process.stdin.write(b'{"stats": true}\n')
+        return await waiter
+
     async def read_reports(self) -> None:
         while line := await self.process.stdout.readline():
             report = orjson.loads(line)
+            if "stats" in report:
+                if self.stats_waiters:
+                    self.stats_waiters.pop(0).set_result(report["stats"])
+                continue
             self.applied = report.get("ready") or report.get("applied") or self.applied
             self.changed.set()
+        for waiter in self.stats_waiters:
+            waiter.cancel()
 
 
 class Master:
     def __init__(self, settings: Settings, conf: dict, sockets: list[socket.socket],
-                 admin_socket: socket.socket | None = None):
+                 admin_socket: socket.socket | None = None,
+                 metrics_socket: socket.socket | None = None):
         self.settings = settings
         self.admin_socket = admin_socket
+        self.metrics_socket = metrics_socket
         self.conf = conf
         self.revision = 1
         self.sockets = sockets
@@ -107,10 +128,13 @@ class Master:
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         if self.admin_socket is not None:
-            from .admin import AdminAPI, AdminProtocol
             api = AdminAPI(self)
-            await loop.create_server(lambda: AdminProtocol(api), sock=self.admin_socket)
+            await loop.create_server(lambda: ControlProtocol(api.http), sock=self.admin_socket)
             log.info("admin API on %s:%d", *self.settings.admin_listen)
+        if self.metrics_socket is not None:
+            await loop.create_server(lambda: ControlProtocol(self.metrics_http),
+                                     sock=self.metrics_socket)
+            log.info("metrics on %s:%d", *self.settings.metrics_listen)
         addresses = ", ".join(f"{h}:{p}" for h, p in self.settings.listen)
         log.info("fastgw serving on %s with %d workers (configuration %s)", addresses,
                  len(self.workers), self.settings.config)
@@ -171,6 +195,23 @@ class Master:
                 log.error("not every worker acknowledged revision %d in time", self.revision)
             return self.revision
 
+    async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
+        """GET /metrics (summed over every worker) and GET /healthz."""
+        path = target.split("?", 1)[0]
+        if method != "GET" or path not in ("/metrics", "/healthz"):
+            return 404, b"application/json", b'{"error_msg": "404 Not Found"}'
+        if path == "/healthz":
+            serving = bool(self.workers) and not self.stopping
+            return ((200, b"application/json", b'{"status": "ok"}') if serving else
+                    (503, b"application/json", b'{"status": "stopping"}'))
+        try:
+            snapshots = await asyncio.wait_for(
+                asyncio.gather(*(w.stats() for w in self.workers.values())), APPLY_TIMEOUT)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
+        text = render(snapshots, self.revision, self.restarts, len(self.workers))
+        return 200, CONTENT_TYPE_LATEST.encode(), text
+
     async def persist(self, conf: dict) -> None:
         """Write a configuration changed through the admin API back to its file."""
         await asyncio.to_thread(loader.write_atomically, self.settings.config, conf)
@@ -221,9 +262,12 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
 
     async def follow_master() -> None:
         while line := await reader.readline():
-            update = orjson.loads(line)
-            gateway.apply(update["config"], update["revision"])
-            _report(applied=update["revision"])
+            message = orjson.loads(line)
+            if "stats" in message:
+                _report(stats=gateway.stats.snapshot(gateway))
+                continue
+            gateway.apply(message["config"], message["revision"])
+            _report(applied=message["revision"])
         stop.set()  # the master is gone
 
     follower = loop.create_task(follow_master())

@@ -159,17 +159,19 @@ class VerifiedTokenCache(cachetools.LRUCache):
 
 # ---------------------------------------------------------------- responses
 
-def _unauthorized(message: str, token_present: bool) -> Response:
-    challenge = 'Bearer realm="fastgw"' + (', error="invalid_token"' if token_present else "")
+def _unauthorized(message: str, reason: str) -> Response:
+    challenge = 'Bearer realm="fastgw"'
+    if reason != "missing_token":
+        challenge += ', error="invalid_token"'
     return Response(401, orjson.dumps({"message": message}),
-                    (("www-authenticate", challenge),))
+                    (("www-authenticate", challenge),), reason=reason)
 
 
-MISSING_TOKEN = _unauthorized("Missing JWT token in request", False)
-TOKEN_INVALID = _unauthorized("JWT token invalid", True)
-MISSING_KEY = _unauthorized("missing user key in JWT token", True)
-INVALID_KEY = _unauthorized("Invalid user key in JWT token", True)
-VERIFY_FAILED = _unauthorized("failed to verify jwt", True)
+MISSING_TOKEN = _unauthorized("Missing JWT token in request", "missing_token")
+TOKEN_INVALID = _unauthorized("JWT token invalid", "invalid_token")
+MISSING_KEY = _unauthorized("missing user key in JWT token", "missing_key")
+INVALID_KEY = _unauthorized("Invalid user key in JWT token", "invalid_key")
+VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
 
 # ---------------------------------------------------------------- the plugin
 

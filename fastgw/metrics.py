@@ -1,0 +1,145 @@
+"""Metrics: plain counters in each worker, summed by the master into Prometheus text.
+
+A worker's request path only bumps dict entries and a histogram bucket; nothing is
+formatted until a scrape, when the master asks every worker for its counters (over
+the same pipe as configurations) and renders them with prometheus-client.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    __slots__ = ("counts", "sum")
+
+    def __init__(self):
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+
+class WorkerStats:
+    """One worker's counters; `snapshot` is what it sends to the master."""
+
+    def __init__(self):
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[tuple[str, str], Histogram] = {}
+        self.upstream = Histogram()
+        self.auth_failures: dict[str, int] = {}
+
+    def observe(self, ex, now: float) -> None:
+        route = ex.route
+        key = (route.service, route.name) if route is not None else ("", "")
+        rkey = (*key, ex.status)
+        self.requests[rkey] = self.requests.get(rkey, 0) + 1
+        hist = self.durations.get(key)
+        if hist is None:
+            hist = self.durations[key] = Histogram()
+        hist.observe(now - ex.t0)
+        if ex.t_head:
+            self.upstream.observe(ex.t_head - ex.t_sent)
+        response = ex.response
+        if response is not None and response.reason is not None:
+            self.auth_failures[response.reason] = self.auth_failures.get(response.reason, 0) + 1
+
+    def snapshot(self, gateway) -> dict:
+        cache = gateway.snapshot.token_cache
+        pools = gateway.pools.pools.values()
+        return {
+            "requests": [[*k, v] for k, v in self.requests.items()],
+            "durations": [[*k, h.counts, h.sum] for k, h in self.durations.items()],
+            "upstream": [self.upstream.counts, self.upstream.sum],
+            "auth_failures": self.auth_failures,
+            "cache": {"hits": cache.hits, "misses": cache.misses, "evictions": cache.evictions},
+            "upstream_connections": {"opened": sum(p.opened for p in pools),
+                                     "reused": sum(p.reused for p in pools)},
+        }
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, int]]:
+    out, total = [], 0
+    for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts):
+        total += count
+        out.append((bound, total))
+    return out
+
+
+def _add(into: list[int], counts: list[int]) -> None:
+    for i, c in enumerate(counts):
+        into[i] += c
+
+
+class _Collector:
+    def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int):
+        self.snapshots, self.revision = snapshots, revision
+        self.restarts, self.workers = restarts, workers
+
+    def collect(self):
+        requests = CounterMetricFamily("fastgw_requests", "Requests answered",
+                                       labels=["service", "route", "status"])
+        durations = HistogramMetricFamily("fastgw_request_duration_seconds",
+                                          "Time from request head to response end",
+                                          labels=["service", "route"])
+        upstream = HistogramMetricFamily("fastgw_upstream_duration_seconds",
+                                         "Time from request sent upstream to response head")
+        failures = CounterMetricFamily("fastgw_auth_failures", "Requests refused by jwt-auth",
+                                       labels=["reason"])
+        cache = {name: CounterMetricFamily(f"fastgw_jwt_cache_{name}", f"JWT cache {name}")
+                 for name in ("hits", "misses", "evictions")}
+        conns = CounterMetricFamily("fastgw_upstream_connections", "Upstream connections",
+                                    labels=["outcome"])
+        req_sum: dict[tuple, int] = {}
+        dur_sum: dict[tuple, list] = {}
+        up_counts, up_total = [0] * (len(BUCKETS) + 1), 0.0
+        fail_sum: dict[str, int] = {}
+        cache_sum = {"hits": 0, "misses": 0, "evictions": 0}
+        conn_sum = {"opened": 0, "reused": 0}
+        for snap in self.snapshots:
+            for service, route, status, n in snap["requests"]:
+                key = (service, route, str(status))
+                req_sum[key] = req_sum.get(key, 0) + n
+            for service, route, counts, total in snap["durations"]:
+                entry = dur_sum.setdefault((service, route), [[0] * len(counts), 0.0])
+                _add(entry[0], counts)
+                entry[1] += total
+            _add(up_counts, snap["upstream"][0])
+            up_total += snap["upstream"][1]
+            for reason, n in snap["auth_failures"].items():
+                fail_sum[reason] = fail_sum.get(reason, 0) + n
+            for name in cache_sum:
+                cache_sum[name] += snap["cache"][name]
+            for name in conn_sum:
+                conn_sum[name] += snap["upstream_connections"][name]
+        for key, n in req_sum.items():
+            requests.add_metric(list(key), n)
+        for key, (counts, total) in dur_sum.items():
+            durations.add_metric(list(key), _cumulative(counts), total)
+        upstream.add_metric([], _cumulative(up_counts), up_total)
+        for reason, n in fail_sum.items():
+            failures.add_metric([reason], n)
+        for name, family in cache.items():
+            family.add_metric([], cache_sum[name])
+        for name, n in conn_sum.items():
+            conns.add_metric([name], n)
+        yield from (requests, durations, upstream, failures, *cache.values(), conns)
+        yield CounterMetricFamily("fastgw_worker_restarts", "Workers replaced",
+                                  value=self.restarts)
+        yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)
+        yield GaugeMetricFamily("fastgw_config_revision", "Configuration revision in force",
+                                value=self.revision)
+
+
+def render(snapshots: list[dict], revision: int, restarts: int, workers: int) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(_Collector(snapshots, revision, restarts, workers))
+    return generate_latest(registry)

@@ -1,0 +1,71 @@
+"""Prometheus metrics summed over the workers, and /healthz."""
+
+from __future__ import annotations
+
+import http.client
+
+import jwt as pyjwt
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, service
+
+SECRET = "metrics-secret-" + "0123456789abcdef" * 3
+
+
+def scrape(gw) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("content-type").startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(resp.read().decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def test_metrics_move_with_requests(upstream, gateway_factory):
+    port = free_port()
+    gw = gateway_factory({
+        "services": [service(upstream.url, [
+            {"name": "open", "paths": ["/open/*"]},
+            {"name": "closed", "paths": ["/closed/*"], "plugins": {"jwt-auth": {}}}])],
+        "consumers": [{"username": "u", "credentials": [{"key": "k", "secret": SECRET}]}],
+    }, env={"FASTGW_WORKERS": "2", "FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    gw.metrics_port = port
+    before = scrape(gw)
+    token = pyjwt.encode({"key": "k"}, SECRET)
+    for _ in range(10):
+        assert gw.request("GET", "/open/x")[0] == 200
+        assert gw.request("GET", "/closed/x", headers={"Authorization": token})[0] == 200
+    for _ in range(3):
+        assert gw.request("GET", "/closed/x")[0] == 401
+        assert gw.request("GET", "/closed/x", headers={"Authorization": "bad"})[0] == 401
+    assert gw.request("GET", "/nowhere")[0] == 404
+    after = scrape(gw)
+    assert value(after, "fastgw_requests_total", service="svc", route="open", status="200") \
+        - value(before, "fastgw_requests_total", service="svc", route="open", status="200") == 10
+    assert value(after, "fastgw_requests_total", service="svc", route="closed", status="401") == 6
+    assert value(after, "fastgw_requests_total", service="", route="", status="404") == 1
+    assert value(after, "fastgw_auth_failures_total", reason="missing_token") == 3
+    assert value(after, "fastgw_auth_failures_total", reason="invalid_token") == 3
+    assert value(after, "fastgw_jwt_cache_hits_total") + value(
+        after, "fastgw_jwt_cache_misses_total") == 13  # 10 good tokens, 3 garbled
+    assert value(after, "fastgw_request_duration_seconds_count", service="svc",
+                 route="open") == 10
+    assert value(after, "fastgw_upstream_duration_seconds_count") >= 20
+    assert value(after, "fastgw_upstream_connections_total", outcome="reused") > 0
+    assert value(after, "fastgw_config_revision") == 1
+    assert value(after, "fastgw_workers") == 2
+
+
+def test_healthz(upstream, gateway_factory):
+    port = free_port()
+    gw = gateway_factory({"services": []}, env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
