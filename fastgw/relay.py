@@ -53,8 +53,8 @@ def connection_tokens(value: bytes) -> set[bytes]:
 class Exchange:
     __slots__ = (
         # the request, as parsed and as it will be sent
-        "client", "method", "target", "headers", "http11", "keep_alive", "host", "skip",
-        "extra_head", "xff", "chunked", "expect_continue", "route", "response",
+        "client", "method", "url", "target", "headers", "http11", "keep_alive", "host", "skip",
+        "extra_head", "xff", "chunked", "expect_continue", "route", "response", "consumer",
         # request body
         "req_done", "body", "body_size",
         # upstream side
@@ -62,14 +62,15 @@ class Exchange:
         # response
         "resp_headers", "resp_mode", "until_close", "resp_close", "resp_done", "status", "out",
         # timing, for the metrics: head parsed, request sent upstream, response head back
-        "t0", "t_sent", "t_head",
+        "t0", "t_sent", "t_head", "bytes_out",
     )
 
     def __init__(self, client, method: bytes, target: bytes, headers: list, http11: bool,
                  keep_alive: bool):
         self.client = client
         self.method = method
-        self.target = target
+        self.url = target  # as the client sent it
+        self.target = target  # as it goes upstream
         self.headers = headers
         self.http11 = http11
         self.keep_alive = keep_alive
@@ -81,6 +82,7 @@ class Exchange:
         self.expect_continue = False
         self.route = None
         self.response: Response | None = None
+        self.consumer = ""
         self.req_done = False
         self.body: list[bytes] = []
         self.body_size = 0
@@ -100,6 +102,7 @@ class Exchange:
         self.status = 0
         self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
         self.t0 = self.t_sent = self.t_head = 0.0
+        self.bytes_out = 0
 
     # ------------------------------------------------------------ for plugins
 
@@ -237,6 +240,7 @@ class Exchange:
             self.resp_close = True  # garbage after a whole response: finish, do not reuse
         if out:  # one write (one gather syscall) for the head and body parsed just now
             self.client.transport.writelines(out)
+            self.bytes_out += sum(map(len, out))
             out.clear()
         if self.resp_done:
             self._finish()

@@ -41,7 +41,7 @@ class Gateway:
     """State shared by every connection of one process: settings, the configuration
     snapshot in force, upstream pools, the open connections and a coarse clock."""
 
-    def __init__(self, settings: Settings, snapshot_factory):
+    def __init__(self, settings: Settings, snapshot_factory, access_log=None):
         self.settings = settings
         self.loop = asyncio.get_event_loop()
         self.pools = PoolRegistry()
@@ -49,6 +49,7 @@ class Gateway:
         self.now = self.loop.time()
         self.snapshot: Snapshot | None = None
         self.stats = WorkerStats()
+        self.access_log = access_log
         self._snapshot_factory = snapshot_factory
         self._ticker = None
         self.servers: list[asyncio.AbstractServer] = []
@@ -80,6 +81,8 @@ class Gateway:
             if ex is not None and ex.deadline <= now:
                 ex.on_timeout()
         self.pools.expire(now)
+        if self.access_log is not None:
+            self.access_log.flush()
         self._ticker = self.loop.call_later(TICK, self.tick)
 
     async def shutdown(self, timeout: float) -> None:
@@ -99,6 +102,8 @@ class Gateway:
         if self._ticker is not None:
             self._ticker.cancel()
         self.pools.close()
+        if self.access_log is not None:
+            self.access_log.flush()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -332,7 +337,11 @@ class ClientConnection(asyncio.Protocol):
     def exchange_done(self, keep_alive: bool) -> None:
         ex = self.active
         if ex is not None:
-            self.gateway.stats.observe(ex, self.loop.time())
+            now = self.loop.time()
+            gateway = self.gateway
+            gateway.stats.observe(ex, now)
+            if gateway.access_log is not None:
+                gateway.access_log.record(ex, self.ip, now)
         self.active = None
         if not keep_alive:
             self.close()

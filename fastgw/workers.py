@@ -29,6 +29,7 @@ import orjson
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import ConfigError, load_file, loader
 from .config.compile import Snapshot
@@ -49,6 +50,13 @@ def serve(settings: Settings) -> int:
     except ConfigError as exc:
         print(f"fastgw: {settings.config}: {exc.first_line()}", file=sys.stderr)
         return 2
+    if settings.access_log not in ("off", "stdout"):
+        try:
+            os.close(os.open(settings.access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+        except OSError as exc:
+            print(f"fastgw: FASTGW_ACCESS_LOG: cannot open {settings.access_log}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 2
     try:
         sockets = [_listen(host, port) for host, port in settings.listen]
         admin = _listen(*settings.admin_listen) if settings.admin_key else None
@@ -125,6 +133,7 @@ class Master:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         if self.admin_socket is not None:
@@ -148,13 +157,21 @@ class Master:
 
     # ------------------------------------------------------------ workers
 
+    def _reopen_logs(self) -> None:
+        """SIGUSR1: every worker reopens its access log (after a rotation)."""
+        for worker in self.workers.values():
+            worker.process.send_signal(signal.SIGUSR1)
+
     async def _spawn(self, slot: int) -> None:
         fds = [s.fileno() for s in self.sockets]
+        log_fd = os.dup(sys.stdout.fileno())  # the access log's "stdout" is the master's
         env = {**os.environ, "FASTGW_WORKER_FDS": ",".join(map(str, fds)),
+               "FASTGW_WORKER_STDOUT_FD": str(log_fd),
                "FASTGW_WORKER_SETTINGS": json.dumps(dataclasses.asdict(self.settings))}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fastgw.workers", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, pass_fds=fds, env=env)
+            stdout=asyncio.subprocess.PIPE, pass_fds=[*fds, log_fd], env=env)
+        os.close(log_fd)
         worker = self.workers[slot] = WorkerHandle(slot, process)
         worker.send(self.revision, self.conf)
         asyncio.get_running_loop().create_task(self._supervise(worker))
@@ -250,7 +267,11 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     first = orjson.loads(await reader.readline())
-    gateway = Gateway(settings, snapshot_factory(settings))
+    access_log = None
+    if settings.access_log != "off":
+        access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
+    loop.add_signal_handler(signal.SIGUSR1, access_log.reopen if access_log else lambda: None)
+    gateway = Gateway(settings, snapshot_factory(settings), access_log)
     gateway.apply(first["config"], first["revision"])
     await gateway.start([socket.socket(fileno=fd) for fd in fds])
     _report(ready=first["revision"])

@@ -203,7 +203,7 @@ def _claim_time(payload: dict, name: str) -> float | None:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("header", "query", "cookie", "hide", "key_claim", "anonymous_head",
+    __slots__ = ("header", "query", "cookie", "hide", "key_claim", "anonymous", "anonymous_head",
                  "credentials", "cache")
 
     def __init__(self, conf: dict, snapshot):
@@ -212,7 +212,7 @@ class JwtAuth:
         self.cookie = conf["cookie"].encode()
         self.hide = conf["hide_credentials"]
         self.key_claim = conf["key_claim_name"]
-        anonymous = conf["anonymous_consumer"]
+        anonymous = self.anonymous = conf["anonymous_consumer"]
         self.anonymous_head = (None if anonymous is None else
                                b"x-consumer-username: " + anonymous.encode() + b"\r\n")
         self.credentials = snapshot.credentials
@@ -234,6 +234,7 @@ class JwtAuth:
                 if self.anonymous_head is None:
                     return MISSING_TOKEN
                 ex.extra_head = self.anonymous_head
+                ex.consumer = self.anonymous
                 return None
         cache = self.cache
         entry = cache.get(token)
@@ -244,6 +245,7 @@ class JwtAuth:
         cred, not_before, not_after, _ = entry
         if not_before <= time.time() < not_after:
             ex.extra_head = cred.upstream_head
+            ex.consumer = cred.username
             return None
         return VERIFY_FAILED
 
@@ -277,6 +279,7 @@ class JwtAuth:
             return VERIFY_FAILED
         self.cache[token] = (cred, not_before, not_after, self.key_claim)
         ex.extra_head = cred.upstream_head
+        ex.consumer = cred.username
         return None
 
     # ------------------------------------------------------------ finding the token

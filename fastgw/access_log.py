@@ -1,0 +1,51 @@
+"""The access log: one line per request, written in batches.
+
+The request path only appends a formatted line to a list; the gateway's tick
+(every 0.1 s) writes the batch with one `os.write`, so a slow disk costs at most
+one write per tick, never one per request. SIGUSR1 reopens the file, for log
+rotation. Tokens never appear: the path is logged without its query.
+
+    2026-11-29T03:14:00Z 127.0.0.1 GET /v1/json 200 430 1.82 1.41 jwt-auth-app json oiloil
+    time client method path status bytes total-ms upstream-ms service route consumer
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+class AccessLog:
+    def __init__(self, target: str, stdout_fd: int = 1):
+        self.target = target
+        self.stdout_fd = stdout_fd
+        self.lines: list[bytes] = []
+        self.fd = -1
+        self.reopen()
+
+    def reopen(self) -> None:
+        self.flush()
+        if self.target == "stdout":
+            self.fd = self.stdout_fd
+            return
+        old = self.fd
+        self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        if old >= 0:
+            os.close(old)
+
+    def record(self, ex, client_ip: bytes, now: float) -> None:
+        route = ex.route
+        upstream_ms = (ex.t_head - ex.t_sent) * 1000 if ex.t_head else 0.0
+        self.lines.append(b"%s %s %s %s %d %d %.2f %.2f %s %s %s\n" % (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode(), client_ip,
+            ex.method or b"-", ex.url.partition(b"?")[0] or b"-", ex.status, ex.bytes_out,
+            (now - ex.t0) * 1000, upstream_ms,
+            route.service.encode() if route else b"-", route.name.encode() if route else b"-",
+            ex.consumer.encode() or b"-"))
+
+    def flush(self) -> None:
+        if self.lines and self.fd >= 0:
+            data = b"".join(self.lines)
+            self.lines.clear()
+            while data:
+                data = data[os.write(self.fd, data):]

@@ -1,0 +1,68 @@
+"""The access log: a line per request, no query (no tokens), reopened on SIGUSR1."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import jwt as pyjwt
+
+from conftest import service
+
+SECRET = "access-log-secret-" + "0123456789abcdef" * 3
+
+
+def wait_for_lines(path, count, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # the log is flushed every 0.1 s by design
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} lines in {path}")
+
+
+def test_lines_appear_and_survive_rotation(upstream, gateway_factory, tmp_path):
+    log = tmp_path / "access.log"
+    gw = gateway_factory({
+        "services": [service(upstream.url, [{"name": "r", "paths": ["/*"],
+                                             "plugins": {"jwt-auth": {}}}], name="api")],
+        "consumers": [{"username": "jack", "credentials": [{"key": "k", "secret": SECRET}]}],
+    }, env={"FASTGW_ACCESS_LOG": str(log), "FASTGW_WORKERS": "2"})
+    token = pyjwt.encode({"key": "k"}, SECRET)
+    assert gw.request("GET", f"/a/b?jwt={token}")[0] == 200
+    assert gw.request("GET", "/denied")[0] == 401
+    lines = wait_for_lines(log, 2)
+    fields = lines[0].split()
+    assert fields[1] == "127.0.0.1" and fields[2] == "GET" and fields[3] == "/a/b"
+    assert fields[4] == "200" and int(fields[5]) > 0
+    assert fields[8:] == ["api", "r", "jack"]
+    assert token not in log.read_text()
+    assert lines[1].split()[4] == "401"
+    rotated = tmp_path / "access.log.1"
+    log.rename(rotated)
+    gw.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not log.exists():  # each worker reopens the path on the signal
+        assert gw.request("GET", "/after-rotation")[0] == 401
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for _ in range(4):
+        gw.request("GET", "/after-rotation")
+    assert "/after-rotation" in wait_for_lines(log, 1)[-1]
+    assert len(rotated.read_text().splitlines()) >= 2
+
+
+def test_unwritable_access_log_is_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+    config = tmp_path / "fastgw.yaml"
+    config.write_text("services: []\n")
+    result = subprocess.run([sys.executable, "-m", "fastgw", "serve"], capture_output=True,
+                            text=True, timeout=20,
+                            env={**os.environ, "FASTGW_ACCESS_LOG": "/nonexistent/dir/a.log",
+                                 "FASTGW_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert result.stderr.startswith("fastgw: FASTGW_ACCESS_LOG: cannot open")
