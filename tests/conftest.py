@@ -139,6 +139,25 @@ class RawClient:
         headers = {k.lower(): v for k, v in resp.getheaders()}
         return resp.status, headers, resp.read()
 
+    def head(self) -> tuple[bytes, dict]:
+        """The status line and headers of the next response, leaving its body unread."""
+        status = self.fp.readline()
+        headers = {}
+        while (line := self.fp.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        return status, headers
+
+    def read_until_closed(self) -> bytes:
+        """Everything left on the connection, a reset counting as its end."""
+        data = b""
+        try:
+            while chunk := self.fp.read1(65536):
+                data += chunk
+        except ConnectionResetError:
+            pass
+        return data
+
     def closed(self) -> bool:
         """True when the server has closed the connection (read returns EOF)."""
         try:

@@ -201,7 +201,11 @@ class UpstreamServer:
         return self
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        def shutdown():
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.call_soon(self.loop.stop)
+        self.loop.call_soon_threadsafe(shutdown)
         self._thread.join(5)
 
     @property
