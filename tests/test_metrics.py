@@ -65,7 +65,7 @@ def test_metrics_move_with_requests(upstream, gateway_factory):
 
 def test_healthz(upstream, gateway_factory):
     port = free_port()
-    gw = gateway_factory({"services": []}, env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    gateway_factory({"services": []}, env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/healthz")
     assert conn.getresponse().status == 200
