@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import free_port, service
+from test_workers import open_connections, socket_owner_pids
 
 KEY = "admin-key-for-tests"
 SECRET = "admin-test-secret-" + "0123456789abcdef" * 3
@@ -127,15 +128,24 @@ def test_token_endpoint(admin_gw):
 
 
 def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw):
-    token = pyjwt.encode({"key": "jack-key"}, SECRET)
-    # warm the cache of both workers: many connections, spread over both
-    for _ in range(20):
-        assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 200
-    started = time.monotonic()
-    assert admin(admin_gw, "DELETE", "/admin/consumers/jack")[0] == 200
-    assert time.monotonic() - started < 1.0
-    for _ in range(20):
-        assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 401
+    token = pyjwt.encode({"key": "jack-key"}, SECRET).encode()
+    request = b"GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: " + token + b"\r\n\r\n"
+    # kept open, each connection stays with its worker; every worker verifies and caches
+    conns = open_connections(admin_gw, 30, request)
+    try:
+        assert set(socket_owner_pids(admin_gw, conns)) == set(admin_gw.worker_pids())
+        for s in conns:  # now from the cache
+            s.sendall(request)
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert admin(admin_gw, "DELETE", "/admin/consumers/jack")[0] == 200
+        for s in conns:
+            s.sendall(request)
+            assert s.recv(65536).startswith(b"HTTP/1.1 401")
+        assert time.monotonic() - started < 1.0
+    finally:
+        for s in conns:
+            s.close()
 
 
 def test_changes_persist_across_restart(admin_gw, upstream, gateway_factory):

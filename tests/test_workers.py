@@ -34,11 +34,14 @@ def socket_owner_pids(gw, sockets: list[socket.socket]) -> list[int]:
     return [owners.get(s.getsockname()[1]) for s in sockets]
 
 
-def open_connections(gw, n: int) -> list[socket.socket]:
+def open_connections(gw, n: int,
+                     request: bytes = b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n"
+                     ) -> list[socket.socket]:
+    """n connections, all open at once, each having had one request answered 200."""
     conns = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-        s.sendall(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        s.sendall(request)
         conns.append(s)
     for s in conns:
         assert s.recv(65536).startswith(b"HTTP/1.1 200")
