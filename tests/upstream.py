@@ -10,6 +10,7 @@ Behaviour is chosen by path, so one server serves every test:
     /status/N              answers with status N (no body for 204 and 304)
     /interim               103 Early Hints, then 200
     /early                 answers 413 at once, before the request body is read
+    /drop                  reads the request, then closes without answering
     /connection-header     a response naming a header in its Connection field
     anything else          echoes the request as JSON: method, target, headers, body size
                            and sha256, and the id of the connection it came on
@@ -134,6 +135,8 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % (2 * n))
             self.transport.write(pattern(n))
             await asyncio.sleep(0.05)
+            self.transport.close()
+        elif path == "/drop":
             self.transport.close()
         elif path == "/slow":
             await asyncio.sleep(float(q["delay"]))
