@@ -46,8 +46,14 @@ BODY_BUFFER_LIMIT = 64 * 1024  # request body held while connecting; reading pau
 CHUNK_END = b"0\r\n\r\n"
 
 
+_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
-    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+    """Header names listed in a Connection field besides close/keep-alive (RFC 9110 7.6.1)."""
+    if value in _PLAIN_CONNECTION:  # nearly always: no set to build
+        return set()
+    return {t.strip().lower() for t in value.split(b",") if t.strip()} - {b"close", b"keep-alive"}
 
 
 class Exchange:
@@ -299,7 +305,7 @@ class Exchange:
                     tokens = connection_tokens(value)
                 continue
             parts += (name, b": ", value, b"\r\n")
-        if tokens and tokens - {b"close", b"keep-alive"}:
+        if tokens:
             parts = self._without(parts, tokens)
         self.resp_headers = None
         client_keeps = self.keep_alive and self.req_done

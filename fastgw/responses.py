@@ -48,9 +48,7 @@ NOT_FOUND = error(404, "404 Route Not Found")
 REQUEST_TIMEOUT = error(408)
 PAYLOAD_TOO_LARGE = error(413)
 HEADERS_TOO_LARGE = error(431)
-INTERNAL_ERROR = error(500)
 BAD_GATEWAY = error(502)
 GATEWAY_TIMEOUT = error(504)
-NOT_IMPLEMENTED = error(501)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -276,7 +276,7 @@ class ClientConnection(asyncio.Protocol):
                 elif name == b"x-forwarded-for":
                     ex.xff = value if ex.xff is None else ex.xff + b", " + value
                 elif name == b"connection":
-                    extra = connection_tokens(value) - {b"close", b"keep-alive"}
+                    extra = connection_tokens(value)
                     if extra:
                         ex.skip = ex.skip | extra
         target = ex.target
