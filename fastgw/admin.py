@@ -1,8 +1,9 @@
 """The admin API (SPEC section 6), served by the master on FASTGW_ADMIN_LISTEN.
 
 Every change is made on a copy of the running configuration, validated whole,
-persisted (the file rewritten atomically), and put in force in every worker
-before the answer is sent. Secrets and private keys never leave in an answer,
+persisted (the file rewritten atomically, or written to etcd in a transaction that
+fails with 409 when another change got there first), and put in force in every
+worker before the answer is sent. Secrets and private keys never leave in an answer,
 except a secret the API generated itself, returned once by the PUT that made it.
 """
 
@@ -17,6 +18,7 @@ import orjson
 
 from . import __version__, jwt
 from .config import ConfigError, schema
+from .config.sources import Conflict, Unavailable
 from .plugins import jwt_auth
 
 MASK = "***"
@@ -73,10 +75,10 @@ class AdminAPI:
         conf = self.master.conf
         match (method, parts):
             case ("GET", ["status"]):
-                return 200, {"version": __version__, "revision": self.master.revision,
+                return 200, {"version": __version__, "revision": self.master.source.revision,
                              "workers": [w.pid for w in self.master.workers.values()],
                              "worker_restarts": self.master.restarts,
-                             "config_source": self.master.source}
+                             **self.master.source.status()}
             case ("GET", ["config"]):
                 return 200, _masked(conf)
             case ("PUT", ["config"]):
@@ -248,9 +250,12 @@ class AdminAPI:
             path, message = exc.errors[0]
             status = 409 if message.startswith("duplicate") else 400
             raise AdminError(status, f"{path}: {message}", path) from None
-        await self.master.persist(conf)
-        await self.master.apply(conf)
-        return conf
+        try:
+            return await self.master.commit(conf)
+        except Conflict as exc:
+            raise AdminError(409, str(exc)) from None
+        except Unavailable as exc:
+            raise AdminError(503, str(exc)) from None
 
     async def http(self, method: str, target: str, headers: dict, body: bytes):
         """The ControlProtocol handler: key check, then `handle`, answered as JSON."""

@@ -1,8 +1,9 @@
-"""Commands: serve (the default), check, token, secret."""
+"""Commands: serve (the default), check, token, secret, config push/pull."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import logging
 import sys
@@ -57,6 +58,17 @@ def _parser() -> argparse.ArgumentParser:
 
     secret = commands.add_parser("secret", help="print a new random secret")
     secret.set_defaults(run=_secret)
+
+    config = commands.add_parser("config", help="move a configuration into or out of etcd")
+    actions = config.add_subparsers(dest="action", required=True)
+    push = actions.add_parser("push", help="validate FILE and make it etcd's configuration, "
+                                           "in one transaction")
+    push.add_argument("file")
+    add_flags(push, only=("etcd", "etcd_prefix"))
+    push.set_defaults(run=_config_push)
+    pull = actions.add_parser("pull", help="print etcd's configuration as YAML")
+    add_flags(pull, only=("etcd", "etcd_prefix"))
+    pull.set_defaults(run=_config_pull)
     return parser
 
 
@@ -144,4 +156,48 @@ def _time(text: str) -> float:
 
 def _secret(args) -> int:
     print(jwt.new_secret())
+    return 0
+
+
+def _etcd_settings(args) -> Settings:
+    settings = Settings.load(flags=vars(args))
+    if not settings.etcd:
+        raise SettingError("FASTGW_ETCD (or --etcd) must name the etcd endpoints")
+    logging.basicConfig(level="WARNING", stream=sys.stderr, format="fastgw: %(message)s")
+    return settings
+
+
+def _config_push(args) -> int:
+    from .config import etcd
+    from .config.sources import Conflict, Unavailable
+    settings = _etcd_settings(args)
+    try:
+        conf = load_file(args.file)
+    except ConfigError as exc:
+        for where, message in exc.errors:
+            print(f"{args.file}: {where}: {message}", file=sys.stderr)
+        return 1
+    try:
+        revision, written = asyncio.run(etcd.push(settings, conf))
+    except Unavailable as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    except (Conflict, ValueError) as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: pushed to {settings.etcd_prefix} ({len(conf['services'])} services, "
+          f"{len(conf['consumers'])} consumers; {written} keys written; revision {revision})")
+    return 0
+
+
+def _config_pull(args) -> int:
+    from .config import etcd, loader
+    from .config.sources import Unavailable
+    settings = _etcd_settings(args)
+    try:
+        conf, _ = asyncio.run(etcd.pull(settings))
+    except Unavailable as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(loader.dump(conf))
     return 0

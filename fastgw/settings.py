@@ -78,6 +78,27 @@ def _optional_str(text: str) -> str | None:
     return text or None
 
 
+def _etcd_endpoints(text: str) -> tuple[tuple[str, int], ...] | None:
+    """'host:port,http://host:port,...' -> ((host, port), ...); None when empty."""
+    endpoints = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.startswith("https://"):
+            raise ValueError("TLS to etcd is not supported; use http:// endpoints")
+        address = part.removeprefix("http://").rstrip("/")
+        if ":" not in address and not address.isdigit():
+            address += ":2379"  # etcd's client port
+        endpoints.append(parse_address(address, "127.0.0.1"))
+    return tuple(endpoints) or None
+
+
+def _etcd_prefix(text: str) -> str:
+    if not text.startswith("/") or text == "/":
+        raise ValueError('must start with "/" and name a folder, e.g. /fastgw')
+    return text.rstrip("/")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     field: str
@@ -110,8 +131,9 @@ SETTINGS = (
     Setting("header_timeout", "30", _positive_float, "seconds to receive a request's headers"),
     Setting("max_header_bytes", "32768", _positive_int, "larger request heads get 431"),
     Setting("max_body_bytes", "8388608", _positive_int, "larger request bodies get 413"),
-    Setting("etcd", None, _optional_str, "etcd endpoints; when set, configuration lives in etcd"),
-    Setting("etcd_prefix", "/fastgw", str, "key prefix in etcd"),
+    Setting("etcd", None, _etcd_endpoints,
+            "etcd endpoints, comma-separated; when set, configuration lives in etcd"),
+    Setting("etcd_prefix", "/fastgw", _etcd_prefix, "key prefix in etcd"),
     Setting("etcd_cache", "./fastgw-etcd-snapshot.json", str,
             "last configuration read from etcd, used when etcd is down at start"),
     Setting("shutdown_timeout", "30", _positive_float,
@@ -134,7 +156,7 @@ class Settings:
     header_timeout: float
     max_header_bytes: int
     max_body_bytes: int
-    etcd: str | None
+    etcd: tuple[tuple[str, int], ...] | None
     etcd_prefix: str
     etcd_cache: str
     shutdown_timeout: float
@@ -162,7 +184,9 @@ class Settings:
         return cls(**values)
 
 
-def add_flags(parser: argparse.ArgumentParser) -> None:
+def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     for setting in SETTINGS:
+        if only is not None and setting.field not in only:
+            continue
         parser.add_argument(setting.flag, dest=setting.field, default=None, metavar="VALUE",
                             help=f"{setting.help} [{setting.env}, default {setting.default}]")

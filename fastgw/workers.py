@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
 import uvloop
@@ -31,12 +32,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .access_log import AccessLog
 from .admin import AdminAPI
-from .config import ConfigError, load_file, loader
 from .config.compile import Snapshot
+from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
 from .metrics import render
 from .plugins.jwt_auth import VerifiedTokenCache
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .config.etcd import EtcdSource
 
 log = logging.getLogger("fastgw")
 
@@ -45,26 +49,38 @@ APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
 
 def serve(settings: Settings) -> int:
     """Run the master until SIGTERM/SIGINT; 0 after a clean drain, 2 when it cannot start."""
+    return uvloop.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    if settings.etcd:
+        from .config.etcd import EtcdSource  # gRPC is loaded only in cluster mode
+        source = EtcdSource(settings)
+    else:
+        source = FileSource(settings.config)
     try:
-        conf = load_file(settings.config)
-    except ConfigError as exc:
-        print(f"fastgw: {settings.config}: {exc.first_line()}", file=sys.stderr)
-        return 2
-    if settings.access_log not in ("off", "stdout"):
+        await source.start()
+        if settings.access_log not in ("off", "stdout"):
+            try:
+                os.close(os.open(settings.access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                 0o640))
+            except OSError as exc:
+                raise StartError(f"FASTGW_ACCESS_LOG: cannot open {settings.access_log}: "
+                                 f"{exc.strerror}") from None
         try:
-            os.close(os.open(settings.access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+            sockets = [_listen(host, port) for host, port in settings.listen]
+            admin = _listen(*settings.admin_listen) if settings.admin_key else None
+            metrics = _listen(*settings.metrics_listen) if settings.metrics_listen else None
         except OSError as exc:
-            print(f"fastgw: FASTGW_ACCESS_LOG: cannot open {settings.access_log}: "
-                  f"{exc.strerror}", file=sys.stderr)
-            return 2
-    try:
-        sockets = [_listen(host, port) for host, port in settings.listen]
-        admin = _listen(*settings.admin_listen) if settings.admin_key else None
-        metrics = _listen(*settings.metrics_listen) if settings.metrics_listen else None
-    except OSError as exc:
-        print(f"fastgw: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            raise StartError(f"cannot listen: {exc.strerror or exc}") from None
+    except StartError as exc:
+        await source.close()
+        print(f"fastgw: {exc}", file=sys.stderr)
         return 2
-    return uvloop.run(Master(settings, conf, sockets, admin, metrics).run())
+    try:
+        return await Master(settings, source, sockets, admin, metrics).run()
+    finally:
+        await source.close()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -112,21 +128,26 @@ class WorkerHandle:
 
 
 class Master:
-    def __init__(self, settings: Settings, conf: dict, sockets: list[socket.socket],
-                 admin_socket: socket.socket | None = None,
+    def __init__(self, settings: Settings, source: "FileSource | EtcdSource",
+                 sockets: list[socket.socket], admin_socket: socket.socket | None = None,
                  metrics_socket: socket.socket | None = None):
         self.settings = settings
+        self.source = source
         self.admin_socket = admin_socket
         self.metrics_socket = metrics_socket
-        self.conf = conf
-        self.revision = 1
+        self.revision = 1  # counts what was sent to the workers (they acknowledge it)
         self.sockets = sockets
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
         self.stopping = False
-        self.source = f"file {settings.config}"
         self._stop = asyncio.Event()
         self._change_lock = asyncio.Lock()
+        self._changes: set[asyncio.Task] = set()
+
+    @property
+    def conf(self) -> dict:
+        """The configuration in force (the admin API reads and edits this)."""
+        return self.source.conf
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -136,6 +157,7 @@ class Master:
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
+        self.source.follow(self.config_changed)
         if self.admin_socket is not None:
             api = AdminAPI(self)
             await loop.create_server(lambda: ControlProtocol(api.http), sock=self.admin_socket)
@@ -145,8 +167,8 @@ class Master:
                                      sock=self.metrics_socket)
             log.info("metrics on %s:%d", *self.settings.metrics_listen)
         addresses = ", ".join(f"{h}:{p}" for h, p in self.settings.listen)
-        log.info("fastgw serving on %s with %d workers (configuration %s)", addresses,
-                 len(self.workers), self.settings.config)
+        log.info("fastgw serving on %s with %d workers (configuration from %s)", addresses,
+                 len(self.workers), self.source.status()["config_source"])
         await self._stop.wait()
         log.info("fastgw stopping: draining in-flight requests")
         self.stopping = True
@@ -205,12 +227,23 @@ class Master:
         """Put a validated configuration in force in every worker; its revision."""
         async with self._change_lock:
             self.revision += 1
-            self.conf = conf
             for worker in self.workers.values():
                 worker.send(self.revision, conf)
             if not await self.wait_applied(self.revision):
                 log.error("not every worker acknowledged revision %d in time", self.revision)
             return self.revision
+
+    def config_changed(self, conf: dict) -> None:
+        """The source changed on its own (etcd): put it in force, changes in order."""
+        task = asyncio.get_running_loop().create_task(self.apply(conf))
+        self._changes.add(task)
+        task.add_done_callback(self._changes.discard)
+
+    async def commit(self, conf: dict) -> dict:
+        """An admin change: persist it in the source, then put it in force everywhere."""
+        conf = await self.source.commit(conf)
+        await self.apply(conf)
+        return conf
 
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
         """GET /metrics (summed over every worker) and GET /healthz."""
@@ -226,24 +259,16 @@ class Master:
                 asyncio.gather(*(w.stats() for w in self.workers.values())), APPLY_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
-        text = render(snapshots, self.revision, self.restarts, len(self.workers))
+        text = render(snapshots, self.source.revision, self.restarts, len(self.workers))
         return 200, CONTENT_TYPE_LATEST.encode(), text
 
-    async def persist(self, conf: dict) -> None:
-        """Write a configuration changed through the admin API back to its file."""
-        await asyncio.to_thread(loader.write_atomically, self.settings.config, conf)
-
     async def reload(self) -> None:
-        """SIGHUP: re-read the file; a bad one leaves the running configuration in force."""
-        path = self.settings.config
-        try:
-            conf = load_file(path)
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running configuration: %s: %s",
-                      path, exc.first_line())
-            return
-        revision = await self.apply(conf)
-        log.info("configuration reloaded from %s (revision %d)", path, revision)
+        """SIGHUP: read the source again; a bad file leaves the running configuration."""
+        conf = await self.source.reload()
+        if conf is not None:
+            await self.apply(conf)
+            log.info("configuration reloaded from %s (revision %d)",
+                     self.source.status()["config_source"], self.source.revision)
 
 
 # ---------------------------------------------------------------- the worker process
@@ -300,7 +325,9 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
 
 def worker_main() -> int:
     raw = json.loads(os.environ["FASTGW_WORKER_SETTINGS"])
-    raw["listen"] = tuple(tuple(a) for a in raw["listen"])
+    for key in ("listen", "etcd"):
+        if raw[key] is not None:
+            raw[key] = tuple(tuple(a) for a in raw[key])
     for key in ("admin_listen", "metrics_listen"):
         if raw[key] is not None:
             raw[key] = tuple(raw[key])

@@ -66,12 +66,17 @@ def dump(conf: dict, filename: str = "") -> str:
 
 
 def write_atomically(path: str, conf: dict) -> None:
-    """Replace `path` with `conf`: temp file, fsync, rename. Comments are not kept."""
+    """Replace `path` with `conf`. Comments are not kept."""
+    replace_file(path, dump(conf, path).encode())
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Replace `path` with `data` (mode 0600): temp file, fsync, rename."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".fastgw-", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump(conf, path))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

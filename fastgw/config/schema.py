@@ -142,10 +142,17 @@ class _Credential(Obj):
         return CREDENTIAL_TYPES[kind].CREDENTIAL_SCHEMA.convert(value, path, errors)
 
 
+def _credential_ids(consumer: dict, path: str, errors: Errors) -> None:
+    """A credential's id defaults to its key."""
+    for cred in consumer["credentials"]:
+        if cred["id"] is None:
+            cred["id"] = cred["key"]
+
+
 CONSUMER = Obj({
     "username": Field(Str(pattern=r"[A-Za-z0-9_.-]{1,100}"), required=True),
     "credentials": Field(List(_Credential()), default=[]),
-})
+}, check=_credential_ids)
 
 ROOT = Obj({
     "services": Field(List(SERVICE, unique_by="name"), default=[]),
@@ -161,8 +168,6 @@ def _cross_checks(conf: dict, errors: Errors) -> None:
     for ci, consumer in enumerate(conf["consumers"]):
         for ki, cred in enumerate(consumer["credentials"]):
             where = join(join(join("consumers", ci), "credentials"), ki)
-            if cred["id"] is None:
-                cred["id"] = cred["key"]
             if cred["key"] in keys:
                 errors.append((join(where, "key"),
                                f"duplicate key {cred['key']!r} (also at {keys[cred['key']]})"))
@@ -192,8 +197,31 @@ def validate(raw: object) -> dict:
     conf = ROOT.load(raw, "", errors)
     if not errors:
         _cross_checks(conf, errors)
+    _raise(errors)
+    return conf
+
+
+# The configuration's sections: each item's schema and the field that names it.
+SECTIONS = {"services": (SERVICE, "name"), "consumers": (CONSUMER, "username")}
+
+
+def validate_item(section: str, raw: object) -> dict:
+    """One service or consumer, normalised; error paths are relative to the item."""
+    errors: Errors = []
+    item = SECTIONS[section][0].load(raw, "", errors)
+    _raise(errors)
+    return item
+
+
+def check_whole(conf: dict) -> None:
+    """The rules that span items, for a configuration assembled from validated items."""
+    errors: Errors = []
+    _cross_checks(conf, errors)
+    _raise(errors)
+
+
+def _raise(errors: Errors) -> None:
     if errors:
         if errors[0][0] == "":
             errors = [("(top level)", msg) for _, msg in errors]
         raise ConfigError(errors)
-    return conf

@@ -1,0 +1,470 @@
+"""Cluster mode: the configuration in etcd, shared live by every node.
+
+Each service is the key `{prefix}/services/{name}` and each consumer
+`{prefix}/consumers/{username}`, holding the JSON object a file would. The master
+reads the prefix with one range request, then watches it from the next revision.
+A lost connection is retried with capped exponential back-off (the next endpoint
+each time) and the watch resumes where it stopped; when etcd has compacted that
+history away, everything is read again.
+
+Every value is validated on its own, and the whole against the rules that span
+objects. A value that fails is logged with its key and field and skipped: the node
+keeps the last good version of that object. The admin API writes in transactions
+that compare mod revisions, so a write made from a stale view gets 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # workers are fork+exec'd
+import aetcd  # noqa: E402 (after the gRPC setting above)
+import orjson  # noqa: E402
+from aetcd.exceptions import ClientError, RevisionCompactedError
+from aetcd.rtypes import EventKind
+from aetcd.utils import prefix_range_end
+
+from . import ConfigError, schema
+from .loader import replace_file
+from .sources import Conflict, OnChange, StartError, Unavailable
+
+log = logging.getLogger("fastgw")
+
+CALL_TIMEOUT = 5.0          # seconds for one etcd request (and for the first read)
+BACKOFF_FIRST, BACKOFF_CAP = 0.2, 3.0   # seconds between reconnection attempts
+GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 10_000,      # notice a silent etcd, not only a closed socket
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.max_receive_message_length": -1,  # a large configuration is one range response
+}
+_TRANSACTIONS = aetcd.client.Transactions()  # builders of compares and operations
+_UNREACHABLE = (ClientError, asyncio.TimeoutError, OSError)
+_ITEM_PATH = re.compile(r"(services|consumers)\[(\d+)\]\.?(.*)")
+_ITEM_REF = re.compile(r"(services|consumers)\[(\d+)\]\.?")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class ClusterState:
+    """The validated objects under the prefix, and the configuration they make."""
+
+    def __init__(self, prefix: str):
+        self.root = prefix + "/"
+        self.items: dict[str, dict] = {}       # key -> last good object
+        self.latest: dict[str, tuple[int, bool]] = {}  # key -> (mod revision, exists)
+        self.revision = 0
+        self.conf: dict = {"services": [], "consumers": []}
+
+    def key(self, section: str, name: str) -> str:
+        return f"{self.root}{section}/{name}"
+
+    def section_of(self, key: str) -> tuple[str, str] | None:
+        section, _, name = key.removeprefix(self.root).partition("/")
+        if section in schema.SECTIONS and name and "/" not in name:
+            return section, name
+        return None
+
+    def mod_revision(self, key: str) -> int:
+        """The key's mod revision in etcd as last seen; 0 when it does not exist."""
+        revision, exists = self.latest.get(key, (0, False))
+        return revision if exists else 0
+
+    def objects_of(self, conf: dict) -> dict[str, dict]:
+        """A configuration's objects by key."""
+        return {self.key(section, item[schema.SECTIONS[section][1]]): item
+                for section in schema.SECTIONS for item in conf[section]}
+
+    def use_snapshot(self, conf: dict, revision: int) -> None:
+        self.items = self.objects_of(conf)
+        self.conf, self.revision = conf, revision
+
+    def update(self, changes: dict[str, tuple[int, bytes | None]], revision: int) -> bool:
+        """Apply puts (a value) and deletes (None) seen at their mod revisions; what does
+        not validate is logged and skipped. True when the configuration changed."""
+        items = dict(self.items)
+        changed = set()
+        for key, (mod_revision, value) in changes.items():
+            if self.latest.get(key, (0, False))[0] >= mod_revision:
+                continue  # already seen (our own write, or a replayed event)
+            self.latest[key] = (mod_revision, value is not None)
+            if value is None:
+                if items.pop(key, None) is not None:
+                    changed.add(key)
+                continue
+            try:
+                items[key] = self._parse(key, value)
+            except ConfigError as exc:
+                self._skip(key, exc.first_line())
+                continue
+            changed.add(key)
+        self.revision = max(self.revision, revision)
+        if not changed or not self._check_whole(items, changed):
+            return False
+        self.items = items
+        self.conf = self._assemble(items, sorted(items))[0]
+        return True
+
+    def _parse(self, key: str, value: bytes) -> dict:
+        where = self.section_of(key)
+        if where is None:
+            raise ConfigError([("(key)", f"is not {self.root}services/NAME or "
+                                         f"{self.root}consumers/NAME")])
+        section, name = where
+        try:
+            raw = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError([("(value)", f"is not JSON: {exc}")]) from None
+        if isinstance(raw, dict):
+            field = schema.SECTIONS[section][1]
+            if raw.setdefault(field, name) != name:
+                raise ConfigError([(field, f"{raw[field]!r} differs from the key's {name!r}")])
+        return schema.validate_item(section, raw)
+
+    def _skip(self, key: str, reason: str) -> None:
+        kept = ("keeping its last good version" if key in self.items
+                else "it stays out of the configuration")
+        log.error("etcd key %s skipped: %s; %s", key, reason, kept)
+
+    def _check_whole(self, items: dict[str, dict], changed: set[str]) -> bool:
+        """Apply the rules that span objects, reverting changed objects that break them.
+        Changed objects come last, so a duplicate is reported on the newcomer."""
+        for _ in range(len(changed) + 1):
+            order = sorted(items.keys() - changed) + sorted(changed & items.keys())
+            conf, keys = self._assemble(items, order)
+            try:
+                schema.check_whole(conf)
+                return bool(changed)
+            except ConfigError as exc:
+                path, message = exc.errors[0]
+            match = _ITEM_PATH.fullmatch(path)
+            if match is None:
+                break
+            culprit = keys[match[1]][int(match[2])]
+            message = _ITEM_REF.sub(lambda m: keys[m[1]][int(m[2])] + " ", message)
+            if culprit in changed:
+                self._skip(culprit, f"{match[3] or '(top level)'}: {message}")
+                reverted = [culprit]
+            else:  # an unchanged object lost something it uses: a consumer was deleted
+                reverted = [k for k in changed if k not in items and k in self.items]
+                for key in reverted:
+                    log.error("etcd key %s was deleted but %s still uses it (%s); keeping it",
+                              key, culprit, message)
+            if not reverted:
+                break
+            for key in reverted:
+                changed.discard(key)
+                if key in self.items:
+                    items[key] = self.items[key]
+                else:
+                    items.pop(key, None)
+        log.error("etcd changes up to revision %d break the configuration; keeping revision "
+                  "%d's objects", self.revision, self.revision)
+        return False
+
+    def _assemble(self, items: dict[str, dict], order: list[str]):
+        """The configuration with objects in `order`, and each section's keys by index."""
+        conf: dict = {section: [] for section in schema.SECTIONS}
+        keys: dict[str, list[str]] = {section: [] for section in schema.SECTIONS}
+        for key in order:
+            section = self.section_of(key)[0]
+            conf[section].append(items[key])
+            keys[section].append(key)
+        return conf, keys
+
+
+class EtcdSource:
+    """The configuration in etcd, followed live (see the module docstring)."""
+
+    def __init__(self, settings):
+        self.endpoints: tuple[tuple[str, int], ...] = settings.etcd
+        self.prefix: str = settings.etcd_prefix
+        self.snapshot_path: str = settings.etcd_cache
+        self.state = ClusterState(self.prefix)
+        self.connected = False
+        self._client: aetcd.Client | None = None
+        self._endpoint = 0
+        self._on_change: OnChange | None = None
+        self._follower: asyncio.Task | None = None
+        self._pending: dict[str, tuple[int, bytes | None]] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._read_everything = False  # set when the watch cannot resume
+
+    @property
+    def conf(self) -> dict:
+        return self.state.conf
+
+    @property
+    def revision(self) -> int:
+        return self.state.revision
+
+    @property
+    def where(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self.endpoints) + " " + self.prefix
+
+    def status(self) -> dict:
+        return {"config_source": f"etcd {self.where}", "etcd_connected": self.connected}
+
+    # ------------------------------------------------------------ start and follow
+
+    async def start(self) -> None:
+        try:
+            await asyncio.wait_for(self._read_all(), CALL_TIMEOUT)
+        except _UNREACHABLE as exc:
+            await self._disconnect()
+            self._start_from_snapshot(_reason(exc))
+            return
+        self.connected = True
+        self._save_snapshot()
+        log.info("configuration from etcd %s at revision %d (%d services, %d consumers)",
+                 self.where, self.revision, len(self.conf["services"]),
+                 len(self.conf["consumers"]))
+
+    def follow(self, on_change: OnChange) -> None:
+        self._on_change = on_change
+        self._follower = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Watch for as long as the node runs; reconnect and catch up after a loss."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if self._read_everything:
+                    await self._read_all()
+                    self._read_everything = False
+                client = await self._connect()
+                watch = await client.watch_prefix(self.state.root.encode(),
+                                                  start_revision=self.revision + 1)
+                if not self.connected:
+                    self.connected = True
+                    log.warning("etcd reachable again at %s; following from revision %d",
+                                self.where, self.revision)
+                delay = BACKOFF_FIRST
+                async for event in watch:
+                    self._queue(event)
+                raise ClientError("the watch was cancelled")
+            except RevisionCompactedError:
+                log.warning("etcd compacted its history past revision %d; reading the whole "
+                            "configuration again", self.revision)
+                self._read_everything = True
+            except _UNREACHABLE as exc:
+                if self.connected:
+                    self.connected = False
+                    log.warning("etcd lost (%s); serving configuration revision %d and "
+                                "reconnecting", _reason(exc), self.revision)
+                await self._disconnect()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
+
+    def _queue(self, event) -> None:
+        """Gather the events that arrive together (one transaction) into one change."""
+        value = None if event.kind == EventKind.DELETE else event.kv.value
+        self._pending[event.kv.key.decode()] = (event.kv.mod_revision, value)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        changes, self._pending = self._pending, {}
+        if changes:
+            self._update(changes, max(revision for revision, _ in changes.values()))
+
+    def _update(self, changes: dict, revision: int, announce: bool = True) -> bool:
+        """Apply changes to the state; announce the new configuration to the master
+        (unless the caller puts it in force itself)."""
+        if not self.state.update(changes, revision):
+            return False
+        self._save_snapshot()
+        if announce and self._on_change is not None:
+            log.info("configuration revision %d from etcd", self.revision)
+            self._on_change(self.conf)
+        return True
+
+    async def _read_all(self) -> bool:
+        """One range read of the whole prefix, applied as a change; True if it was one."""
+        self._flush()
+        client = await self._connect()
+        found = await client.get_prefix(self.state.root.encode())
+        revision = found.header.revision
+        changes = {kv.key.decode(): (kv.mod_revision, kv.value) for kv in found}
+        for key in (self.state.items.keys() | self.state.latest.keys()) - changes.keys():
+            changes[key] = (revision, None)
+        return self._update(changes, revision)
+
+    async def reload(self) -> dict | None:
+        """SIGHUP: read everything again (the watch normally makes this unnecessary)."""
+        try:
+            changed = await asyncio.wait_for(self._read_all(), CALL_TIMEOUT)
+        except _UNREACHABLE as exc:
+            log.error("reload from etcd failed (%s); keeping revision %d", _reason(exc),
+                      self.revision)
+            return None
+        return self.conf if changed else None
+
+    # ------------------------------------------------------------ writes
+
+    async def commit(self, conf: dict) -> dict:
+        """Write what differs from the configuration in force, in one transaction that
+        fails if any object written changed since this node saw it; the new
+        configuration. Credential keys are unique across consumers, so a write to a
+        consumer also requires that no consumer changed since."""
+        state = self.state
+        old, new = state.objects_of(state.conf), state.objects_of(conf)
+        puts = {key: orjson.dumps(item) for key, item in new.items() if old.get(key) != item}
+        deletes = [key for key in old if key not in new]
+        if not puts and not deletes:
+            return self.conf
+        txn = _TRANSACTIONS
+        compares = [txn.mod(key.encode()) == state.mod_revision(key) for key in [*puts, *deletes]]
+        consumers = state.key("consumers", "").encode()
+        if any(key.startswith(consumers.decode()) for key in puts):
+            compares.append(txn.mod(consumers, prefix_range_end(consumers)) < state.revision + 1)
+        ops = ([txn.put(key.encode(), value) for key, value in puts.items()]
+               + [txn.delete(key.encode()) for key in deletes])
+        try:
+            client = await self._connect()
+            succeeded, responses = await asyncio.wait_for(
+                client.transaction(compare=compares, success=ops, failure=[]), CALL_TIMEOUT)
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
+        if not succeeded:
+            raise Conflict("the configuration changed meanwhile (on another node?); "
+                           "read it again and retry")
+        revision = _revision_of(responses[0])
+        changes = {key: (revision, value) for key, value in puts.items()}
+        changes.update((key, (revision, None)) for key in deletes)
+        self._update(changes, revision, announce=False)
+        return self.conf
+
+    # ------------------------------------------------------------ connection
+
+    async def _connect(self) -> aetcd.Client:
+        if self._client is None:
+            host, port = self.endpoints[self._endpoint % len(self.endpoints)]
+            self._client = aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+        return self._client
+
+    async def _disconnect(self) -> None:
+        """Drop the client; the next attempt goes to the next endpoint."""
+        client, self._client = self._client, None
+        self._endpoint += 1
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:  # a broken channel may fail to close cleanly; it is gone
+                pass
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+        await self._disconnect()
+
+    # ------------------------------------------------------------ local snapshot
+
+    def _save_snapshot(self) -> None:
+        data = orjson.dumps({"prefix": self.prefix, "revision": self.revision,
+                             "config": self.conf})
+        try:
+            replace_file(self.snapshot_path, data)
+        except OSError as exc:
+            log.error("cannot save the etcd snapshot to %s: %s", self.snapshot_path,
+                      exc.strerror or exc)
+
+    def _start_from_snapshot(self, reason: str) -> None:
+        path = self.snapshot_path
+        try:
+            with open(path, "rb") as f:
+                saved = orjson.loads(f.read())
+            if saved.get("prefix") != self.prefix:
+                raise ValueError(f"it holds prefix {saved.get('prefix')!r}")
+            conf = schema.validate(saved["config"])
+            revision = int(saved["revision"])
+        except FileNotFoundError:
+            raise StartError(f"FASTGW_ETCD: cannot reach etcd at {self.where} ({reason}) and "
+                             f"there is no snapshot at {path} to start from") from None
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+            raise StartError(f"FASTGW_ETCD: cannot reach etcd at {self.where} ({reason}) and "
+                             f"the snapshot {path} is unusable: {_reason(exc)}") from None
+        self.state.use_snapshot(conf, revision)
+        self._read_everything = True
+        log.warning("etcd unreachable at start (%s); serving the snapshot of revision %d "
+                    "from %s until it answers", reason, revision, path)
+
+
+def _revision_of(response) -> int:
+    """The revision a transaction created, from its first operation's response."""
+    return getattr(response, response.WhichOneof("response")).header.revision
+
+
+# ---------------------------------------------------------------- push and pull
+
+async def _with_client(endpoints, action):
+    """Run `action(client)` against the first endpoint that answers."""
+    failure: BaseException | None = None
+    for host, port in endpoints:
+        client = aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+        try:
+            return await asyncio.wait_for(action(client), CALL_TIMEOUT * 2)
+        except (aetcd.exceptions.ConnectionFailedError, asyncio.TimeoutError, OSError) as exc:
+            failure = exc
+        finally:
+            try:
+                await client.close()
+            except Exception:
+                pass
+    raise Unavailable(f"cannot reach etcd at "
+                      f"{','.join(f'{h}:{p}' for h, p in endpoints)}: {_reason(failure)}")
+
+
+async def push(settings, conf: dict) -> tuple[int, int]:
+    """Make the configuration in etcd `conf`, in one transaction: (revision, objects written).
+    The transaction fails (Conflict) if anything under the prefix changed meanwhile."""
+    state = ClusterState(settings.etcd_prefix)
+    root = state.root.encode()
+    wanted = {key: orjson.dumps(item) for key, item in state.objects_of(conf).items()}
+
+    async def write(client):
+        found = await client.get_prefix(root)
+        present = {kv.key.decode(): kv.value for kv in found}
+        puts = {key: value for key, value in wanted.items()
+                if present.get(key) is None or orjson.loads(present[key]) != orjson.loads(value)}
+        deletes = [key for key in present
+                   if key not in wanted and state.section_of(key) is not None]
+        if not puts and not deletes:
+            return found.header.revision, 0
+        txn = _TRANSACTIONS
+        ops = ([txn.put(key.encode(), value) for key, value in puts.items()]
+               + [txn.delete(key.encode()) for key in deletes])
+        try:
+            succeeded, responses = await client.transaction(
+                compare=[txn.mod(root, prefix_range_end(root)) < found.header.revision + 1],
+                success=ops, failure=[])
+        except aetcd.exceptions.InvalidArgumentError as exc:
+            raise ValueError(f"etcd refused the transaction ({_reason(exc)}); see etcd's "
+                             "--max-txn-ops and --max-request-bytes") from None
+        if not succeeded:
+            raise Conflict(f"the configuration under {settings.etcd_prefix} changed "
+                           "meanwhile; push again")
+        return _revision_of(responses[0]), len(ops)
+
+    return await _with_client(settings.etcd, write)
+
+
+async def pull(settings) -> tuple[dict, int]:
+    """The configuration in etcd (objects that do not validate are logged and left out)."""
+    state = ClusterState(settings.etcd_prefix)
+
+    async def read(client):
+        found = await client.get_prefix(state.root.encode())
+        state.update({kv.key.decode(): (kv.mod_revision, kv.value) for kv in found},
+                     found.header.revision)
+        return state.conf, found.header.revision
+
+    return await _with_client(settings.etcd, read)
