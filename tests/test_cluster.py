@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -65,9 +66,10 @@ def start_node(tmp_path, gateway_factory):
 
 @pytest.fixture
 def cluster(tmp_path, etcd, base_config, start_node):
-    """Two nodes on one etcd holding the base configuration."""
+    """Two nodes on one etcd holding the base configuration; b's first endpoint is dead."""
     assert push(tmp_path, etcd.endpoint, base_config).returncode == 0
-    return start_node(etcd.endpoint, "a"), start_node(etcd.endpoint, "b")
+    return (start_node(etcd.endpoint, "a"),
+            start_node(f"127.0.0.1:{free_port()},http://{etcd.endpoint}", "b"))
 
 
 def token(key: str = "jack-key", secret: str = SECRET) -> str:
@@ -161,6 +163,9 @@ def test_status_and_metrics_show_the_etcd_revision(cluster, etcd):
     revision = etcd.revision()
     assert admin(a, "GET", "/admin/status")[1]["revision"] == revision
     assert value(scrape(a), "fastgw_config_revision") == revision
+    a.signal(signal.SIGHUP)  # reads everything again
+    assert f"from etcd {etcd.endpoint} {PREFIX} (revision {revision})" in a.wait_for_log(
+        "configuration reloaded")
 
 
 def test_concurrent_writes_never_lose_one_the_loser_gets_409(cluster):

@@ -213,11 +213,16 @@ class EtcdSource:
     # ------------------------------------------------------------ start and follow
 
     async def start(self) -> None:
-        try:
-            await asyncio.wait_for(self._read_all(), CALL_TIMEOUT)
-        except _UNREACHABLE as exc:
-            await self._disconnect()
-            self._start_from_snapshot(_reason(exc))
+        """Read everything from the first endpoint that answers, else the snapshot."""
+        for _ in self.endpoints:
+            try:
+                await asyncio.wait_for(self._read_all(), CALL_TIMEOUT)
+                break
+            except _UNREACHABLE as exc:
+                reason = _reason(exc)
+                await self._disconnect()
+        else:
+            self._start_from_snapshot(reason)
             return
         self.connected = True
         self._save_snapshot()
@@ -252,11 +257,13 @@ class EtcdSource:
                 log.warning("etcd compacted its history past revision %d; reading the whole "
                             "configuration again", self.revision)
                 self._read_everything = True
-            except _UNREACHABLE as exc:
+            except Exception as exc:
                 if self.connected:
                     self.connected = False
                     log.warning("etcd lost (%s); serving configuration revision %d and "
                                 "reconnecting", _reason(exc), self.revision)
+                if not isinstance(exc, _UNREACHABLE):
+                    log.exception("unexpected failure following etcd")
                 await self._disconnect()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
@@ -287,7 +294,7 @@ class EtcdSource:
             self._on_change(self.conf)
         return True
 
-    async def _read_all(self) -> bool:
+    async def _read_all(self, announce: bool = True) -> bool:
         """One range read of the whole prefix, applied as a change; True if it was one."""
         self._flush()
         client = await self._connect()
@@ -296,17 +303,17 @@ class EtcdSource:
         changes = {kv.key.decode(): (kv.mod_revision, kv.value) for kv in found}
         for key in (self.state.items.keys() | self.state.latest.keys()) - changes.keys():
             changes[key] = (revision, None)
-        return self._update(changes, revision)
+        return self._update(changes, revision, announce)
 
     async def reload(self) -> dict | None:
         """SIGHUP: read everything again (the watch normally makes this unnecessary)."""
         try:
-            changed = await asyncio.wait_for(self._read_all(), CALL_TIMEOUT)
+            await asyncio.wait_for(self._read_all(announce=False), CALL_TIMEOUT)
         except _UNREACHABLE as exc:
             log.error("reload from etcd failed (%s); keeping revision %d", _reason(exc),
                       self.revision)
             return None
-        return self.conf if changed else None
+        return self.conf
 
     # ------------------------------------------------------------ writes
 
