@@ -228,39 +228,34 @@ def test_both_nodes_keep_serving_without_etcd_and_follow_it_when_it_returns(clus
     assert sum("etcd lost" in line for line in b.log) == 1  # once per state change
 
 
-def test_changes_made_while_a_node_was_cut_off_arrive_when_it_reconnects(
-        tmp_path, etcd, base_config, start_node):
+@pytest.fixture
+def cut_off(tmp_path, etcd, base_config, start_node):
+    """Node a (through a relay) cut off from etcd while node b adds jill and deletes jack."""
     assert push(tmp_path, etcd.endpoint, base_config).returncode == 0
     relay = TcpRelay(etcd.port).start()
     a = start_node(relay.endpoint, "a")
     b = start_node(etcd.endpoint, "b")
-    jack, jill = token(), token("jill-key", "j" * 40)
     relay.cut()
     a.wait_for_log("etcd lost")
     assert admin(b, "PUT", "/admin/consumers/jill", {
         "credentials": [{"key": "jill-key", "secret": "j" * 40}]})[0] == 200
     assert admin(b, "DELETE", "/admin/consumers/jack")[0] == 200
-    assert status_of(a, jack) == 200 and status_of(a, jill) == 401  # a has not heard yet
+    return a, relay
 
+
+def test_changes_made_while_a_node_was_cut_off_arrive_when_it_reconnects(cut_off):
+    a, relay = cut_off
+    jack, jill = token(), token("jill-key", "j" * 40)
+    assert status_of(a, jack) == 200 and status_of(a, jill) == 401  # a has not heard yet
     relay.restore()
     a.wait_for_log("etcd reachable again", timeout=10)
     wait_status(a, jill, 200, within=2)
     wait_status(a, jack, 401, within=2)
 
 
-def test_compaction_past_a_nodes_revision_makes_it_read_everything(
-        tmp_path, etcd, base_config, start_node):
-    assert push(tmp_path, etcd.endpoint, base_config).returncode == 0
-    relay = TcpRelay(etcd.port).start()
-    a = start_node(relay.endpoint, "a")
-    b = start_node(etcd.endpoint, "b")
-    relay.cut()
-    a.wait_for_log("etcd lost")
-    assert admin(b, "PUT", "/admin/consumers/jill", {
-        "credentials": [{"key": "jill-key", "secret": "j" * 40}]})[0] == 200
-    assert admin(b, "DELETE", "/admin/consumers/jack")[0] == 200
+def test_compaction_past_a_nodes_revision_makes_it_read_everything(cut_off, etcd):
+    a, relay = cut_off
     etcd.compact()
-
     relay.restore()
     a.wait_for_log("etcd compacted its history", timeout=10)
     wait_status(a, token("jill-key", "j" * 40), 200, within=2)
