@@ -61,15 +61,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
+def wait_ready(port: int, timeout: float = 30) -> None:
+    """Until the server on `port` answers an HTTP request (any status): a port that
+    accepts connections is not yet a gateway that serves."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
+            left = max(deadline - time.monotonic(), 0.1)
+            with socket.create_connection(("127.0.0.1", port), timeout=left) as sock:
+                sock.sendall(b"GET /ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                if sock.recv(5) == b"HTTP/":
+                    return
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on {port}")
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
@@ -128,7 +134,7 @@ class Proc:
         self.popen = subprocess.Popen(["taskset", "-c", self.cpu, *self.argv], stdout=log,
                                       stderr=subprocess.STDOUT, env={**os.environ, **self.env},
                                       cwd=workdir, start_new_session=True)
-        wait_port(self.port, timeout=120)
+        wait_ready(self.port, timeout=120)
         self.started_in = time.monotonic() - began
         return self
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 import time
 from typing import Any
@@ -56,6 +57,12 @@ def decode_secret(secret: str, base64_encoded: bool) -> bytes:
         raise ValueError("is not valid base64 (base64_secret is true)") from None
 
 
+# An HMAC secret PyJWT's checks cannot refuse: printable ASCII without spaces (so no PEM
+# block, SSH key or UTF-16 text), not starting like JSON that could hold a JWK ("{", "[")
+# or like DER ("0" is 0x30, a SEQUENCE), no PEM dashes.
+_PLAIN_SECRET = re.compile(rb"(?![0\[{])[\x21-\x7e]+")
+
+
 class VerifyingKey:
     """One credential's algorithm and key, prepared for repeated verification."""
 
@@ -66,6 +73,13 @@ class VerifyingKey:
             raise ValueError(f"unknown algorithm {algorithm!r}")
         self.algorithm = algorithm
         self._alg = _ALGORITHMS[algorithm]
+        if algorithm in HMAC_ALGORITHMS:
+            key = key_material.encode() if isinstance(key_material, str) else key_material
+            if _PLAIN_SECRET.fullmatch(key) and b"-----" not in key:
+                # PyJWT would return it unchanged after ~40 us of refusing asymmetric keys,
+                # certificates and JWKs it cannot be (100,000 credentials: 4 s of start-up)
+                self._key = key
+                return
         try:
             self._key = self._alg.prepare_key(key_material)
         except (InvalidKeyError, ValueError, TypeError) as exc:

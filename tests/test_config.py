@@ -156,3 +156,41 @@ def test_port_in_use_is_exit_2(tmp_path):
         result = run_fastgw("serve", env={"FASTGW_CONFIG": str(f),
                                           "FASTGW_LISTEN": f"127.0.0.1:{port}"})
     assert result.returncode == 2 and "cannot listen" in result.stderr
+
+
+def _public_key_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+
+
+def _public_key_der_b64() -> str:
+    import base64
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return base64.b64encode(key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+
+@pytest.mark.parametrize("secret,base64_secret", [
+    (_public_key_pem(), False),                                     # PEM public key
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", False),
+    ('{"kty": "oct", "k": "c2VjcmV0"}', False),                    # a JWK
+    ('  [{"kty": "oct", "k": "c2VjcmV0"}]', False),
+    (_public_key_der_b64(), True),                                  # DER, base64-encoded
+])
+def test_an_hmac_secret_that_is_an_asymmetric_key_or_jwk_is_refused(secret, base64_secret):
+    """Whoever knows a public key could sign HS256 tokens with it (algorithm confusion)."""
+    conf = {"consumers": [{"username": "u", "credentials": [
+        {"key": "k", "secret": secret, "base64_secret": base64_secret}]}]}
+    [error] = errors_of(conf)
+    assert error.startswith("consumers[0].credentials[0].secret: cannot be used with HS256")
+
+
+@pytest.mark.parametrize("secret", ["0123456789abcdef0123", "plain-secret_with.symbols~",
+                                    '"quoted"', "12345678901234567890"])
+def test_ordinary_hmac_secrets_are_accepted(secret):
+    validate({"consumers": [{"username": "u", "credentials": [{"key": "k", "secret": secret}]}]})
