@@ -18,7 +18,7 @@ import orjson
 
 from . import __version__, jwt
 from .config import ConfigError, schema
-from .config.sources import Conflict, Unavailable
+from .config.sources import Conflict, TooLarge, Unavailable
 from .plugins import jwt_auth
 
 MASK = "***"
@@ -256,6 +256,8 @@ class AdminAPI:
             raise AdminError(409, str(exc)) from None
         except Unavailable as exc:
             raise AdminError(503, str(exc)) from None
+        except TooLarge as exc:
+            raise AdminError(400, str(exc)) from None
 
     async def http(self, method: str, target: str, headers: dict, body: bytes):
         """The ControlProtocol handler: key check, then `handle`, answered as JSON."""

@@ -169,7 +169,7 @@ def _etcd_settings(args) -> Settings:
 
 def _config_push(args) -> int:
     from .config import etcd
-    from .config.sources import Conflict, Unavailable
+    from .config.sources import Conflict, TooLarge, Unavailable
     settings = _etcd_settings(args)
     try:
         conf = load_file(args.file)
@@ -182,7 +182,7 @@ def _config_push(args) -> int:
     except Unavailable as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 2
-    except (Conflict, ValueError) as exc:
+    except (Conflict, TooLarge) as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 1
     print(f"{args.file}: pushed to {settings.etcd_prefix} ({len(conf['services'])} services, "

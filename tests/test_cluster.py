@@ -122,6 +122,19 @@ def test_push_refuses_an_invalid_file_and_writes_nothing(tmp_path, etcd, base_co
     assert etcd.keys(PREFIX + "/") == []
 
 
+def test_a_change_bigger_than_one_etcd_transaction_is_refused_clearly(
+        tmp_path, etcd, base_config, cluster):
+    crowd = [{"username": f"user{i}"} for i in range(140)]  # etcd allows 128 operations
+    big = {**base_config, "consumers": base_config["consumers"] + crowd}
+    result = push(tmp_path, etcd.endpoint, big)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "etcd refused the transaction" in result.stderr and "--max-txn-ops" in result.stderr
+    a, _ = cluster
+    status, body = admin(a, "PUT", "/admin/config", big)
+    assert status == 400 and "--max-txn-ops" in body["error_msg"]
+    assert len(etcd.keys(PREFIX + "/consumers/")) == 1  # nothing was written
+
+
 def test_push_and_pull_need_etcd_named_and_reachable(tmp_path, base_config):
     path = tmp_path / "conf.yaml"
     path.write_text(yaml.safe_dump(base_config))

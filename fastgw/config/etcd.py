@@ -23,13 +23,13 @@ import re
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # workers are fork+exec'd
 import aetcd  # noqa: E402 (after the gRPC setting above)
 import orjson  # noqa: E402
-from aetcd.exceptions import ClientError, RevisionCompactedError
+from aetcd.exceptions import ClientError, InvalidArgumentError, RevisionCompactedError
 from aetcd.rtypes import EventKind
 from aetcd.utils import prefix_range_end
 
 from . import ConfigError, schema
 from .loader import replace_file
-from .sources import Conflict, OnChange, StartError, Unavailable
+from .sources import Conflict, OnChange, StartError, TooLarge, Unavailable
 
 log = logging.getLogger("fastgw")
 
@@ -339,6 +339,8 @@ class EtcdSource:
             client = await self._connect()
             succeeded, responses = await asyncio.wait_for(
                 client.transaction(compare=compares, success=ops, failure=[]), CALL_TIMEOUT)
+        except InvalidArgumentError as exc:
+            raise TooLarge(_refused(exc)) from None
         except _UNREACHABLE as exc:
             raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
         if not succeeded:
@@ -405,6 +407,11 @@ class EtcdSource:
                     "from %s until it answers", reason, revision, path)
 
 
+def _refused(exc: BaseException) -> str:
+    return (f"etcd refused the transaction ({_reason(exc)}); etcd's --max-txn-ops and "
+            "--max-request-bytes bound one change")
+
+
 def _revision_of(response) -> int:
     """The revision a transaction created, from its first operation's response."""
     return getattr(response, response.WhichOneof("response")).header.revision
@@ -453,9 +460,8 @@ async def push(settings, conf: dict) -> tuple[int, int]:
             succeeded, responses = await client.transaction(
                 compare=[txn.mod(root, prefix_range_end(root)) < found.header.revision + 1],
                 success=ops, failure=[])
-        except aetcd.exceptions.InvalidArgumentError as exc:
-            raise ValueError(f"etcd refused the transaction ({_reason(exc)}); see etcd's "
-                             "--max-txn-ops and --max-request-bytes") from None
+        except InvalidArgumentError as exc:
+            raise TooLarge(_refused(exc)) from None
         if not succeeded:
             raise Conflict(f"the configuration under {settings.etcd_prefix} changed "
                            "meanwhile; push again")

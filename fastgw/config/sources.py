@@ -31,6 +31,10 @@ class Unavailable(Exception):
     """The store cannot be written now (admin API: 503)."""
 
 
+class TooLarge(Exception):
+    """The store refused a change for its size (admin API: 400)."""
+
+
 class FileSource:
     """The configuration file: read at start and on SIGHUP, rewritten by the admin API."""
 
