@@ -160,24 +160,24 @@ ROOT = Obj({
 })
 
 
+def _credential_path(ci: int, ki: int, field: str) -> str:
+    return f"consumers[{ci}].credentials[{ki}].{field}"
+
+
 def _cross_checks(conf: dict, errors: Errors) -> None:
     """Rules that span objects: credential keys and ids are unique across consumers."""
-    keys: dict[str, str] = {}
-    ids: dict[str, str] = {}
+    seen: dict[str, dict] = {"key": {}, "id": {}}  # value -> (consumer, credential) index
     usernames = {c["username"] for c in conf["consumers"]}
     for ci, consumer in enumerate(conf["consumers"]):
         for ki, cred in enumerate(consumer["credentials"]):
-            where = join(join(join("consumers", ci), "credentials"), ki)
-            if cred["key"] in keys:
-                errors.append((join(where, "key"),
-                               f"duplicate key {cred['key']!r} (also at {keys[cred['key']]})"))
-            else:
-                keys[cred["key"]] = join(where, "key")
-            if cred["id"] in ids:
-                errors.append((join(where, "id"),
-                               f"duplicate id {cred['id']!r} (also at {ids[cred['id']]})"))
-            else:
-                ids[cred["id"]] = join(where, "id")
+            for field, first in seen.items():
+                value = cred[field]
+                if value in first:
+                    errors.append((_credential_path(ci, ki, field),
+                                   f"duplicate {field} {value!r} "
+                                   f"(also at {_credential_path(*first[value], field)})"))
+                else:
+                    first[value] = (ci, ki)
     for si, service in enumerate(conf["services"]):
         sp = join("services", si)
         places = [(join(sp, "plugins"), service["plugins"])]

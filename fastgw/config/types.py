@@ -173,8 +173,10 @@ class List(Type):
                 continue
             if self.unique_by or self.unique:
                 ident = loaded.get(self.unique_by) if self.unique_by else loaded
-                where = join(join(path, i), self.unique_by) if self.unique_by else join(path, i)
                 if ident in seen:
+                    where = join(path, i)
+                    if self.unique_by:
+                        where = join(where, self.unique_by)
                     errors.append((where, f"duplicate {self.unique_by or 'value'} {ident!r}"
                                           f" (also at {join(path, seen[ident])})"))
                     ok = False
