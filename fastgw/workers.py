@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .access_log import AccessLog
 from .admin import AdminAPI
+from .config import gc_paused
 from .config.compile import Snapshot
 from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
@@ -60,6 +62,7 @@ async def _serve(settings: Settings) -> int:
         source = FileSource(settings.config)
     try:
         await source.start()
+        gc.freeze()  # the configuration loaded at start lives long: out of every collection
         if settings.access_log not in ("off", "stdout"):
             try:
                 os.close(os.open(settings.access_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
@@ -291,13 +294,17 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    first = orjson.loads(await reader.readline())
+    line = await reader.readline()
+    with gc_paused():
+        first = orjson.loads(line)
     access_log = None
     if settings.access_log != "off":
         access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
     loop.add_signal_handler(signal.SIGUSR1, access_log.reopen if access_log else lambda: None)
     gateway = Gateway(settings, snapshot_factory(settings), access_log)
-    gateway.apply(first["config"], first["revision"])
+    with gc_paused():
+        gateway.apply(first["config"], first["revision"])
+    gc.freeze()  # the first configuration lives long: keep it out of every collection
     await gateway.start([socket.socket(fileno=fd) for fd in fds])
     _report(ready=first["revision"])
 
@@ -308,12 +315,14 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
 
     async def follow_master() -> None:
         while line := await reader.readline():
-            message = orjson.loads(line)
+            with gc_paused():
+                message = orjson.loads(line)
+                if "config" in message:
+                    gateway.apply(message["config"], message["revision"])
             if "stats" in message:
                 _report(stats=gateway.stats.snapshot(gateway))
-                continue
-            gateway.apply(message["config"], message["revision"])
-            _report(applied=message["revision"])
+            else:
+                _report(applied=message["revision"])
         stop.set()  # the master is gone
 
     follower = loop.create_task(follow_master())

@@ -27,7 +27,7 @@ from aetcd.exceptions import ClientError, InvalidArgumentError, RevisionCompacte
 from aetcd.rtypes import EventKind
 from aetcd.utils import prefix_range_end
 
-from . import ConfigError, schema
+from . import ConfigError, gc_paused, schema
 from .loader import replace_file
 from .sources import Conflict, OnChange, StartError, TooLarge, Unavailable
 
@@ -286,8 +286,9 @@ class EtcdSource:
     def _update(self, changes: dict, revision: int, announce: bool = True) -> bool:
         """Apply changes to the state; announce the new configuration to the master
         (unless the caller puts it in force itself)."""
-        if not self.state.update(changes, revision):
-            return False
+        with gc_paused():
+            if not self.state.update(changes, revision):
+                return False
         self._save_snapshot()
         if announce and self._on_change is not None:
             log.info("configuration revision %d from etcd", self.revision)
