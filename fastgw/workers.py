@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -51,7 +52,21 @@ APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
 
 def serve(settings: Settings) -> int:
     """Run the master until SIGTERM/SIGINT; 0 after a clean drain, 2 when it cannot start."""
+    _raise_file_limit()
     return uvloop.run(_serve(settings))
+
+
+def _raise_file_limit() -> None:
+    """Every proxied connection takes two descriptors (client and upstream): the soft
+    limit, often 1,024, is raised to the hard one, for the master and the workers it
+    starts, as HAProxy and nginx do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # the kernel's usual cap
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # the limit stays as it was; nothing else depends on it
 
 
 async def _serve(settings: Settings) -> int:

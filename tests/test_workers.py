@@ -8,6 +8,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from conftest import service
 
 
@@ -145,3 +147,23 @@ def test_shutdown_timeout_bounds_the_drain(upstream, gateway_factory):
     assert gw.proc.wait(10) == 0
     assert time.monotonic() - started < 3
     s.close()
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit(upstream, gateway_factory):
+    """Each proxied connection takes two descriptors; a soft limit of 1,024 would cap a
+    worker near 500 clients."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard limit is too low to tell")
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "r", "paths": ["/*"]}])]},
+                         start=False)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        gw.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for pid in [gw.proc.pid, *gw.worker_pids()]:
+        with open(f"/proc/{pid}/limits") as f:
+            line = next(line for line in f if line.startswith("Max open files"))
+        assert int(line.split()[3]) > 256, line
