@@ -276,3 +276,39 @@ def test_a_burst_of_new_connections_is_accepted_and_served(simple_gateway):
     finally:
         for c in clients:
             c.close()
+
+
+def test_one_accepted_connection_drains_the_listen_queue():
+    """libuv accepts one connection per loop turn, which under load left clients in the
+    listen queue for seconds; the gateway takes the waiting ones itself."""
+    import asyncio
+    import socket
+
+    import uvloop
+
+    from fastgw.server import Gateway
+    from fastgw.settings import Settings
+    from fastgw.workers import snapshot_factory
+
+    async def main():
+        settings = Settings.load(environ={})
+        gateway = Gateway(settings, snapshot_factory(settings))
+        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        listener.setblocking(False)
+        gateway.listeners = [listener]
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(150)]
+        try:
+            gateway.accept_waiting()  # as after the one connection libuv accepted
+            while gateway._accepting:
+                await asyncio.wait(list(gateway._accepting))
+            assert len(gateway.connections) == 150
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # nothing left waiting
+        finally:
+            for conn in list(gateway.connections):
+                conn.abort()
+            for c in clients:
+                c.close()
+            listener.close()
+
+    uvloop.run(main())
