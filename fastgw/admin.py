@@ -96,8 +96,7 @@ class AdminAPI:
                 return 200, self._find(saved["services"], "name", name, "service")
             case ("DELETE", ["services", name]):
                 new = copy.deepcopy(conf)
-                self._find(new["services"], "name", name, "service")
-                new["services"] = [s for s in new["services"] if s["name"] != name]
+                self._remove(new, "services", "name", name, "service")
                 await self._commit(new)
                 return 200, {"deleted": name}
             case ("GET", ["services", name, "routes", route]):
@@ -114,8 +113,7 @@ class AdminAPI:
             case ("DELETE", ["services", name, "routes", route]):
                 new = copy.deepcopy(conf)
                 service = self._find(new["services"], "name", name, "service")
-                self._find(service["routes"], "name", route, "route")
-                service["routes"] = [r for r in service["routes"] if r["name"] != route]
+                self._remove(service, "routes", "name", route, "route")
                 await self._commit(new)
                 return 200, {"deleted": route}
             case ("GET", ["consumers"]):
@@ -132,8 +130,7 @@ class AdminAPI:
                 return 200, _mask_consumer(copy.deepcopy(found))
             case ("DELETE", ["consumers", username]):
                 new = copy.deepcopy(conf)
-                self._find(new["consumers"], "username", username, "consumer")
-                new["consumers"] = [c for c in new["consumers"] if c["username"] != username]
+                self._remove(new, "consumers", "username", username, "consumer")
                 await self._commit(new)
                 return 200, {"deleted": username}
             case ("PUT", ["consumers", username, "credentials", cred_id]):
@@ -141,9 +138,7 @@ class AdminAPI:
             case ("DELETE", ["consumers", username, "credentials", cred_id]):
                 new = copy.deepcopy(conf)
                 consumer = self._find(new["consumers"], "username", username, "consumer")
-                self._find(consumer["credentials"], "id", cred_id, "credential")
-                consumer["credentials"] = [c for c in consumer["credentials"]
-                                           if c["id"] != cred_id]
+                self._remove(consumer, "credentials", "id", cred_id, "credential")
                 await self._commit(new)
                 return 200, {"deleted": cred_id}
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
@@ -173,6 +168,12 @@ class AdminAPI:
             if item.get(field) == value:
                 return item
         raise AdminError(404, f"no {what} {value!r}")
+
+    @classmethod
+    def _remove(cls, owner: dict, section: str, field: str, value: str, what: str) -> None:
+        """Take the item whose `field` is `value` out of owner[section] (404 if none)."""
+        cls._find(owner[section], field, value, what)
+        owner[section] = [i for i in owner[section] if i.get(field) != value]
 
     @staticmethod
     def _upsert(items: list[dict], field: str, value: str, item: dict) -> list[dict]:
@@ -226,13 +227,16 @@ class AdminAPI:
         data = self._object(data)
         consumer = self._find(self.master.conf["consumers"], "username", username, "consumer")
         cred = self._find(consumer["credentials"], "id", cred_id, "credential")
-        claims = data.get("claims") or {}
-        if not isinstance(claims, dict):
+        claims = data.get("claims")
+        if claims is None:
+            claims = {}
+        elif not isinstance(claims, dict):
             raise AdminError(400, "claims must be an object", "claims")
         expires, ttl = data.get("expires"), data.get("ttl")
-        if expires is not None and not isinstance(expires, (int, float)):
+        if expires is not None and (isinstance(expires, bool)
+                                    or not isinstance(expires, (int, float))):
             raise AdminError(400, "expires must be unix seconds", "expires")
-        if ttl is not None and (not isinstance(ttl, int) or ttl < 1):
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
             raise AdminError(400, "ttl must be a positive integer", "ttl")
         try:
             key = jwt_auth.signing_key(cred)

@@ -123,8 +123,11 @@ def test_token_endpoint(admin_gw):
     assert claims["age"] == 18 and claims["exp"] - claims["iat"] == 60
     assert admin_gw.request("GET", "/x", headers={"Authorization": body["token"]})[0] == 200
     assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/nope/token", {})[0] == 404
-    assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/jack-jwt/token",
-                 {"ttl": "soon"})[0] == 400
+    for bad in ({"ttl": "soon"}, {"ttl": True}, {"ttl": 0}, {"expires": True},
+                {"expires": "tomorrow"}, {"claims": []}):
+        status, body = admin(admin_gw, "POST",
+                             "/admin/consumers/jack/credentials/jack-jwt/token", bad)
+        assert status == 400 and body["path"] == next(iter(bad)), bad
 
 
 def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw):
