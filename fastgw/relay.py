@@ -107,7 +107,8 @@ class Exchange:
         self.resp_done = False
         self.status = 0
         self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
-        self.t0 = self.t_sent = self.t_head = 0.0
+        self.t0 = client.loop.time()  # the head is parsed
+        self.t_sent = self.t_head = 0.0
         self.bytes_out = 0
 
     # ------------------------------------------------------------ for plugins

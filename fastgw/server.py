@@ -258,7 +258,6 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         ex = Exchange(self, parser.get_method(), self.url, self.headers,
                       parser.get_http_version() == "1.1", parser.should_keep_alive())
-        ex.t0 = self.loop.time()
         self.current = ex
         self.queue.append(ex)
         self._dispatch(ex)
@@ -414,7 +413,6 @@ class ClientConnection(asyncio.Protocol):
             return
         ex = Exchange(self, b"", b"", [], True, False)
         ex.response = response
-        ex.t0 = self.loop.time()
         self.queue.append(ex)
 
     # ------------------------------------------------------------ flow control and closing
