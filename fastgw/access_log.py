@@ -21,6 +21,8 @@ class AccessLog:
         self.stdout_fd = stdout_fd
         self.lines: list[bytes] = []
         self.fd = -1
+        self._second = -1  # the time stamp is formatted once a second, not per line
+        self._stamp = b""
         self.reopen()
 
     def reopen(self) -> None:
@@ -36,8 +38,12 @@ class AccessLog:
     def record(self, ex, client_ip: bytes, now: float) -> None:
         route = ex.route
         upstream_ms = (ex.t_head - ex.t_sent) * 1000 if ex.t_head else 0.0
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
         self.lines.append(b"%s %s %s %s %d %d %.2f %.2f %s %s %s\n" % (
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()).encode(), client_ip,
+            self._stamp, client_ip,
             ex.method or b"-", ex.url.partition(b"?")[0] or b"-", ex.status, ex.bytes_out,
             (now - ex.t0) * 1000, upstream_ms,
             route.service.encode() if route else b"-", route.name.encode() if route else b"-",

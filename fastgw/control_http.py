@@ -24,6 +24,7 @@ class ControlProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.too_large = False
+        self.answering: asyncio.Task | None = None  # one request at a time per connection
 
     def connection_made(self, transport):
         self.transport = transport
@@ -54,7 +55,7 @@ class ControlProtocol(asyncio.Protocol):
 
     def on_message_complete(self):
         self.transport.pause_reading()  # one request at a time: answers stay in order
-        asyncio.get_running_loop().create_task(self._answer(
+        self.answering = asyncio.get_running_loop().create_task(self._answer(
             self.parser.get_method().decode(), self.url.decode("latin-1"), self.headers,
             b"".join(self.body), self.parser.should_keep_alive()))
 

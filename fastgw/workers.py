@@ -160,7 +160,7 @@ class Master:
         self.stopping = False
         self._stop = asyncio.Event()
         self._change_lock = asyncio.Lock()
-        self._changes: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # held until done (the loop keeps weak refs)
 
     @property
     def conf(self) -> dict:
@@ -171,7 +171,7 @@ class Master:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
@@ -214,7 +214,7 @@ class Master:
         os.close(log_fd)
         worker = self.workers[slot] = WorkerHandle(slot, process)
         worker.send(self.revision, self.conf)
-        asyncio.get_running_loop().create_task(self._supervise(worker))
+        self._background(self._supervise(worker))
 
     async def _supervise(self, worker: WorkerHandle) -> None:
         await worker.read_reports()
@@ -253,9 +253,12 @@ class Master:
 
     def config_changed(self, conf: dict) -> None:
         """The source changed on its own (etcd): put it in force, changes in order."""
-        task = asyncio.get_running_loop().create_task(self.apply(conf))
-        self._changes.add(task)
-        task.add_done_callback(self._changes.discard)
+        self._background(self.apply(conf))
+
+    def _background(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def commit(self, conf: dict) -> dict:
         """An admin change: persist it in the source, then put it in force everywhere."""
