@@ -85,14 +85,18 @@ def _check(args) -> int:
     try:
         conf = load_file(path)
     except ConfigError as exc:
-        for where, message in exc.errors:
-            print(f"{path}: {where}: {message}", file=sys.stderr)
+        _print_errors(path, exc)
         return 1
     services = conf["services"]
     routes = sum(len(s["routes"]) for s in services)
     print(f"{path}: OK ({len(services)} services, {routes} routes, "
           f"{len(conf['consumers'])} consumers)")
     return 0
+
+
+def _print_errors(path: str, exc: ConfigError) -> None:
+    for where, message in exc.errors:
+        print(f"{path}: {where}: {message}", file=sys.stderr)
 
 
 def _token(args) -> int:
@@ -174,8 +178,7 @@ def _config_push(args) -> int:
     try:
         conf = load_file(args.file)
     except ConfigError as exc:
-        for where, message in exc.errors:
-            print(f"{args.file}: {where}: {message}", file=sys.stderr)
+        _print_errors(args.file, exc)
         return 1
     try:
         revision, written = asyncio.run(etcd.push(settings, conf))
