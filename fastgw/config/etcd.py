@@ -331,23 +331,19 @@ class EtcdSource:
             return self.conf
         txn = _TRANSACTIONS
         compares = [txn.mod(key.encode()) == state.mod_revision(key) for key in [*puts, *deletes]]
-        consumers = state.key("consumers", "").encode()
-        if any(key.startswith(consumers.decode()) for key in puts):
-            compares.append(txn.mod(consumers, prefix_range_end(consumers)) < state.revision + 1)
-        ops = ([txn.put(key.encode(), value) for key, value in puts.items()]
-               + [txn.delete(key.encode()) for key in deletes])
+        consumers = state.key("consumers", "")
+        if any(key.startswith(consumers) for key in puts):
+            compares.append(txn.mod(consumers.encode(), prefix_range_end(consumers.encode()))
+                            < state.revision + 1)
         try:
             client = await self._connect()
-            succeeded, responses = await asyncio.wait_for(
-                client.transaction(compare=compares, success=ops, failure=[]), CALL_TIMEOUT)
-        except InvalidArgumentError as exc:
-            raise TooLarge(_refused(exc)) from None
+            revision = await asyncio.wait_for(_write(client, compares, puts, deletes),
+                                              CALL_TIMEOUT)
         except _UNREACHABLE as exc:
             raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
-        if not succeeded:
+        if revision is None:
             raise Conflict("the configuration changed meanwhile (on another node?); "
                            "read it again and retry")
-        revision = _revision_of(responses[0])
         changes = {key: (revision, value) for key, value in puts.items()}
         changes.update((key, (revision, None)) for key in deletes)
         self._update(changes, revision, announce=False)
@@ -358,7 +354,7 @@ class EtcdSource:
     async def _connect(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.endpoints[self._endpoint % len(self.endpoints)]
-            self._client = aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+            self._client = _new_client(host, port)
         return self._client
 
     async def _disconnect(self) -> None:
@@ -408,13 +404,26 @@ class EtcdSource:
                     "from %s until it answers", reason, revision, path)
 
 
-def _refused(exc: BaseException) -> str:
-    return (f"etcd refused the transaction ({_reason(exc)}); etcd's --max-txn-ops and "
-            "--max-request-bytes bound one change")
+def _new_client(host: str, port: int) -> aetcd.Client:
+    return aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
 
 
-def _revision_of(response) -> int:
-    """The revision a transaction created, from its first operation's response."""
+async def _write(client: aetcd.Client, compares: list, puts: dict[str, bytes],
+                 deletes: list[str]) -> int | None:
+    """Puts and deletes in one transaction guarded by `compares`: the revision it made,
+    or None when a compare failed; TooLarge when etcd refuses its size."""
+    txn = _TRANSACTIONS
+    ops = [txn.put(key.encode(), value) for key, value in puts.items()]
+    ops += [txn.delete(key.encode()) for key in deletes]
+    try:
+        succeeded, responses = await client.transaction(compare=compares, success=ops,
+                                                        failure=[])
+    except InvalidArgumentError as exc:
+        raise TooLarge(f"etcd refused the transaction ({_reason(exc)}); etcd's "
+                       "--max-txn-ops and --max-request-bytes bound one change") from None
+    if not succeeded:
+        return None
+    response = responses[0]  # any operation's response carries the new revision
     return getattr(response, response.WhichOneof("response")).header.revision
 
 
@@ -424,7 +433,7 @@ async def _with_client(endpoints, action):
     """Run `action(client)` against the first endpoint that answers."""
     failure: BaseException | None = None
     for host, port in endpoints:
-        client = aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+        client = _new_client(host, port)
         try:
             return await asyncio.wait_for(action(client), CALL_TIMEOUT * 2)
         except (aetcd.exceptions.ConnectionFailedError, asyncio.TimeoutError, OSError) as exc:
@@ -454,19 +463,12 @@ async def push(settings, conf: dict) -> tuple[int, int]:
                    if key not in wanted and state.section_of(key) is not None]
         if not puts and not deletes:
             return found.header.revision, 0
-        txn = _TRANSACTIONS
-        ops = ([txn.put(key.encode(), value) for key, value in puts.items()]
-               + [txn.delete(key.encode()) for key in deletes])
-        try:
-            succeeded, responses = await client.transaction(
-                compare=[txn.mod(root, prefix_range_end(root)) < found.header.revision + 1],
-                success=ops, failure=[])
-        except InvalidArgumentError as exc:
-            raise TooLarge(_refused(exc)) from None
-        if not succeeded:
+        unchanged = _TRANSACTIONS.mod(root, prefix_range_end(root)) < found.header.revision + 1
+        revision = await _write(client, [unchanged], puts, deletes)
+        if revision is None:
             raise Conflict(f"the configuration under {settings.etcd_prefix} changed "
                            "meanwhile; push again")
-        return _revision_of(responses[0]), len(ops)
+        return revision, len(puts) + len(deletes)
 
     return await _with_client(settings.etcd, write)
 
