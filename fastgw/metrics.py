@@ -28,6 +28,9 @@ class Histogram:
         self.sum += seconds
 
 
+_UNROUTED = ("", "")  # labels of requests no route took (404, 400, ...)
+
+
 class WorkerStats:
     """One worker's counters; `snapshot` is what it sends to the master."""
 
@@ -39,7 +42,7 @@ class WorkerStats:
 
     def observe(self, ex, now: float) -> None:
         route = ex.route
-        key = (route.service, route.name) if route is not None else ("", "")
+        key = route.metrics_key if route is not None else _UNROUTED
         rkey = (*key, ex.status)
         self.requests[rkey] = self.requests.get(rkey, 0) + 1
         hist = self.durations.get(key)

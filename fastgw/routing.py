@@ -16,12 +16,13 @@ from typing import Iterable
 class Route:
     """A route as requests see it: where it goes and what runs before it goes there."""
 
-    __slots__ = ("service", "name", "methods", "priority", "strip", "upstream", "plugins",
-                 "order")
+    __slots__ = ("service", "name", "metrics_key", "methods", "priority", "strip", "upstream",
+                 "plugins", "order")
 
     def __init__(self, service: str, name: str, methods: Iterable[str], priority: int,
                  strip: int, upstream, plugins: tuple):
         self.service, self.name = service, name
+        self.metrics_key = (service, name)  # labels of its request counters, built once
         self.methods = frozenset(m.encode() for m in methods) or None  # None: any method
         self.priority = priority
         self.strip = strip  # bytes of path prefix removed before going upstream
