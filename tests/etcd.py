@@ -25,6 +25,8 @@ class EtcdServer:
         self.data_dir = data_dir
         self.port = free_port()
         self.peer_port = free_port()
+        while self.peer_port == self.port:  # two probes can land on the same free port
+            self.peer_port = free_port()
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
 
