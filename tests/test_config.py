@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import socket
 import subprocess
 import sys
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fastgw.config import ConfigError
 from fastgw.config.loader import parse
@@ -146,7 +150,6 @@ def test_bad_setting_is_one_line_naming_it_and_exit_2(env, flag, named):
 
 
 def test_port_in_use_is_exit_2(tmp_path):
-    import socket
     f = tmp_path / "fastgw.yaml"
     f.write_text("services: []\n")
     with socket.socket() as s:
@@ -158,29 +161,17 @@ def test_port_in_use_is_exit_2(tmp_path):
     assert result.returncode == 2 and "cannot listen" in result.stderr
 
 
-def _public_key_pem() -> str:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+def _public_key(encoding) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def _public_key_der_b64() -> str:
-    import base64
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return base64.b64encode(key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    return key.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @pytest.mark.parametrize("secret,base64_secret", [
-    (_public_key_pem(), False),                                     # PEM public key
+    (_public_key(serialization.Encoding.PEM).decode(), False),     # PEM public key
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", False),
     ('{"kty": "oct", "k": "c2VjcmV0"}', False),                    # a JWK
     ('  [{"kty": "oct", "k": "c2VjcmV0"}]', False),
-    (_public_key_der_b64(), True),                                  # DER, base64-encoded
+    (base64.b64encode(_public_key(serialization.Encoding.DER)).decode(), True),  # DER
 ])
 def test_an_hmac_secret_that_is_an_asymmetric_key_or_jwk_is_refused(secret, base64_secret):
     """Whoever knows a public key could sign HS256 tokens with it (algorithm confusion)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import threading
@@ -152,7 +153,6 @@ def test_shutdown_timeout_bounds_the_drain(upstream, gateway_factory):
 def test_the_open_file_limit_is_raised_to_the_hard_limit(upstream, gateway_factory):
     """Each proxied connection takes two descriptors; a soft limit of 1,024 would cap a
     worker near 500 clients."""
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 256:
         pytest.skip("the hard limit is too low to tell")
