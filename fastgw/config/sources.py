@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from typing import Callable
 
 from . import ConfigError, load_file, loader
 
 log = logging.getLogger("fastgw")
 
-OnChange = Callable[[dict], Awaitable[object]]
+OnChange = Callable[[dict], None]  # called with the new configuration; must not block
 
 
 class StartError(Exception):
