@@ -95,10 +95,7 @@ class AdminAPI:
                 saved = await self._commit(new)
                 return 200, self._find(saved["services"], "name", name, "service")
             case ("DELETE", ["services", name]):
-                new = copy.deepcopy(conf)
-                self._remove(new, "services", "name", name, "service")
-                await self._commit(new)
-                return 200, {"deleted": name}
+                return await self._delete(conf, ("services", "name", name, "service"))
             case ("GET", ["services", name, "routes", route]):
                 service = self._find(conf["services"], "name", name, "service")
                 return 200, self._find(service["routes"], "name", route, "route")
@@ -111,11 +108,8 @@ class AdminAPI:
                 service = self._find(saved["services"], "name", name, "service")
                 return 200, self._find(service["routes"], "name", route, "route")
             case ("DELETE", ["services", name, "routes", route]):
-                new = copy.deepcopy(conf)
-                service = self._find(new["services"], "name", name, "service")
-                self._remove(service, "routes", "name", route, "route")
-                await self._commit(new)
-                return 200, {"deleted": route}
+                return await self._delete(conf, ("services", "name", name, "service"),
+                                          ("routes", "name", route, "route"))
             case ("GET", ["consumers"]):
                 return 200, [_mask_consumer(c) for c in copy.deepcopy(conf["consumers"])]
             case ("GET", ["consumers", username]):
@@ -129,18 +123,12 @@ class AdminAPI:
                 found = self._find(saved["consumers"], "username", username, "consumer")
                 return 200, _mask_consumer(copy.deepcopy(found))
             case ("DELETE", ["consumers", username]):
-                new = copy.deepcopy(conf)
-                self._remove(new, "consumers", "username", username, "consumer")
-                await self._commit(new)
-                return 200, {"deleted": username}
+                return await self._delete(conf, ("consumers", "username", username, "consumer"))
             case ("PUT", ["consumers", username, "credentials", cred_id]):
                 return await self._put_credential(username, cred_id, data)
             case ("DELETE", ["consumers", username, "credentials", cred_id]):
-                new = copy.deepcopy(conf)
-                consumer = self._find(new["consumers"], "username", username, "consumer")
-                self._remove(consumer, "credentials", "id", cred_id, "credential")
-                await self._commit(new)
-                return 200, {"deleted": cred_id}
+                return await self._delete(conf, ("consumers", "username", username, "consumer"),
+                                          ("credentials", "id", cred_id, "credential"))
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
                 return 200, {"token": self._token(username, cred_id, data or {})}
         raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,
@@ -169,11 +157,17 @@ class AdminAPI:
                 return item
         raise AdminError(404, f"no {what} {value!r}")
 
-    @classmethod
-    def _remove(cls, owner: dict, section: str, field: str, value: str, what: str) -> None:
-        """Take the item whose `field` is `value` out of owner[section] (404 if none)."""
-        cls._find(owner[section], field, value, what)
-        owner[section] = [i for i in owner[section] if i.get(field) != value]
+    async def _delete(self, conf: dict, *steps: tuple[str, str, str, str]):
+        """DELETE of the object at the end of `steps`; each step is (list, the field that
+        names its items, the name, what it is called in a 404): service, then route."""
+        new = owner = copy.deepcopy(conf)
+        for section, field, value, what in steps[:-1]:
+            owner = self._find(owner[section], field, value, what)
+        section, field, value, what = steps[-1]
+        self._find(owner[section], field, value, what)
+        owner[section] = [item for item in owner[section] if item.get(field) != value]
+        await self._commit(new)
+        return 200, {"deleted": value}
 
     @staticmethod
     def _upsert(items: list[dict], field: str, value: str, item: dict) -> list[dict]:

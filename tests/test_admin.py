@@ -93,8 +93,26 @@ def test_unknown_objects_are_404(admin_gw):
     for path in ("/admin/services/nope", "/admin/consumers/nope", "/admin/nothing",
                  "/admin/services/api/routes/nope"):
         assert admin(admin_gw, "GET", path)[0] == 404
-    assert admin(admin_gw, "DELETE", "/admin/consumers/nope")[0] == 404
+    for path, missing in (("/admin/services/nope", "service"),
+                          ("/admin/services/nope/routes/r", "service"),
+                          ("/admin/services/api/routes/nope", "route"),
+                          ("/admin/consumers/nope", "consumer"),
+                          ("/admin/consumers/nope/credentials/c", "consumer"),
+                          ("/admin/consumers/jack/credentials/nope", "credential")):
+        status, body = admin(admin_gw, "DELETE", path)
+        assert status == 404 and body["error_msg"] == f"no {missing} 'nope'", path
     assert admin(admin_gw, "PUT", "/admin/consumers/nope/credentials/c", {"key": "k"})[0] == 404
+
+
+def test_a_credential_is_deleted_alone(admin_gw):
+    assert admin(admin_gw, "PUT", "/admin/consumers/jack/credentials/second",
+                 {"key": "second-key", "secret": "s" * 40})[0] == 200
+    status, body = admin(admin_gw, "DELETE", "/admin/consumers/jack/credentials/second")
+    assert status == 200 and body == {"deleted": "second"}
+    creds = admin(admin_gw, "GET", "/admin/consumers/jack")[1]["credentials"]
+    assert [c["id"] for c in creds] == ["jack-jwt"]
+    token = pyjwt.encode({"key": "second-key"}, "s" * 40)
+    assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 401
 
 
 def test_duplicate_key_is_a_conflict(admin_gw):
