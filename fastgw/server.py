@@ -31,9 +31,10 @@ TICK = 0.1  # seconds between deadline checks: the precision of every time-out
 
 # libuv accepts one connection per event-loop iteration. A busy worker's iteration is long
 # (a thousand events), so a burst of new clients would wait in the listen queue for
-# seconds (1,000 clients at once under load: up to 20 s, measured). Each accepted
-# connection therefore takes up to this many more from the queue itself, as HAProxy's
-# tune.maxaccept does.
+# seconds (1,000 clients at once under load: up to 20 s, measured). Each connection libuv
+# accepts therefore takes up to this many more from the queue itself, as HAProxy's
+# tune.maxaccept does; like HAProxy, divided by twice the number of workers sharing the
+# queue, so that one worker does not take a whole burst.
 ACCEPT_BATCH = 64
 
 # What the parser is doing on a connection.
@@ -61,6 +62,8 @@ class Gateway:
         self._ticker = None
         self.servers: list[asyncio.AbstractServer] = []
         self.listeners: list = []
+        self.accept_batch = (ACCEPT_BATCH if settings.workers == 1
+                             else max(1, ACCEPT_BATCH // (2 * settings.workers)))
         self._accepting: set[asyncio.Task] = set()
 
     def apply(self, conf: dict, revision: int) -> Snapshot:
@@ -76,16 +79,20 @@ class Gateway:
     async def start(self, sockets: list) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
         for sock in sockets:
-            server = await self.loop.create_server(lambda: ClientConnection(self), sock=sock,
-                                                   backlog=4096)
+            server = await self.loop.create_server(self._accepted, sock=sock, backlog=4096)
             self.servers.append(server)
         self.listeners = list(sockets)
         self._ticker = self.loop.call_later(TICK, self.tick)
 
+    def _accepted(self) -> ClientConnection:
+        """The protocol for a connection libuv accepted; a turn to take more."""
+        self.accept_waiting()
+        return ClientConnection(self)
+
     def accept_waiting(self) -> None:
         """Take connections still waiting in the listen queues (see ACCEPT_BATCH)."""
         for listener in self.listeners:
-            for _ in range(ACCEPT_BATCH):
+            for _ in range(self.accept_batch):
                 try:
                     sock, _ = listener.accept()
                 except OSError:  # empty (EAGAIN), or out of descriptors: libuv's turn
@@ -176,7 +183,6 @@ class ClientConnection(asyncio.Protocol):
         self.forwarded = b"x-real-ip: " + self.ip + b"\r\nx-forwarded-proto: http\r\n"
         self.gateway.connections.add(self)
         self.deadline = self.gateway.now + self.settings.header_timeout
-        self.gateway.accept_waiting()
 
     def data_received(self, data: bytes) -> None:
         if self.reading == CLOSED:

@@ -290,21 +290,26 @@ def test_a_burst_of_new_connections_is_accepted_and_served(simple_gateway):
             c.close()
 
 
-def test_one_accepted_connection_drains_the_listen_queue():
+@pytest.mark.parametrize("workers, batch", [("1", 64), ("2", 16), ("64", 1)])
+def test_each_accepted_connection_takes_a_bounded_batch_from_the_listen_queue(workers, batch):
     """libuv accepts one connection per loop turn, which under load left clients in the
-    listen queue for seconds; the gateway takes the waiting ones itself."""
+    listen queue for seconds; each turn the gateway takes a batch more itself, a smaller
+    one when other workers share the queue."""
     async def main():
-        settings = Settings.load(environ={})
+        settings = Settings.load(environ={"FASTGW_WORKERS": workers})
         gateway = Gateway(settings, snapshot_factory(settings))
         listener = socket.create_server(("127.0.0.1", 0), backlog=512)
         listener.setblocking(False)
         gateway.listeners = [listener]
         clients = [socket.create_connection(listener.getsockname()) for _ in range(150)]
         try:
-            gateway.accept_waiting()  # as after the one connection libuv accepted
-            while gateway._accepting:
-                await asyncio.wait(list(gateway._accepting))
-            assert len(gateway.connections) == 150
+            taken = []
+            while len(gateway.connections) < 150:
+                gateway._accepted()  # as libuv calls it for each connection it accepts
+                while gateway._accepting:
+                    await asyncio.wait(list(gateway._accepting))
+                taken.append(len(gateway.connections) - sum(taken))
+            assert taken == [batch] * (150 // batch) + ([150 % batch] if 150 % batch else [])
             with pytest.raises(BlockingIOError):
                 listener.accept()  # nothing left waiting
         finally:
