@@ -3,7 +3,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEBS   := wrk nginx-light haproxy etcd-server
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench profile clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ $(BENCH_STAMP): $(STAMP)
 # wrk against fastgw and its peers; see bench/run.py. BENCH_ARGS="--duration 10 --rounds 5"
 bench: $(BENCH_STAMP) debs
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Where fastgw's CPU time per request goes, next to HAProxy's; see bench/profile.py.
+profile: $(BENCH_STAMP) debs
+	@command -v perf >/dev/null || (apt-get update -qq && apt-get install -y -qq linux-perf)
+	$(PY) bench/profile.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
