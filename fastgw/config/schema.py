@@ -166,18 +166,12 @@ def _credential_path(ci: int, ki: int, field: str) -> str:
 
 def _cross_checks(conf: dict, errors: Errors) -> None:
     """Rules that span objects: credential keys and ids are unique across consumers."""
-    seen: dict[str, dict] = {"key": {}, "id": {}}  # value -> (consumer, credential) index
-    usernames = {c["username"] for c in conf["consumers"]}
-    for ci, consumer in enumerate(conf["consumers"]):
-        for ki, cred in enumerate(consumer["credentials"]):
-            for field, first in seen.items():
-                value = cred[field]
-                if value in first:
-                    errors.append((_credential_path(ci, ki, field),
-                                   f"duplicate {field} {value!r} "
-                                   f"(also at {_credential_path(*first[value], field)})"))
-                else:
-                    first[value] = (ci, ki)
+    consumers = conf["consumers"]
+    usernames = {c["username"] for c in consumers}
+    for field in ("key", "id"):
+        values = [cred[field] for c in consumers for cred in c["credentials"]]
+        if len(set(values)) < len(values):  # rare: only then find where, for the message
+            _duplicates(consumers, field, errors)
     for si, service in enumerate(conf["services"]):
         sp = join("services", si)
         places = [(join(sp, "plugins"), service["plugins"])]
@@ -187,6 +181,18 @@ def _cross_checks(conf: dict, errors: Errors) -> None:
             for name, plugin_conf in plugins.items():
                 for field, message in PLUGINS[name].cross_check(plugin_conf, usernames):
                     errors.append((join(join(where, name), field), message))
+
+
+def _duplicates(consumers: list[dict], field: str, errors: Errors) -> None:
+    first: dict[str, tuple[int, int]] = {}  # value -> (consumer, credential) index
+    for ci, consumer in enumerate(consumers):
+        for ki, cred in enumerate(consumer["credentials"]):
+            value = cred[field]
+            if value in first:
+                errors.append((_credential_path(ci, ki, field), f"duplicate {field} {value!r} "
+                               f"(also at {_credential_path(*first[value], field)})"))
+            else:
+                first[value] = (ci, ki)
 
 
 def validate(raw: object) -> dict:

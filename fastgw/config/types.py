@@ -44,27 +44,27 @@ def type_name(value: Any) -> str:
 
 
 class Type:
+    """`load` checks a value's kind and contents in one call: the call made for each of
+    the millions of values in a big configuration."""
+
     expected = "a value"
 
     def __init__(self, check: Check | None = None):
         self.check = check
 
-    def accepts(self, value: Any) -> bool:
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
         raise NotImplementedError
 
-    def convert(self, value: Any, path: str, errors: Errors) -> Any:
-        return value
+    def wrong_kind(self, value: Any, path: str, errors: Errors) -> Any:
+        errors.append((path, f"must be {self.expected}, not {type_name(value)}"))
+        return INVALID
 
-    def load(self, value: Any, path: str, errors: Errors) -> Any:
-        if not self.accepts(value):
-            errors.append((path, f"must be {self.expected}, not {type_name(value)}"))
+    def checked(self, value: Any, path: str, errors: Errors) -> Any:
+        """`value`, once the type's own `check` passed."""
+        message = self.check(value)
+        if message:
+            errors.append((path, message))
             return INVALID
-        value = self.convert(value, path, errors)
-        if value is not INVALID and self.check is not None:
-            message = self.check(value)
-            if message:
-                errors.append((path, message))
-                return INVALID
         return value
 
 
@@ -78,10 +78,9 @@ class Str(Type):
         self.pattern = re.compile(pattern) if pattern else None
         self.nonempty = nonempty
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, str)
-
-    def convert(self, value: str, path: str, errors: Errors) -> Any:
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, str):
+            return self.wrong_kind(value, path, errors)
         if self.nonempty and not value:
             errors.append((path, "must not be empty"))
             return INVALID
@@ -91,52 +90,52 @@ class Str(Type):
         if self.pattern and not self.pattern.fullmatch(value):
             errors.append((path, f"must match {self.pattern.pattern}, not {value!r}"))
             return INVALID
-        return value
+        return value if self.check is None else self.checked(value, path, errors)
 
 
 class Int(Type):
     expected = "an integer"
+    kinds: tuple[type, ...] = (int,)
+    positive = False  # zero and below refused (durations)
 
     def __init__(self, check: Check | None = None, *, min: int | None = None,
                  max: int | None = None):
         super().__init__(check)
         self.min, self.max = min, max
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def convert(self, value: Any, path: str, errors: Errors) -> Any:
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, self.kinds) or isinstance(value, bool):
+            return self.wrong_kind(value, path, errors)
+        if self.positive and not value > 0:
+            errors.append((path, "must be greater than 0"))
+            return INVALID
         if self.min is not None and value < self.min:
             errors.append((path, f"must be at least {self.min}"))
             return INVALID
         if self.max is not None and value > self.max:
             errors.append((path, f"must be at most {self.max}"))
             return INVALID
-        return value
+        return value if self.check is None else self.checked(value, path, errors)
 
 
 class Num(Int):
     expected = "a number"
-
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    kinds = (int, float)
 
 
 class Seconds(Num):
     """A duration in seconds, strictly positive."""
 
-    def convert(self, value: Any, path: str, errors: Errors) -> Any:
-        if not value > 0:
-            errors.append((path, "must be greater than 0"))
-            return INVALID
-        return super().convert(value, path, errors)
+    positive = True
 
 
 class Bool(Type):
     expected = "a boolean"
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, bool)
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, bool):
+            return self.wrong_kind(value, path, errors)
+        return value if self.check is None else self.checked(value, path, errors)
 
 
 class Nullable(Type):
@@ -151,16 +150,15 @@ class Nullable(Type):
 class List(Type):
     expected = "a list"
 
-    def __init__(self, item: Type, check: Check | None = None, *, min_len: int = 0,
-                 unique_by: str | None = None, unique: bool = False):
-        super().__init__(check)
+    def __init__(self, item: Type, *, min_len: int = 0, unique_by: str | None = None,
+                 unique: bool = False):
+        super().__init__()
         self.item, self.min_len = item, min_len
         self.unique_by, self.unique = unique_by, unique
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, list)
-
-    def convert(self, value: list, path: str, errors: Errors) -> Any:
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, list):
+            return self.wrong_kind(value, path, errors)
         if len(value) < self.min_len:
             errors.append((path, f"must have at least {self.min_len} item"
                                  + ("s" if self.min_len > 1 else "")))
@@ -205,26 +203,33 @@ class Obj(Type):
         super().__init__()
         self.fields = fields
         self.whole_check = check
+        # Each result starts as a copy of this: every key in schema order, with its default.
+        self._template = {key: field.default for key, field in fields.items()}
+        self._required = tuple(key for key, field in fields.items() if field.required)
+        self._copied = tuple(key for key, field in fields.items() if not field.shared_default)
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, dict)
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, dict):
+            return self.wrong_kind(value, path, errors)
+        return self.convert(value, path, errors)
 
     def convert(self, value: dict, path: str, errors: Errors) -> Any:
         before = len(errors)
-        out = {}
-        for key in value:
-            if key not in self.fields:
-                errors.append((join(path, str(key)), "unknown key"))
+        out = self._template.copy()
+        fields = self.fields
         prefix = path + "." if path else ""  # paths are built inline: 2M fields in a big file
-        for key, field in self.fields.items():
-            if key not in value:
-                if field.required:
-                    errors.append((prefix + key, "is required"))
-                else:
-                    out[key] = (field.default if field.shared_default
-                                else copy.deepcopy(field.default))
+        for key, item in value.items():  # the keys given, not every key of the schema
+            field = fields.get(key) if isinstance(key, str) else None
+            if field is None:
+                errors.append((join(path, str(key)), "unknown key"))
                 continue
-            out[key] = field.type.load(value[key], prefix + key, errors)
+            out[key] = field.type.load(item, prefix + key, errors)
+        for key in self._required:
+            if key not in value:
+                errors.append((prefix + key, "is required"))
+        for key in self._copied:
+            if key not in value:
+                out[key] = copy.deepcopy(out[key])
         if len(errors) > before:
             return INVALID
         if self.whole_check is not None:
@@ -243,10 +248,9 @@ class Map(Type):
         super().__init__()
         self.value_for, self.unknown = value_for, unknown
 
-    def accepts(self, value: Any) -> bool:
-        return isinstance(value, dict)
-
-    def convert(self, value: dict, path: str, errors: Errors) -> Any:
+    def load(self, value: Any, path: str, errors: Errors) -> Any:
+        if not isinstance(value, dict):
+            return self.wrong_kind(value, path, errors)
         out, ok = {}, True
         for key, item in value.items():
             where = join(path, str(key))
