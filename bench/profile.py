@@ -27,10 +27,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
 from run import (Case, Proc, check, fastgw, free_port, gateway_config, haproxy, nginx_upstream,
-                 pem_pair, run_wrk, write_tokens)
+                 run_wrk, signing_keys, write_tokens)
 
 SAMPLE_HZ = 999
 # py-spy comes with the bench extra, in the same environment as this interpreter.
@@ -158,8 +156,7 @@ def main() -> int:
             print(f"profile: {tool} is missing (make profile installs it)", file=sys.stderr)
             return 2
     workdir = Path(tempfile.mkdtemp(prefix="fastgw-profile-"))
-    keys = {"RS256": pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-            "ES256": pem_pair(ec.generate_private_key(ec.SECP256R1()))}
+    keys = signing_keys()
     up_port = free_port()
     upstream = nginx_upstream(workdir, up_port)
     gw = fastgw(workdir, "fastgw", free_port(), gateway_config(up_port, keys))

@@ -249,6 +249,12 @@ def pem_pair(key):
     return private, public
 
 
+def signing_keys() -> dict[str, tuple[str, str]]:
+    """algorithm -> (private, public) PEM pair, for the asymmetric credentials."""
+    return {"RS256": pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+            "ES256": pem_pair(ec.generate_private_key(ec.SECP256R1()))}
+
+
 def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 0) -> dict:
     # Idle upstream connections kept: enough for scenario 8's 1,000 clients (HAProxy keeps
     # every idle connection by default; with the default 320, fastgw would open and close
@@ -374,8 +380,7 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     workdir = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
-    keys = {"RS256": pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-            "ES256": pem_pair(ec.generate_private_key(ec.SECP256R1()))}
+    keys = signing_keys()
     up_port = free_port()
     upstream = nginx_upstream(workdir, up_port)
     gw = fastgw(workdir, "fastgw", free_port(), gateway_config(up_port, keys))
