@@ -79,6 +79,7 @@ class Gateway:
     async def start(self, sockets: list) -> None:
         """Serve on listening sockets bound by the master (shared by every worker)."""
         for sock in sockets:
+            sock.setblocking(False)  # accept_waiting must never wait on an empty queue
             server = await self.loop.create_server(self._accepted, sock=sock, backlog=4096)
             self.servers.append(server)
         self.listeners = list(sockets)
