@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -109,6 +110,11 @@ def test_push_writes_one_key_per_object_and_pull_reads_it_back(tmp_path, etcd, b
     again = push(tmp_path, etcd.endpoint, base_config)
     assert again.returncode == 0 and "0 keys written" in again.stdout
 
+    etcd.put(f"{PREFIX}/consumers/jack", b"{not json")  # damaged by hand: pushed over
+    repaired = push(tmp_path, etcd.endpoint, base_config)
+    assert repaired.returncode == 0 and "1 keys written" in repaired.stdout, repaired.stderr
+    assert etcd.get(f"{PREFIX}/consumers/jack")["credentials"][0]["secret"] == SECRET
+
     smaller = {**base_config, "consumers": []}
     assert push(tmp_path, etcd.endpoint, smaller).returncode == 0
     assert etcd.keys(PREFIX + "/") == [f"{PREFIX}/services/api"]
@@ -143,6 +149,11 @@ def test_push_and_pull_need_etcd_named_and_reachable(tmp_path, base_config):
     result = fastgw("config", "pull", "--etcd", f"127.0.0.1:{free_port()}")
     assert result.returncode == 2 and "cannot reach etcd" in result.stderr
     assert "Traceback" not in result.stderr
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        result = fastgw("config", "pull", "--etcd", "127.0.0.1:%d" % silent.getsockname()[1])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "cannot reach etcd" in result.stderr and "Deadline Exceeded" in result.stderr
 
 
 # ---------------------------------------------------------------- shared live

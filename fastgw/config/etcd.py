@@ -436,7 +436,7 @@ async def _with_client(endpoints, action):
         client = _new_client(host, port)
         try:
             return await asyncio.wait_for(action(client), CALL_TIMEOUT * 2)
-        except (aetcd.exceptions.ConnectionFailedError, asyncio.TimeoutError, OSError) as exc:
+        except _UNREACHABLE as exc:  # refused, silent (deadline exceeded), ...
             failure = exc
         finally:
             try:
@@ -452,13 +452,13 @@ async def push(settings, conf: dict) -> tuple[int, int]:
     The transaction fails (Conflict) if anything under the prefix changed meanwhile."""
     state = ClusterState(settings.etcd_prefix)
     root = state.root.encode()
-    wanted = {key: orjson.dumps(item) for key, item in state.objects_of(conf).items()}
+    wanted = state.objects_of(conf)
 
     async def write(client):
         found = await client.get_prefix(root)
         present = {kv.key.decode(): kv.value for kv in found}
-        puts = {key: value for key, value in wanted.items()
-                if present.get(key) is None or orjson.loads(present[key]) != orjson.loads(value)}
+        puts = {key: orjson.dumps(item) for key, item in wanted.items()
+                if _decoded(present.get(key)) != item}
         deletes = [key for key in present
                    if key not in wanted and state.section_of(key) is not None]
         if not puts and not deletes:
@@ -471,6 +471,14 @@ async def push(settings, conf: dict) -> tuple[int, int]:
         return revision, len(puts) + len(deletes)
 
     return await _with_client(settings.etcd, write)
+
+
+def _decoded(value: bytes | None) -> object:
+    """A stored value as JSON; None when absent or not JSON (it gets overwritten)."""
+    try:
+        return None if value is None else orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
 
 
 async def pull(settings) -> tuple[dict, int]:
