@@ -242,7 +242,7 @@ class EtcdSource:
                 if self._read_everything:
                     await self._read_all()
                     self._read_everything = False
-                client = await self._connect()
+                client = self._connect()
                 watch = await client.watch_prefix(self.state.root.encode(),
                                                   start_revision=self.revision + 1)
                 if not self.connected:
@@ -298,7 +298,7 @@ class EtcdSource:
     async def _read_all(self, announce: bool = True) -> bool:
         """One range read of the whole prefix, applied as a change; True if it was one."""
         self._flush()
-        client = await self._connect()
+        client = self._connect()
         found = await client.get_prefix(self.state.root.encode())
         revision = found.header.revision
         changes = {kv.key.decode(): (kv.mod_revision, kv.value) for kv in found}
@@ -336,7 +336,7 @@ class EtcdSource:
             compares.append(txn.mod(consumers.encode(), prefix_range_end(consumers.encode()))
                             < state.revision + 1)
         try:
-            client = await self._connect()
+            client = self._connect()
             revision = await asyncio.wait_for(_write(client, compares, puts, deletes),
                                               CALL_TIMEOUT)
         except _UNREACHABLE as exc:
@@ -351,7 +351,8 @@ class EtcdSource:
 
     # ------------------------------------------------------------ connection
 
-    async def _connect(self) -> aetcd.Client:
+    def _connect(self) -> aetcd.Client:
+        """The client of the current endpoint (gRPC connects on its first call)."""
         if self._client is None:
             host, port = self.endpoints[self._endpoint % len(self.endpoints)]
             self._client = _new_client(host, port)
