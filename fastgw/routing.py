@@ -9,6 +9,7 @@ and a few slices at request time; the ordering work is done in `RouteTable.build
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Iterable
 
@@ -129,14 +130,52 @@ class RouteTable:
         return self.any_host.match(path, method)
 
 
-def host_of(value: bytes) -> bytes:
-    """A Host header's name, lower-case, without port ("[::1]:80" -> "::1")."""
-    if value[:1] == b"[":
-        return value[1:value.find(b"]")].lower()
-    colon = value.rfind(b":")
-    if colon != -1:
-        value = value[:colon]
-    return value.lower()
+# RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port]. fastgw takes a name of
+# letters, digits, "-", "." and "_", or a bracketed IPv6 literal, and a port of 1-5 digits:
+# no userinfo, no list, no percent-encoding, nothing an upstream could read as another host.
+_HOST = re.compile(rb"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
+
+
+def parse_host(value: bytes) -> tuple[bytes, bytes] | tuple[()]:
+    """(the Host to forward, the name to route on), or () when `value` is not host[:port].
+
+    Trailing whitespace is not part of a field value (RFC 9110 5.5; llhttp keeps it), and
+    "example.com." names example.com to every resolver, so both are dropped from the
+    forwarded value too: the host routed on is the host the upstream is told."""
+    value = value.rstrip(b" \t")
+    if not value:
+        return b"", b""
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return ()
+    name, port = match.groups()
+    if port is not None and int(port) > 65535:
+        return ()
+    if name[:1] == b"[":
+        routed = name[1:-1]
+    else:
+        name = name.rstrip(b".")
+        if not name:
+            return ()
+        routed = name
+    return (name if port is None else name + b":" + port), routed.lower()
+
+
+class HostNames(dict):
+    """Host value -> parse_host(value), remembered: a gateway sees a handful of distinct
+    Host values, so the usual cost is one dict look-up. Bounded against a flood of new ones."""
+
+    MAX = 4096
+
+    def __missing__(self, value: bytes) -> tuple[bytes, bytes] | tuple[()]:
+        parts = parse_host(value)
+        if len(self) >= self.MAX:
+            self.clear()
+        self[value] = parts
+        return parts
+
+
+HOST_NAMES = HostNames()
 
 
 def needs_normalizing(path: bytes) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import service
-from fastgw.routing import Route, RouteTable, host_of, normalize_path
+from fastgw.routing import Route, RouteTable, normalize_path, parse_host
 
 
 class FakeUpstream:
@@ -37,7 +37,7 @@ def test_host_tiers(host, path, method, expected):
               (["*.a.com"], "/x", route("wildcard")),
               ([], "/x", route("any-host")),
               ([], "/only-any", route("any-host")))
-    assert t.match(host_of(host.encode()), path.encode(), method.encode()).name == expected
+    assert t.match(parse_host(host.encode())[1], path.encode(), method.encode()).name == expected
 
 
 @pytest.mark.parametrize("path,expected", [
@@ -81,12 +81,23 @@ def test_dot_segments_are_resolved(raw, expected):
     assert normalize_path(raw.encode()) == expected.encode()
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("Example.COM", "example.com"), ("example.com:8080", "example.com"),
-    ("[::1]:80", "::1"), ("[::1]", "::1"), ("", ""),
+@pytest.mark.parametrize("value,forwarded,routed", [
+    ("Example.COM", "Example.COM", "example.com"),
+    ("example.com:8080", "example.com:8080", "example.com"),
+    ("[::1]:80", "[::1]:80", "::1"), ("[::1]", "[::1]", "::1"), ("", "", ""),
+    ("example.com \t", "example.com", "example.com"), ("example.com.", "example.com", "example.com"),
+    ("example.com.:81", "example.com:81", "example.com"), ("a:65535", "a:65535", "a"),
 ])
-def test_host_header_parsing(value, expected):
-    assert host_of(value.encode()) == expected.encode()
+def test_host_header_parsing(value, forwarded, routed):
+    assert parse_host(value.encode()) == (forwarded.encode(), routed.encode())
+
+
+@pytest.mark.parametrize("value", [
+    "a@b", "a:x@b", "a,b", "a, b", "a:", "a:65536", "a:8o", "a:1:2", "a b", "a/b", "a%2eb",
+    "[::1", "[::1]x", ".", "a\\b", "a;b", "\x00",
+])
+def test_a_host_that_is_not_host_and_port_is_refused(value):
+    assert parse_host(value.encode()) == ()
 
 
 segment = st.text(alphabet="abc", min_size=1, max_size=3)
