@@ -31,10 +31,26 @@ QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"))
-# Request fields the gateway sets itself, so a client's copy never reaches the upstream.
-REQUEST_SKIP = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-                             b"x-forwarded-host", b"x-real-ip", b"x-consumer-username",
-                             b"x-credential-identifier"}
+
+
+def spellings(names) -> frozenset[bytes]:
+    """Each lower-case name with every mix of "-" and "_": CGI and WSGI servers (gunicorn,
+    Django, Flask) read X_Consumer_Username as X-Consumer-Username, so both are one header."""
+    out = set()
+    for name in names:
+        variants = [b""]
+        for ch in name:
+            c = bytes([ch])
+            variants = [v + x for v in variants for x in ((b"-", b"_") if c == b"-" else (c,))]
+        out.update(variants)
+    return frozenset(out)
+
+
+# Request fields the gateway writes itself (framing, Host, forwarding and identity), so a
+# client's copy, under any spelling, never reaches the upstream.
+REQUEST_SKIP = spellings(HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarded-for",
+                                       b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
+                                       b"x-consumer-username", b"x-credential-identifier"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
@@ -44,6 +60,7 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 
 BODY_BUFFER_LIMIT = 64 * 1024  # request body held while connecting; reading pauses above it
 CHUNK_END = b"0\r\n\r\n"
+CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
 
 
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
@@ -60,7 +77,7 @@ class Exchange:
     __slots__ = (
         # the request, as parsed and as it will be sent
         "client", "method", "url", "target", "headers", "http11", "keep_alive", "host", "skip",
-        "extra_head", "xff", "chunked", "expect_continue", "route", "response", "consumer",
+        "extra_head", "xff", "framing", "chunked", "expect_continue", "route", "response", "consumer",
         # request body
         "req_done", "body", "body_size",
         # upstream side
@@ -84,6 +101,7 @@ class Exchange:
         self.skip = REQUEST_SKIP
         self.extra_head = b""
         self.xff = None
+        self.framing = b""  # the body's framing header, as fastgw decided it (never copied)
         self.chunked = False
         self.expect_continue = False
         self.route = None
@@ -226,8 +244,7 @@ class Exchange:
         parts.append(client.forwarded)
         parts += (b"x-forwarded-for: ", client.ip if self.xff is None else
                   self.xff + b", " + client.ip, b"\r\nx-forwarded-host: ", self.host, b"\r\n")
-        if self.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(self.framing)
         if self.node.pool.size == 0:
             parts.append(b"connection: close\r\n")
         parts += (self.extra_head, b"\r\n")

@@ -19,9 +19,9 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from . import responses
 from .config.compile import Snapshot
 from .metrics import WorkerStats
-from .relay import DONE, QUEUED, RESPONDING, Exchange, connection_tokens
+from .relay import CHUNKED_FRAMING, DONE, QUEUED, RESPONDING, Exchange, connection_tokens
 from .responses import Response
-from .routing import host_of, needs_normalizing, normalize_path
+from .routing import HOST_NAMES, needs_normalizing, normalize_path
 from .settings import Settings
 from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
 
@@ -196,6 +196,9 @@ class ClientConnection(asyncio.Protocol):
             # The request asked to switch protocols; fastgw relays HTTP/1.1 only, so
             # the request is served without the upgrade and the connection ends after it.
             self._stop_reading()
+            last = self.queue[-1] if self.queue else self.active
+            if last is not None:
+                last.keep_alive = False
         except HttpParserError:
             self._request_fault(self.fault or responses.BAD_REQUEST)
         else:
@@ -241,7 +244,6 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self):
         self.reading = HEAD
         self.url = b""
-        self.headers = []
         self.head_size = 0
         self.pending_head = 0
         self.body_received = 0
@@ -263,11 +265,18 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self):
         self.reading = BODY
         parser = self.parser
-        ex = Exchange(self, parser.get_method(), self.url, self.headers,
-                      parser.get_http_version() == "1.1", parser.should_keep_alive())
+        version = parser.get_http_version()
+        http11 = version == "1.1"
+        ex = Exchange(self, parser.get_method(), self.url, self.headers, http11,
+                      parser.should_keep_alive())
+        self.headers = []  # chunked trailers land here, and are dropped with it
         self.current = ex
         self.queue.append(ex)
-        self._dispatch(ex)
+        if http11 or version == "1.0":
+            self._dispatch(ex)
+        else:
+            # llhttp reads "GET /a\n..." (no version) as HTTP/0.9, and any n.m as a version
+            ex.refuse(_VERSION_NOT_SUPPORTED if version >= "2" else responses.BAD_REQUEST)
 
     def on_body(self, chunk: bytes):
         self.body_received += len(chunk)
@@ -286,19 +295,26 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, ex: Exchange) -> None:
         """Decide what answers this request: a route's upstream, or the gateway itself."""
-        host_header = b""
+        host_header = None
         length = -1
+        upgrade = False
         for name, value in ex.headers:
             if name in _SPECIAL_REQUEST_HEADERS:
                 if name == b"host":
-                    if host_header:
+                    if host_header is not None:
                         ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: one Host only
                         return
                     host_header = value
                 elif name == b"content-length":
-                    length = int(value)
+                    length = int(value)  # llhttp has checked it: digits, and only one
+                    ex.framing = b"content-length: %d\r\n" % length
                 elif name == b"transfer-encoding":
+                    fault = _transfer_coding_fault(ex, value)
+                    if fault is not None:
+                        ex.refuse(fault)
+                        return
                     ex.chunked = True
+                    ex.framing = CHUNKED_FRAMING
                 elif name == b"expect":
                     if value.lower() != b"100-continue":
                         ex.refuse(_EXPECTATION_FAILED)
@@ -310,16 +326,31 @@ class ClientConnection(asyncio.Protocol):
                     extra = connection_tokens(value)
                     if extra:
                         ex.skip = ex.skip | extra
+                elif name == b"upgrade":
+                    upgrade = True
         target = ex.target
         if target[:1] != b"/":
-            target = self._origin_form(ex, target)
-            if target is None:
+            parts = _absolute_form(target)
+            if parts is None:
+                ex.refuse(responses.BAD_REQUEST)
                 return
-            host_header = ex.host or host_header
-        elif not host_header and ex.http11:
-            ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: HTTP/1.1 requires Host
+            target, ex.host, host = parts
+        elif host_header is None:
+            if ex.http11:
+                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: HTTP/1.1 requires Host
+                return
+            host = b""
+        else:
+            parts = HOST_NAMES[host_header]
+            if not parts:
+                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: not host[:port]
+                return
+            ex.host, host = parts
+        if upgrade and (length > 0 or ex.chunked) and self.parser.should_upgrade():
+            # llhttp stops at an upgrade and never hands over its body, which the upstream
+            # would wait for: refused at once rather than served half
+            ex.refuse(_UPGRADE_WITH_BODY)
             return
-        ex.host = host_header
         if length > self.settings.max_body_bytes:
             ex.refuse(responses.PAYLOAD_TOO_LARGE)
             return
@@ -327,7 +358,7 @@ class ClientConnection(asyncio.Protocol):
         if needs_normalizing(path):
             path = normalize_path(path)
             target = path + sep + query
-        route = self.gateway.snapshot.router.match(host_of(host_header), path, ex.method)
+        route = self.gateway.snapshot.router.match(host, path, ex.method)
         if route is None:
             ex.response = responses.NOT_FOUND
             return
@@ -338,20 +369,6 @@ class ClientConnection(asyncio.Protocol):
             if answer is not None:
                 ex.response = answer
                 return
-
-    @staticmethod
-    def _origin_form(ex: Exchange, target: bytes) -> bytes | None:
-        """absolute-form ("http://host/path") is accepted as RFC 9112 3.2.2 requires;
-        its host replaces the Host header. Anything else is not for a gateway."""
-        scheme, sep, rest = target.partition(b"://")
-        if sep and scheme.lower() in (b"http", b"https"):
-            slash = rest.find(b"/")
-            host, path = (rest, b"/") if slash == -1 else (rest[:slash], rest[slash:])
-            if host:
-                ex.host = host
-                return path
-        ex.refuse(responses.BAD_REQUEST)
-        return None
 
     # ------------------------------------------------------------ answering, in order
 
@@ -375,6 +392,7 @@ class ClientConnection(asyncio.Protocol):
                 gateway.access_log.record(ex, self.ip, now)
         self.active = None
         if not keep_alive:
+            self.queue.clear()  # requests pipelined behind this one are not answered
             self.close()
             return
         if self.queue:
@@ -460,6 +478,43 @@ class ClientConnection(asyncio.Protocol):
 
 
 _SPECIAL_REQUEST_HEADERS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect",
-                                      b"x-forwarded-for", b"connection"))
+                                      b"x-forwarded-for", b"connection", b"upgrade"))
 _EXPECTATION_FAILED = responses.error(417)
+_VERSION_NOT_SUPPORTED = responses.error(505)
+_NOT_IMPLEMENTED = responses.error(501)
+_UPGRADE_WITH_BODY = _NOT_IMPLEMENTED
+
+
+def _absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(origin-form target, Host to forward, name to route on) of an absolute-form target
+    ("http://host/path"), accepted as RFC 9112 3.2.2 requires: its authority, held to the
+    same rule as Host, replaces the Host header. Anything else (authority-form, "*") is
+    not for a gateway: None."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for stop in (b"/", b"?", b"#"):
+        at = rest.find(stop)
+        if at != -1 and at < end:
+            end = at
+    parts = HOST_NAMES[rest[:end]] if end else ()
+    if not parts or not parts[1]:
+        return None
+    path = rest[end:]
+    return (path if path[:1] == b"/" else b"/" + path), parts[0], parts[1]
+
+
+def _transfer_coding_fault(ex: Exchange, value: bytes) -> Response | None:
+    """What to answer a request's Transfer-Encoding with, or None for plain chunked.
+
+    llhttp has already refused a request whose last coding is not chunked (RFC 9112 6.3)
+    and one that also has Content-Length. A coding before chunked would have to be undone
+    before the body can be relayed: 501 (RFC 9112 6.1), never dropped silently. HTTP/1.0
+    has no transfer codings, so the framing is faulty: 400, and the connection closed."""
+    if not ex.http11:
+        return responses.BAD_REQUEST
+    if ex.chunked or value.strip(b" \t").lower() != b"chunked":
+        return _NOT_IMPLEMENTED
+    return None
 
