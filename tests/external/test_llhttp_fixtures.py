@@ -486,3 +486,91 @@ def test_llhttp_request_fixture(case: Case):
         bytewise = run_httptools(data, lenient, 1)
         assert bytewise.events == expected.events, "fed one byte at a time"
         assert bytewise.error == expected.error, "fed one byte at a time"
+
+
+# --- the strictness fastgw relies on ---------------------------------------------
+
+def parse(data: bytes) -> Outcome:
+    return run_httptools(data, {}, None)
+
+
+def assert_refused(data: bytes, reason: str, after_head: bool = False) -> None:
+    """Parsing *data* fails with *reason*: inside the head, or right after on_headers_complete."""
+    outcome = parse(data)
+    assert outcome.error is not None and outcome.error[0] == "error", outcome
+    assert outcome.error[2] == reason
+    kinds = [event[0] for event in outcome.events]
+    if after_head:
+        assert kinds[-1] == "headers_complete", outcome
+    else:
+        assert "headers_complete" not in kinds, outcome
+
+
+def test_well_formed_request_is_accepted():
+    outcome = parse(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+    assert outcome.error is None
+    assert outcome.events == [("begin",), ("url", b"/a"), ("header", b"Host", b"x"),
+                              ("header", b"Content-Length", b"2"),
+                              ("headers_complete", b"POST", "1.1"), ("body", b"hi"),
+                              ("message_complete",)]
+
+
+def test_bare_lf_line_ending_in_headers_refused():
+    assert_refused(b"GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+                   "Missing expected CR after header value")
+    assert_refused(b"GET / HTTP/1.1\r\nHost: x\r\n\n", "Invalid header field char")
+
+
+def test_bare_lf_after_request_line_refused():
+    assert_refused(b"GET / HTTP/1.1\nHost: x\r\n\r\n", "Expected CRLF after version")
+
+
+def test_transfer_encoding_with_content_length_refused():
+    assert_refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n"
+                   b"\r\n0\r\n\r\n", "Content-Length can't be present with Transfer-Encoding")
+    assert_refused(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+                   b"\r\n0\r\n\r\n", "Transfer-Encoding can't be present with Content-Length")
+
+
+def test_obs_fold_refused():
+    for fold in (b" ", b"\t"):
+        assert_refused(b"GET / HTTP/1.1\r\nX-Folded: a\r\n" + fold + b"b\r\n\r\n",
+                       "Unexpected whitespace after header value")
+
+
+def test_whitespace_before_colon_refused():
+    for space in (b" ", b"\t"):
+        assert_refused(b"GET / HTTP/1.1\r\nHost" + space + b": x\r\n\r\n",
+                       "Invalid header token")
+
+
+def test_duplicate_content_length_refused():
+    assert_refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+                   "Duplicate Content-Length")
+    assert_refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+                   "Duplicate Content-Length")
+
+
+def test_transfer_coding_other_than_final_chunked_refused():
+    assert_refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                   "Invalid `Transfer-Encoding` header value")
+    # Found when the head is complete: on_headers_complete has been called already.
+    assert_refused(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                   "Request has invalid `Transfer-Encoding`", after_head=True)
+
+
+def test_empty_transfer_encoding_refused():
+    # The one parser change from llhttp 9.4.2, whose fixtures run above, to 9.4.3.
+    for value in (b" ", b""):
+        assert_refused(b"POST / HTTP/1.1\r\nTransfer-Encoding:" + value + b"\r\n\r\n",
+                       "Empty Transfer-Encoding")
+
+
+def test_upgrade_request_body_is_not_parsed():
+    # See UPGRADE_SKIPS_BODY: the head ends the message and the body bytes are left
+    # to the upgraded protocol, although the request declared a Content-Length.
+    data = (b"POST /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: ws\r\n"
+            b"Content-Length: 4\r\n\r\nabcd")
+    outcome = parse(data)
+    assert outcome.error == ("upgrade", len(data) - 4)
+    assert [e[0] for e in outcome.events][-2:] == ["headers_complete", "message_complete"]
