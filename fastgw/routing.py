@@ -179,13 +179,34 @@ HOST_NAMES = HostNames()
 
 
 def needs_normalizing(path: bytes) -> bool:
-    return b"/." in path or b"%2" in path
+    """Whether normalize_path could change `path` or refuse it: cheap tests only, since
+    every request asks (the server inlines the same three)."""
+    return b"/." in path or b"%" in path or b"\\" in path
 
 
-def normalize_path(path: bytes) -> bytes:
+# What some upstream servers read as "/" although a URI does not: an encoded slash or
+# backslash (servers that decode before resolving dot segments), a backslash (Windows
+# servers), and what follows ";" in a segment (servlet containers drop path parameters).
+_SEPARATOR_LOOKALIKE = re.compile(rb"%2[fF]|%5[cC]|\\")
+
+
+def _dot_segments(segments: list[bytes]) -> int:
+    return sum(seg == b"." or seg == b".." for seg in segments)
+
+
+def normalize_path(path: bytes) -> bytes | None:
     """Resolve "." and ".." segments (RFC 3986 section 5.2.4), "%2e" counting as ".",
-    so that "/public/../private" is routed, and sent upstream, as "/private"."""
+    so that "/public/../private" is routed, and sent upstream, as "/private".
+
+    None when a segment is a dot segment only to a server that reads more separators
+    than RFC 3986 does ("/public/..%2fprivate", "/public/..\\private", "/public/..;/private"):
+    fastgw would route one path and such an upstream serve another, so it is refused."""
     path = path.replace(b"%2e", b".").replace(b"%2E", b".")
+    if b";" in path or _SEPARATOR_LOOKALIKE.search(path):
+        lenient = [seg.partition(b";")[0]
+                   for seg in _SEPARATOR_LOOKALIKE.sub(b"/", path).split(b"/")]
+        if _dot_segments(lenient) != _dot_segments(path.split(b"/")):
+            return None
     out: list[bytes] = []
     segments = path.split(b"/")[1:]
     for i, seg in enumerate(segments):

@@ -21,7 +21,7 @@ from .config.compile import Snapshot
 from .metrics import WorkerStats
 from .relay import CHUNKED_FRAMING, DONE, QUEUED, RESPONDING, Exchange, connection_tokens
 from .responses import Response
-from .routing import HOST_NAMES, needs_normalizing, normalize_path
+from .routing import HOST_NAMES, normalize_path
 from .settings import Settings
 from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
 
@@ -355,8 +355,11 @@ class ClientConnection(asyncio.Protocol):
             ex.refuse(responses.PAYLOAD_TOO_LARGE)
             return
         path, sep, query = target.partition(b"?")
-        if needs_normalizing(path):
+        if b"/." in path or b"%" in path or b"\\" in path:  # needs_normalizing, inlined
             path = normalize_path(path)
+            if path is None:
+                ex.refuse(responses.BAD_REQUEST)  # a dot segment only to some servers
+                return
             target = path + sep + query
         route = self.gateway.snapshot.router.match(host, path, ex.method)
         if route is None:

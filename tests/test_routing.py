@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import service
-from fastgw.routing import Route, RouteTable, normalize_path, parse_host
+from fastgw.routing import Route, RouteTable, needs_normalizing, normalize_path, parse_host
 
 
 class FakeUpstream:
@@ -78,7 +78,26 @@ def test_method_must_be_allowed_and_falls_through_to_next_candidate():
     ("/a/%2e%2e/b", "/b"), ("/a/%2E/b", "/a/b"), ("/a/..", "/"), ("/a/b/.", "/a/b/"),
 ])
 def test_dot_segments_are_resolved(raw, expected):
+    assert needs_normalizing(raw.encode()) == (raw != expected)
     assert normalize_path(raw.encode()) == expected.encode()
+
+
+@pytest.mark.parametrize("raw", [
+    "/public/..%2fprivate", "/public/..%2Fprivate", "/public/%2e%2e%2fprivate",
+    "/public/..%5cprivate", "/public/..\\private", "/public\\..\\private",
+    "/public/..;/private", "/public/.;x/private", "/public/%2e%2e;/private",
+])
+def test_a_dot_segment_only_some_servers_see_is_refused(raw):
+    assert needs_normalizing(raw.encode())
+    assert normalize_path(raw.encode()) is None
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("/files/a%2Fb", "/files/a%2Fb"), ("/a;v=1/b", "/a;v=1/b"), ("/a/..%2fb/../c", None),
+    ("/a/b;x/../c", "/a/c"), ("/a%20b/./c", "/a%20b/c"), ("/a\\b", "/a\\b"),
+])
+def test_separator_lookalikes_without_a_hidden_dot_segment_pass(raw, expected):
+    assert normalize_path(raw.encode()) == (None if expected is None else expected.encode())
 
 
 @pytest.mark.parametrize("value,forwarded,routed", [
@@ -147,6 +166,9 @@ def test_dot_segments_cannot_escape_a_route(upstream, gateway_factory):
     assert status == 404
     status, _, body = gw.request("GET", "/public/a/%2e%2e/b")
     assert status == 200 and json.loads(body)["target"] == "/public/b"
+    for hidden in ("/public/..%2fprivate", "/public/..\\private", "/public/..;/private"):
+        status, _, body = gw.request("GET", hidden)
+        assert status == 400 and json.loads(body) == {"error_msg": "400 Bad Request"}
 
 
 def test_absolute_form_request_target_is_accepted(simple_gateway):
