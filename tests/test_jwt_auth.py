@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -270,8 +272,6 @@ def test_algorithm_confusion_hs256_signed_with_public_key_is_rejected(
         {"key": "rsa-key", "algorithm": "RS256", "public_key": public}]}]))
     header = b64(b'{"alg":"HS256","typ":"JWT"}')
     payload = b64(b'{"key":"rsa-key"}')
-    import hashlib
-    import hmac
     sig = hmac.new(public.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert_401(get(gw, Authorization=f"{header}.{payload}.{b64(sig)}"), "failed to verify jwt")
 
@@ -332,6 +332,35 @@ def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
     line = jwt_gateway.wait_for_log("reload refused")
     assert "services[0].upstream: is required" in line
     assert get(jwt_gateway, Authorization=token())[0] == 200
+
+
+# ---------------------------------------------------------------- time claims
+
+def signed(payload, header=None, secret: str = SECRET) -> str:
+    """An HS256 token over any JSON payload (PyJWT's encoder would refuse some on purpose)."""
+    head = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(payload).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+NOT_NUMBERS = [None, "1700000000", "", True, False, [1700000000], {"t": 1700000000}]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", NOT_NUMBERS, ids=lambda v: json.dumps(v))
+def test_time_claim_present_but_not_a_number_fails_verification(jwt_gateway, claim, value):
+    """RFC 7519 4.1.4-6: a NumericDate is a JSON number; null is not "absent"."""
+    assert_401(get(jwt_gateway, Authorization=signed({"key": "user-key", claim: value})),
+               "failed to verify jwt")
+
+
+def test_iat_is_not_checked_beyond_its_type(jwt_gateway):
+    now = time.time()
+    for iat in (int(now) + 86400, 0, now - 0.5, -1):  # the future, the epoch, a fraction
+        assert get(jwt_gateway, Authorization=signed({"key": "user-key", "iat": iat}))[0] == 200
+    assert get(jwt_gateway, Authorization=signed(
+        {"key": "user-key", "exp": now + 60.5, "nbf": now - 60.5}))[0] == 200
 
 
 # ---------------------------------------------------------------- configuration errors

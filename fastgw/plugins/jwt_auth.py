@@ -175,7 +175,7 @@ VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
 
 # ---------------------------------------------------------------- the plugin
 
-_NUMBER = (int, float)
+_NUMBER = (int, float)  # bool is not a number: type(True) is bool
 
 
 def _spellings(word: bytes) -> frozenset[bytes]:
@@ -191,10 +191,12 @@ _BEARER = _spellings(b"bearer ")  # 64 spellings; the prefix is case-insensitive
 
 
 def _claim_time(payload: dict, name: str) -> float | None:
-    """A numeric time claim, None when absent; a non-number fails verification."""
-    value = payload.get(name)
-    if value is None:
+    """A numeric time claim, None when absent. Present, it must be a JSON number (RFC 7519
+    4.1.4-6 NumericDate): null, a string, true/false, a list or an object fails
+    verification, as in PyJWT and APISIX."""
+    if name not in payload:
         return None
+    value = payload[name]
     if type(value) not in _NUMBER:
         raise ValueError(name)
     return value
@@ -270,6 +272,7 @@ class JwtAuth:
         try:
             exp = _claim_time(payload, "exp")
             nbf = _claim_time(payload, "nbf")
+            _claim_time(payload, "iat")  # not required, not compared; a number if present
         except ValueError:
             return VERIFY_FAILED
         not_after = math.inf if exp is None else exp + cred.grace
