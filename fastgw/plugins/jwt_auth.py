@@ -227,8 +227,12 @@ class JwtAuth:
             if name == header and token:
                 if self.hide:
                     ex.drop_header(header)
+                # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
+                # keeps what ends a value, and "Bearer" may be followed by several spaces.
                 if token[:7] in _BEARER:  # "Bearer " prefix optional, any case
-                    token = token[7:].lstrip()
+                    token = token[7:].strip(b" \t")
+                else:
+                    token = token.rstrip(b" \t")
                 break
         else:
             token = self._token_elsewhere(ex)
