@@ -387,6 +387,55 @@ def test_whitespace_around_the_token_is_not_part_of_it(jwt_gateway, value):
         assert seen_headers(body)["x-consumer-username"] == "jack"
 
 
+# ---------------------------------------------------------------- one token, one text
+
+def _variants(t: str) -> dict[str, str]:
+    """Other spellings of t's segments that decode to the same bytes."""
+    head, body, sig = t.split(".")
+    out = {}
+    for name, seg, put in (("payload", body, lambda s: f"{head}.{s}.{sig}"),
+                           ("signature", sig, lambda s: f"{head}.{body}.{s}")):
+        rem = len(seg) % 4
+        if rem:
+            out[f"{name}-padded"] = put(seg + "=" * (4 - rem))
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            unused = 4 if rem == 2 else 2  # bits of the last character that carry nothing
+            last = alphabet[alphabet.index(seg[-1]) | (1 << unused) - 1]
+            out[f"{name}-trailing-bits"] = put(seg[:-1] + last)
+        if "-" in seg or "_" in seg:
+            out[f"{name}-plus-slash"] = put(seg.replace("-", "+").replace("_", "/"))
+    return out
+
+
+def _lenient(segment: str) -> bytes:
+    """What a forgiving decoder makes of a segment: either alphabet, padding optional."""
+    return base64.b64decode(segment.replace("-", "+").replace("_", "/") + "==")
+
+
+def _token_with_every_variant() -> tuple[str, dict[str, str]]:
+    for n in range(1000):  # until payload and signature both allow every kind of respelling
+        t = token(n=n, x="??>>~~")  # "?" and "~" make "_" and "-" in base64url
+        variants = _variants(t)
+        if len(variants) == 6:
+            return t, variants
+    raise AssertionError("no suitable token")
+
+
+def test_only_the_canonical_spelling_of_a_token_is_accepted(jwt_gateway, upstream):
+    """RFC 7515 2 / RFC 4648 3.5: one signature, one token text (the cache is keyed by it)."""
+    t, variants = _token_with_every_variant()
+    assert get(jwt_gateway, Authorization=t)[0] == 200  # genuine, and now cached
+    before = len(upstream.requests)
+    for kind, variant in variants.items():
+        assert [_lenient(seg) for seg in variant.split(".")] == \
+            [_lenient(seg) for seg in t.split(".")], kind  # the same bytes, spelt otherwise
+        assert_401(get(jwt_gateway, Authorization=variant), "JWT token invalid")
+        assert_401(get(jwt_gateway, f"/anything?jwt={variant.replace('+', '%2B')}"),
+                   "JWT token invalid")
+    assert len(upstream.requests) == before
+    assert get(jwt_gateway, Authorization=t)[0] == 200
+
+
 # ---------------------------------------------------------------- configuration errors
 
 @pytest.mark.parametrize("cred,expected", [
