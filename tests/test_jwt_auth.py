@@ -436,6 +436,41 @@ def test_only_the_canonical_spelling_of_a_token_is_accepted(jwt_gateway, upstrea
     assert get(jwt_gateway, Authorization=t)[0] == 200
 
 
+def _ecdsa_twin(t: str, order: int) -> str:
+    """The same ECDSA signature with s replaced by n - s, which verifies as well."""
+    head, body, sig = t.split(".")
+    raw = base64.urlsafe_b64decode(sig + "==")
+    half = len(raw) // 2
+    s = int.from_bytes(raw[half:], "big")
+    return f"{head}.{body}.{b64(raw[:half] + (order - s).to_bytes(half, 'big'))}"
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def test_es256_signatures_are_accepted_with_high_or_low_s(upstream, gateway_factory, key_pairs):
+    """ECDSA (FIPS 186, RFC 7518 3.4) does not fix s to its low half, and about half the
+    signatures that OpenSSL (so PyJWT, and `fastgw token`) and most JOSE libraries make have
+    s > n/2: refusing high s would refuse half the tokens issued. So (r, n - s) verifies too;
+    it is a second text of the same claims, made only from a token already held."""
+    private, public = key_pairs["ES256"]
+    gw = gateway_factory(config(upstream, consumers=[{"username": "es", "credentials": [
+        {"key": "es-key", "algorithm": "ES256", "public_key": public}]}]))
+    seen_high = seen_low = False
+    for n in range(64):
+        t = pyjwt.encode({"key": "es-key", "n": n}, private, algorithm="ES256")
+        s = int.from_bytes(base64.urlsafe_b64decode(t.split(".")[2] + "==")[32:], "big")
+        high = s > P256_ORDER // 2
+        if (high and seen_high) or (not high and seen_low):
+            continue
+        seen_high, seen_low = seen_high or high, seen_low or not high
+        assert get(gw, Authorization=t)[0] == 200
+        assert get(gw, Authorization=_ecdsa_twin(t, P256_ORDER))[0] == 200
+        if seen_high and seen_low:
+            break
+    assert seen_high and seen_low
+
+
 # ---------------------------------------------------------------- configuration errors
 
 @pytest.mark.parametrize("cred,expected", [
