@@ -387,6 +387,107 @@ def test_whitespace_around_the_token_is_not_part_of_it(jwt_gateway, value):
         assert seen_headers(body)["x-consumer-username"] == "jack"
 
 
+def assert_400_and_closed(result, upstream, requests_before: int):
+    status, headers, body, client = result
+    try:
+        assert status == 400
+        assert json.loads(body) == {"error_msg": "400 Bad Request"}
+        assert headers["connection"] == "close"
+        assert client.closed()
+    finally:
+        client.close()
+    assert len(upstream.requests) == requests_before  # nothing was forwarded
+
+
+def test_credential_header_twice_is_refused_and_the_connection_closed(jwt_gateway, upstream):
+    good = token()
+    forged = token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, Authorization=good)[0] == 200  # cached: the hot path is checked too
+    before = len(upstream.requests)
+    for lines in ([f"Authorization: {good}", f"Authorization: {forged}"],
+                  [f"Authorization: Bearer {good}", "X-Other: 1", f"authorization: {good}"],
+                  ["Authorization:", f"Authorization: {good}"],  # an empty one counts
+                  [f"Authorization: {good}", "Authorization:"],
+                  ["Authorization:", "Authorization:", f"Cookie: jwt={good}"]):
+        assert_400_and_closed(raw_get(jwt_gateway, *lines), upstream, before)
+
+
+def test_configured_header_twice_is_refused(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"header": "X-Token"}))
+    good = token()
+    before = len(upstream.requests)
+    assert_400_and_closed(raw_get(gw, f"X-Token: {good}", f"x-token: {good}"), upstream, before)
+    # the default header is only another header here
+    status, _, _, client = raw_get(gw, f"X-Token: {good}", "Authorization: a", "Authorization: b")
+    client.close()
+    assert status == 200
+
+
+@pytest.mark.parametrize("query", [
+    "jwt={good}&jwt={forged}", "jwt={good}&a=1&jwt={good}", "jwt={good}&%6Awt={forged}",
+    "j%77t={forged}&jwt={good}", "%6A%77%74={forged}&jwt={good}", "jwt=&jwt={good}",
+    "jwt={good}&jwt", "jwt={good}&jwt=",
+])
+def test_query_parameter_twice_is_refused(jwt_gateway, upstream, query):
+    good, forged = token(), token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, f"/anything?jwt={good}")[0] == 200
+    before = len(upstream.requests)
+    path = "/anything?" + query.format(good=good, forged=forged)
+    assert_400_and_closed(raw_get(jwt_gateway, path=path), upstream, before)
+
+
+@pytest.mark.parametrize("cookies", [
+    ["Cookie: jwt={good}; jwt={forged}"], ["Cookie: a=1; jwt={good}; b=2; jwt={good}"],
+    ["Cookie: jwt={good}", "Cookie: jwt={forged}"], ["Cookie: jwt={good}; jwt ={forged}"],
+    ["Cookie: jwt={good}; %6Awt={forged}"], ["Cookie: jwt=; jwt={good}"],
+])
+def test_cookie_twice_is_refused(jwt_gateway, upstream, cookies):
+    good, forged = token(), token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, Cookie=f"jwt={good}")[0] == 200
+    before = len(upstream.requests)
+    lines = [c.format(good=good, forged=forged) for c in cookies]
+    assert_400_and_closed(raw_get(jwt_gateway, *lines), upstream, before)
+
+
+def test_repeats_in_places_not_read_are_not_examined(jwt_gateway):
+    """Only the first place where the credential is present is read (SPEC 4)."""
+    t = token()
+    status, _, body, client = raw_get(jwt_gateway, f"Authorization: {t}", "Cookie: jwt=a; jwt=b",
+                                      path="/anything?jwt=a&jwt=b")
+    client.close()
+    assert status == 200
+    assert json.loads(body)["target"] == "/anything?jwt=a&jwt=b"
+
+
+def upstream_view(body: bytes) -> tuple[str, list]:
+    seen = json.loads(body)
+    return seen["target"], seen["headers"]
+
+
+def test_hide_credentials_leaves_no_copy_where_the_token_was_read(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"hide_credentials": True}))
+    t = token()
+    cases = [  # (header lines, path) -> what the upstream must see instead
+        (([f"Authorization: Bearer {t}  "], "/anything"), ("/anything", None)),
+        (([], f"/anything?a=1&%6Awt={t}&b=2"), ("/anything?a=1&b=2", None)),
+        (([], f"/anything?j%77t={t}"), ("/anything", None)),
+        ((["Cookie: a=1", f"Cookie: b=2; jwt = {t} ; c=3"], "/anything"),
+         ("/anything", ["a=1", "b=2; c=3"])),
+        (([f'Cookie: jwt="{t}"'], "/anything"), ("/anything", [])),
+        (([f"Cookie: %6Awt={t}; x=y"], "/anything"), ("/anything", ["x=y"])),
+    ]
+    for (lines, path), (target, cookies) in cases:
+        status, _, body, client = raw_get(gw, *lines, path=path)
+        client.close()
+        assert status == 200, (lines, path, body)
+        seen_target, headers = upstream_view(body)
+        assert seen_target == target
+        assert "authorization" not in [n for n, _ in headers]
+        if cookies is not None:
+            assert [v for n, v in headers if n == "cookie"] == cookies
+        assert t not in body.decode()  # no copy anywhere in what the upstream received
+
+
 # ---------------------------------------------------------------- one token, one text
 
 def _variants(t: str) -> dict[str, str]:

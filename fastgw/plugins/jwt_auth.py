@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from operator import countOf, itemgetter
 from urllib.parse import unquote_to_bytes
 
 import cachetools
@@ -17,7 +18,7 @@ import orjson
 
 from .. import jwt
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
-from ..responses import Response
+from ..responses import BAD_REQUEST, Response
 
 # ---------------------------------------------------------------- schemas
 
@@ -176,6 +177,7 @@ VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
 # ---------------------------------------------------------------- the plugin
 
 _NUMBER = (int, float)  # bool is not a number: type(True) is bool
+_NAME = itemgetter(0)
 
 
 def _spellings(word: bytes) -> frozenset[bytes]:
@@ -221,10 +223,16 @@ class JwtAuth:
         self.cache = snapshot.token_cache
 
     def access(self, ex) -> Response | None:
-        """None lets the request through (consumer headers set); else the 401 to answer."""
+        """None lets the request through (consumer headers set); else the answer: a 401, or
+        a 400 (connection closed) when the credential is given twice."""
         header = self.header
         for name, token in ex.headers:
             if name == header and token:
+                # A second copy would reach the upstream unverified, and which one it reads
+                # is its choice: refused. Counted in C over the names, once, after a match.
+                if countOf(map(_NAME, ex.headers), header) != 1:
+                    ex.refuse(BAD_REQUEST)
+                    return BAD_REQUEST
                 if self.hide:
                     ex.drop_header(header)
                 # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
@@ -235,7 +243,11 @@ class JwtAuth:
                     token = token.rstrip(b" \t")
                 break
         else:
-            token = self._token_elsewhere(ex)
+            try:
+                token = self._token_elsewhere(ex)
+            except _Repeated:
+                ex.refuse(BAD_REQUEST)
+                return BAD_REQUEST
             if token is None:
                 if self.anonymous_head is None:
                     return MISSING_TOKEN
@@ -292,44 +304,70 @@ class JwtAuth:
     # ------------------------------------------------------------ finding the token
 
     def _token_elsewhere(self, ex) -> bytes | None:
-        """The token from the query, else the cookie (the header had none)."""
+        """The token from the query, else the cookie (the header had none); _Repeated when
+        the place examined holds the credential's name more than once."""
+        if countOf(map(_NAME, ex.headers), self.header) > 1:  # present only empty, but twice
+            raise _Repeated
         if b"?" in ex.target:
             token = self._from_query(ex)
             if token is not None:
                 return token
-        for i, (name, value) in enumerate(ex.headers):
-            if name == b"cookie":
-                token = self._from_cookie(ex, i, value)
-                if token is not None:
-                    return token
-        return None
+        return self._from_cookies(ex)
 
     def _from_query(self, ex) -> bytes | None:
+        """Names are compared percent-decoded, as the upstream's framework will read them
+        (`%6Awt` is `jwt`), so that no spelling of a second copy slips past."""
         path, _, query = ex.target.partition(b"?")
         params = query.split(b"&")
+        found = None
         for i, param in enumerate(params):
-            name, _, value = param.partition(b"=")
-            if unquote_to_bytes(name.replace(b"+", b" ")) == self.query and value:
-                if self.hide:
-                    del params[i]
-                    ex.target = path + b"?" + b"&".join(params) if params else path
-                return unquote_to_bytes(value.replace(b"+", b" "))
-        return None
+            name = param.partition(b"=")[0]
+            if unquote_to_bytes(name.replace(b"+", b" ")) == self.query:
+                if found is not None:
+                    raise _Repeated
+                found = i
+        if found is None:
+            return None
+        value = params[found].partition(b"=")[2]
+        if not value:
+            return None
+        if self.hide:
+            del params[found]
+            ex.target = path + b"?" + b"&".join(params) if params else path
+        return unquote_to_bytes(value.replace(b"+", b" "))
 
-    def _from_cookie(self, ex, index: int, header: bytes) -> bytes | None:
-        pairs = header.split(b";")
-        for i, pair in enumerate(pairs):
-            name, _, value = pair.strip().partition(b"=")
-            if name == self.cookie and value:
-                if self.hide:
-                    del pairs[i]
-                    rest = b"; ".join(p.strip() for p in pairs if p.strip())
-                    if rest:
-                        ex.headers[index] = (b"cookie", rest)
-                    else:
-                        del ex.headers[index]
-                return value.strip(b'"')
-        return None
+    def _from_cookies(self, ex) -> bytes | None:
+        """The credential cookie, looked for in every Cookie header (RFC 6265 5.2: name and
+        value trimmed; a name is also compared percent-decoded, as some frameworks read it)."""
+        want = self.cookie
+        found = None
+        for i, (name, value) in enumerate(ex.headers):
+            if name == b"cookie":
+                pairs = value.split(b";")
+                for j, pair in enumerate(pairs):
+                    cookie = pair.partition(b"=")[0].strip()
+                    if cookie == want or b"%" in cookie and unquote_to_bytes(cookie) == want:
+                        if found is not None:
+                            raise _Repeated
+                        found = (i, j, pairs)
+        if found is None:
+            return None
+        i, j, pairs = found
+        value = pairs[j].partition(b"=")[2].strip()
+        if not value:
+            return None
+        if self.hide:
+            del pairs[j]
+            rest = b"; ".join(p.strip() for p in pairs if p.strip())
+            if rest:
+                ex.headers[i] = (b"cookie", rest)
+            else:
+                del ex.headers[i]
+        return value.strip(b'"')
+
+
+class _Repeated(Exception):
+    """The credential's header, query parameter or cookie is given more than once."""
 
 
 def build(conf: dict, snapshot) -> JwtAuth:
