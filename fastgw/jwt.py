@@ -124,20 +124,18 @@ def _header(segment: bytes) -> dict:
     return header
 
 
-def split_token(token: bytes) -> tuple[dict, Any, bytes, bytes]:
-    """(header, payload, signing input, signature) of a compact JWS, or TokenInvalid.
+def split_token(token: bytes) -> tuple[dict, bytes, bytes, bytes]:
+    """(header, payload bytes, signing input, signature) of a compact JWS, or TokenInvalid.
 
-    The header is shared between calls (it is memoised by its encoding): read it only."""
+    The payload is returned decoded but not parsed: what it must hold is the JWT layer's
+    business (a JWS payload may be any bytes). The header is shared between calls (it is
+    memoised by its encoding): read it only."""
     parts = token.split(b".")
     if len(parts) != 3:
         raise TokenInvalid("not three segments")
     head, body, sig = parts
-    header = _header(head)
-    try:
-        payload = orjson.loads(b64url_decode(body))
-    except orjson.JSONDecodeError:
-        raise TokenInvalid("payload is not JSON") from None
-    return header, payload, token[: len(head) + 1 + len(body)], b64url_decode(sig)
+    return (_header(head), b64url_decode(body), token[: len(head) + 1 + len(body)],
+            b64url_decode(sig))
 
 
 def new_secret() -> str:

@@ -118,6 +118,14 @@ class Credential:
         self.revoked = False
         self.source = (username, conf)
 
+    def verifies(self, header: dict, signing_input: bytes, signature: bytes) -> bool:
+        """The token's header names this credential's algorithm (never another, never
+        "none") and no extension fastgw does not implement (RFC 7515 4.1.11 `crit`, RFC 7797
+        unencoded payloads), and its signature verifies with this credential's key. Any key
+        the token names or carries (`kid`, `jku`, `jwk`, `x5u`, `x5c`) plays no part."""
+        return (header.get("alg") == self.algorithm and "crit" not in header
+                and "b64" not in header and self.verifier.verify(signing_input, signature))
+
 
 def index_credentials(consumers: list[dict], previous: dict[str, Credential] | None
                       ) -> dict[str, Credential]:
@@ -269,8 +277,9 @@ class JwtAuth:
 
     def _verify(self, ex, token: bytes) -> Response | None:
         try:
-            header, payload, signing_input, signature = jwt.split_token(token)
-        except jwt.TokenInvalid:
+            header, body, signing_input, signature = jwt.split_token(token)
+            payload = orjson.loads(body)
+        except ValueError:  # jwt.TokenInvalid, orjson.JSONDecodeError
             return TOKEN_INVALID
         if type(payload) is not dict:
             return TOKEN_INVALID
@@ -280,10 +289,7 @@ class JwtAuth:
         cred = self.credentials.get(key) if type(key) is str else None
         if cred is None:
             return INVALID_KEY
-        # Only the credential's own algorithm; no critical extensions, no unencoded payloads.
-        if header.get("alg") != cred.algorithm or "crit" in header or "b64" in header:
-            return VERIFY_FAILED
-        if not cred.verifier.verify(signing_input, signature):
+        if not cred.verifies(header, signing_input, signature):
             return VERIFY_FAILED
         try:
             exp = _claim_time(payload, "exp")
