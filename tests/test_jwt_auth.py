@@ -334,6 +334,41 @@ def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
     assert get(jwt_gateway, Authorization=token())[0] == 200
 
 
+class PluginSide:
+    """The part of an exchange the plugin reads and writes (headers, target, the consumer
+    headers to add, dropped headers, a refusal), for calling the plugin in-process."""
+
+    def __init__(self, headers: list, target: bytes = b"/"):
+        self.headers, self.target = headers, target
+        self.extra_head, self.consumer, self.skip = b"", "", set()
+        self.response, self.keep_alive = None, True
+
+    def drop_header(self, name: bytes) -> None:
+        self.skip.add(name)
+
+    def refuse(self, response) -> None:
+        self.response, self.keep_alive = response, False
+
+
+def test_verified_token_cache_drops_the_least_recently_used():
+    from types import SimpleNamespace
+
+    from fastgw.config.schema import validate
+    from fastgw.plugins import jwt_auth
+    conf = validate({"consumers": [consumer()], "services": [service("http://127.0.0.1:9", [
+        {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
+    cache = jwt_auth.VerifiedTokenCache(2)
+    plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
+                            SimpleNamespace(credentials=jwt_auth.index_credentials(
+                                conf["consumers"], None), token_cache=cache))
+    t0, t1, t2 = (token(n=i).encode() for i in range(3))
+    for t in (t0, t1, t0, t2):  # t0 is used again before t2 comes: t1 is the one to go
+        ex = PluginSide([(b"authorization", t)])
+        assert plugin.access(ex) is None and ex.consumer == "jack"
+    assert list(cache) == [t0, t2]
+    assert (cache.hits, cache.misses, cache.evictions) == (1, 3, 1)
+
+
 # ---------------------------------------------------------------- time claims
 
 def signed(payload, header=None, secret: str = SECRET) -> str:
