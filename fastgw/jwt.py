@@ -30,17 +30,33 @@ HMAC_ALGORITHMS = frozenset(("HS256", "HS384", "HS512"))
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")  # by len % 4; a remainder of 1 is never valid
 
+# A token segment in any other spelling than the canonical one is refused, so that one
+# signature stands for exactly one token text (the verified-token cache is keyed by the
+# text): "+", "/" and "=" become "*", which strict a2b_base64 refuses like any stranger.
+_SEGMENT_TO_STD = bytes.maketrans(b"-_+/=", b"+/***")
+# The final character of a segment of len % 4 == 2 (or 3) carries 4 (or 2) unused low bits,
+# which RFC 4648 3.5 and RFC 7515 2 ("all trailing '=' characters omitted") leave zero:
+# the characters whose value is a multiple of 16 (or 4).
+_CANONICAL_LAST = (None, None, frozenset(b"AQgw"), frozenset(b"AEIMQUYcgkosw048"))
+
 
 class TokenInvalid(ValueError):
-    """The token is not three base64url segments holding a JSON header and payload."""
+    """The token is not three canonical base64url segments, or its header is not JSON."""
 
 
 def b64url_decode(segment: bytes) -> bytes:
-    """Strict base64url: a character outside the alphabet is an error, not skipped."""
-    if len(segment) % 4 == 1:
-        raise TokenInvalid("bad base64 length")
+    """Canonical base64url only: the URL-safe alphabet, no padding, unused bits zero.
+
+    Any other spelling (a character outside the alphabet, "=", the "+/" alphabet, or
+    non-zero trailing bits, which decode to the same bytes) is an error, not tolerated."""
+    rem = len(segment) % 4
+    if rem:
+        if rem == 1:
+            raise TokenInvalid("bad base64 length")
+        if segment[-1] not in _CANONICAL_LAST[rem]:
+            raise TokenInvalid("not canonical base64url")
     try:
-        return binascii.a2b_base64(segment.translate(_URL_TO_STD) + _PADDING[len(segment) % 4],
+        return binascii.a2b_base64(segment.translate(_SEGMENT_TO_STD) + _PADDING[rem],
                                    strict_mode=True)
     except binascii.Error:
         raise TokenInvalid("bad base64") from None
@@ -108,20 +124,18 @@ def _header(segment: bytes) -> dict:
     return header
 
 
-def split_token(token: bytes) -> tuple[dict, Any, bytes, bytes]:
-    """(header, payload, signing input, signature) of a compact JWS, or TokenInvalid.
+def split_token(token: bytes) -> tuple[dict, bytes, bytes, bytes]:
+    """(header, payload bytes, signing input, signature) of a compact JWS, or TokenInvalid.
 
-    The header is shared between calls (it is memoised by its encoding): read it only."""
+    The payload is returned decoded but not parsed: what it must hold is the JWT layer's
+    business (a JWS payload may be any bytes). The header is shared between calls (it is
+    memoised by its encoding): read it only."""
     parts = token.split(b".")
     if len(parts) != 3:
         raise TokenInvalid("not three segments")
     head, body, sig = parts
-    header = _header(head)
-    try:
-        payload = orjson.loads(b64url_decode(body))
-    except orjson.JSONDecodeError:
-        raise TokenInvalid("payload is not JSON") from None
-    return header, payload, token[: len(head) + 1 + len(body)], b64url_decode(sig)
+    return (_header(head), b64url_decode(body), token[: len(head) + 1 + len(body)],
+            b64url_decode(sig))
 
 
 def new_secret() -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -270,8 +272,6 @@ def test_algorithm_confusion_hs256_signed_with_public_key_is_rejected(
         {"key": "rsa-key", "algorithm": "RS256", "public_key": public}]}]))
     header = b64(b'{"alg":"HS256","typ":"JWT"}')
     payload = b64(b'{"key":"rsa-key"}')
-    import hashlib
-    import hmac
     sig = hmac.new(public.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert_401(get(gw, Authorization=f"{header}.{payload}.{b64(sig)}"), "failed to verify jwt")
 
@@ -332,6 +332,279 @@ def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
     line = jwt_gateway.wait_for_log("reload refused")
     assert "services[0].upstream: is required" in line
     assert get(jwt_gateway, Authorization=token())[0] == 200
+
+
+class PluginSide:
+    """The part of an exchange the plugin reads and writes (headers, target, the consumer
+    headers to add, dropped headers, a refusal), for calling the plugin in-process."""
+
+    def __init__(self, headers: list, target: bytes = b"/"):
+        self.headers, self.target = headers, target
+        self.extra_head, self.consumer, self.skip = b"", "", set()
+        self.response, self.keep_alive = None, True
+
+    def drop_header(self, name: bytes) -> None:
+        self.skip.add(name)
+
+    def refuse(self, response) -> None:
+        self.response, self.keep_alive = response, False
+
+
+def test_verified_token_cache_drops_the_least_recently_used():
+    from types import SimpleNamespace
+
+    from fastgw.config.schema import validate
+    from fastgw.plugins import jwt_auth
+    conf = validate({"consumers": [consumer()], "services": [service("http://127.0.0.1:9", [
+        {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
+    cache = jwt_auth.VerifiedTokenCache(2)
+    plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
+                            SimpleNamespace(credentials=jwt_auth.index_credentials(
+                                conf["consumers"], None), token_cache=cache))
+    t0, t1, t2 = (token(n=i).encode() for i in range(3))
+    for t in (t0, t1, t0, t2):  # t0 is used again before t2 comes: t1 is the one to go
+        ex = PluginSide([(b"authorization", t)])
+        assert plugin.access(ex) is None and ex.consumer == "jack"
+    assert list(cache) == [t0, t2]
+    assert (cache.hits, cache.misses, cache.evictions) == (1, 3, 1)
+
+
+# ---------------------------------------------------------------- time claims
+
+def signed(payload, header=None, secret: str = SECRET) -> str:
+    """An HS256 token over any JSON payload (PyJWT's encoder would refuse some on purpose)."""
+    head = b64(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(payload).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+NOT_NUMBERS = [None, "1700000000", "", True, False, [1700000000], {"t": 1700000000}]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", NOT_NUMBERS, ids=lambda v: json.dumps(v))
+def test_time_claim_present_but_not_a_number_fails_verification(jwt_gateway, claim, value):
+    """RFC 7519 4.1.4-6: a NumericDate is a JSON number; null is not "absent"."""
+    assert_401(get(jwt_gateway, Authorization=signed({"key": "user-key", claim: value})),
+               "failed to verify jwt")
+
+
+def test_iat_is_not_checked_beyond_its_type(jwt_gateway):
+    now = time.time()
+    for iat in (int(now) + 86400, 0, now - 0.5, -1):  # the future, the epoch, a fraction
+        assert get(jwt_gateway, Authorization=signed({"key": "user-key", "iat": iat}))[0] == 200
+    assert get(jwt_gateway, Authorization=signed(
+        {"key": "user-key", "exp": now + 60.5, "nbf": now - 60.5}))[0] == 200
+
+
+# ---------------------------------------------------------------- where the token is read
+
+def raw_get(gw, *lines: str, path: str = "/anything"):
+    """A GET with exactly these header lines: (status, headers, body, client still open)."""
+    client = gw.raw()
+    head = f"GET {path} HTTP/1.1\r\nHost: api.test\r\n" + "".join(f"{l}\r\n" for l in lines)
+    client.send(head.encode() + b"\r\n")
+    status, headers, body = client.response()
+    return status, headers, body, client
+
+
+@pytest.mark.parametrize("value", ["{t}   ", "{t}\t", "{t} \t \t", "Bearer {t}  ",
+                                   "Bearer \t {t}", "bearer   {t}\t ", "BEARER {t}\t"])
+def test_whitespace_around_the_token_is_not_part_of_it(jwt_gateway, value):
+    """RFC 9110 5.5: leading and trailing SP/HTAB are not part of a field value (llhttp
+    keeps the trailing ones). Twice: verified in full, then from the cache."""
+    t = token(n=value)
+    for _ in range(2):
+        status, _, body, client = raw_get(jwt_gateway, "Authorization: " + value.format(t=t))
+        client.close()
+        assert status == 200, body
+        assert seen_headers(body)["x-consumer-username"] == "jack"
+
+
+def assert_400_and_closed(result, upstream, requests_before: int):
+    status, headers, body, client = result
+    try:
+        assert status == 400
+        assert json.loads(body) == {"error_msg": "400 Bad Request"}
+        assert headers["connection"] == "close"
+        assert client.closed()
+    finally:
+        client.close()
+    assert len(upstream.requests) == requests_before  # nothing was forwarded
+
+
+def test_credential_header_twice_is_refused_and_the_connection_closed(jwt_gateway, upstream):
+    good = token()
+    forged = token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, Authorization=good)[0] == 200  # cached: the hot path is checked too
+    before = len(upstream.requests)
+    for lines in ([f"Authorization: {good}", f"Authorization: {forged}"],
+                  [f"Authorization: Bearer {good}", "X-Other: 1", f"authorization: {good}"],
+                  ["Authorization:", f"Authorization: {good}"],  # an empty one counts
+                  [f"Authorization: {good}", "Authorization:"],
+                  ["Authorization:", "Authorization:", f"Cookie: jwt={good}"]):
+        assert_400_and_closed(raw_get(jwt_gateway, *lines), upstream, before)
+
+
+def test_configured_header_twice_is_refused(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"header": "X-Token"}))
+    good = token()
+    before = len(upstream.requests)
+    assert_400_and_closed(raw_get(gw, f"X-Token: {good}", f"x-token: {good}"), upstream, before)
+    # the default header is only another header here
+    status, _, _, client = raw_get(gw, f"X-Token: {good}", "Authorization: a", "Authorization: b")
+    client.close()
+    assert status == 200
+
+
+@pytest.mark.parametrize("query", [
+    "jwt={good}&jwt={forged}", "jwt={good}&a=1&jwt={good}", "jwt={good}&%6Awt={forged}",
+    "j%77t={forged}&jwt={good}", "%6A%77%74={forged}&jwt={good}", "jwt=&jwt={good}",
+    "jwt={good}&jwt", "jwt={good}&jwt=",
+])
+def test_query_parameter_twice_is_refused(jwt_gateway, upstream, query):
+    good, forged = token(), token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, f"/anything?jwt={good}")[0] == 200
+    before = len(upstream.requests)
+    path = "/anything?" + query.format(good=good, forged=forged)
+    assert_400_and_closed(raw_get(jwt_gateway, path=path), upstream, before)
+
+
+@pytest.mark.parametrize("cookies", [
+    ["Cookie: jwt={good}; jwt={forged}"], ["Cookie: a=1; jwt={good}; b=2; jwt={good}"],
+    ["Cookie: jwt={good}", "Cookie: jwt={forged}"], ["Cookie: jwt={good}; jwt ={forged}"],
+    ["Cookie: jwt={good}; %6Awt={forged}"], ["Cookie: jwt=; jwt={good}"],
+])
+def test_cookie_twice_is_refused(jwt_gateway, upstream, cookies):
+    good, forged = token(), token(role="admin", secret="forged-" + SECRET)
+    assert get(jwt_gateway, Cookie=f"jwt={good}")[0] == 200
+    before = len(upstream.requests)
+    lines = [c.format(good=good, forged=forged) for c in cookies]
+    assert_400_and_closed(raw_get(jwt_gateway, *lines), upstream, before)
+
+
+def test_repeats_in_places_not_read_are_not_examined(jwt_gateway):
+    """Only the first place where the credential is present is read (SPEC 4)."""
+    t = token()
+    status, _, body, client = raw_get(jwt_gateway, f"Authorization: {t}", "Cookie: jwt=a; jwt=b",
+                                      path="/anything?jwt=a&jwt=b")
+    client.close()
+    assert status == 200
+    assert json.loads(body)["target"] == "/anything?jwt=a&jwt=b"
+
+
+def upstream_view(body: bytes) -> tuple[str, list]:
+    seen = json.loads(body)
+    return seen["target"], seen["headers"]
+
+
+def test_hide_credentials_leaves_no_copy_where_the_token_was_read(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, {"hide_credentials": True}))
+    t = token()
+    cases = [  # (header lines, path) -> what the upstream must see instead
+        (([f"Authorization: Bearer {t}  "], "/anything"), ("/anything", None)),
+        (([], f"/anything?a=1&%6Awt={t}&b=2"), ("/anything?a=1&b=2", None)),
+        (([], f"/anything?j%77t={t}"), ("/anything", None)),
+        ((["Cookie: a=1", f"Cookie: b=2; jwt = {t} ; c=3"], "/anything"),
+         ("/anything", ["a=1", "b=2; c=3"])),
+        (([f'Cookie: jwt="{t}"'], "/anything"), ("/anything", [])),
+        (([f"Cookie: %6Awt={t}; x=y"], "/anything"), ("/anything", ["x=y"])),
+    ]
+    for (lines, path), (target, cookies) in cases:
+        status, _, body, client = raw_get(gw, *lines, path=path)
+        client.close()
+        assert status == 200, (lines, path, body)
+        seen_target, headers = upstream_view(body)
+        assert seen_target == target
+        assert "authorization" not in [n for n, _ in headers]
+        if cookies is not None:
+            assert [v for n, v in headers if n == "cookie"] == cookies
+        assert t not in body.decode()  # no copy anywhere in what the upstream received
+
+
+# ---------------------------------------------------------------- one token, one text
+
+def _variants(t: str) -> dict[str, str]:
+    """Other spellings of t's segments that decode to the same bytes."""
+    head, body, sig = t.split(".")
+    out = {}
+    for name, seg, put in (("payload", body, lambda s: f"{head}.{s}.{sig}"),
+                           ("signature", sig, lambda s: f"{head}.{body}.{s}")):
+        rem = len(seg) % 4
+        if rem:
+            out[f"{name}-padded"] = put(seg + "=" * (4 - rem))
+            alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+            unused = 4 if rem == 2 else 2  # bits of the last character that carry nothing
+            last = alphabet[alphabet.index(seg[-1]) | (1 << unused) - 1]
+            out[f"{name}-trailing-bits"] = put(seg[:-1] + last)
+        if "-" in seg or "_" in seg:
+            out[f"{name}-plus-slash"] = put(seg.replace("-", "+").replace("_", "/"))
+    return out
+
+
+def _lenient(segment: str) -> bytes:
+    """What a forgiving decoder makes of a segment: either alphabet, padding optional."""
+    return base64.b64decode(segment.replace("-", "+").replace("_", "/") + "==")
+
+
+def _token_with_every_variant() -> tuple[str, dict[str, str]]:
+    for n in range(1000):  # until payload and signature both allow every kind of respelling
+        t = token(n=n, x="??>>~~")  # "?" and "~" make "_" and "-" in base64url
+        variants = _variants(t)
+        if len(variants) == 6:
+            return t, variants
+    raise AssertionError("no suitable token")
+
+
+def test_only_the_canonical_spelling_of_a_token_is_accepted(jwt_gateway, upstream):
+    """RFC 7515 2 / RFC 4648 3.5: one signature, one token text (the cache is keyed by it)."""
+    t, variants = _token_with_every_variant()
+    assert get(jwt_gateway, Authorization=t)[0] == 200  # genuine, and now cached
+    before = len(upstream.requests)
+    for kind, variant in variants.items():
+        assert [_lenient(seg) for seg in variant.split(".")] == \
+            [_lenient(seg) for seg in t.split(".")], kind  # the same bytes, spelt otherwise
+        assert_401(get(jwt_gateway, Authorization=variant), "JWT token invalid")
+        assert_401(get(jwt_gateway, f"/anything?jwt={variant.replace('+', '%2B')}"),
+                   "JWT token invalid")
+    assert len(upstream.requests) == before
+    assert get(jwt_gateway, Authorization=t)[0] == 200
+
+
+def _ecdsa_twin(t: str, order: int) -> str:
+    """The same ECDSA signature with s replaced by n - s, which verifies as well."""
+    head, body, sig = t.split(".")
+    raw = base64.urlsafe_b64decode(sig + "==")
+    half = len(raw) // 2
+    s = int.from_bytes(raw[half:], "big")
+    return f"{head}.{body}.{b64(raw[:half] + (order - s).to_bytes(half, 'big'))}"
+
+
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def test_es256_signatures_are_accepted_with_high_or_low_s(upstream, gateway_factory, key_pairs):
+    """ECDSA (FIPS 186, RFC 7518 3.4) does not fix s to its low half, and about half the
+    signatures that OpenSSL (so PyJWT, and `fastgw token`) and most JOSE libraries make have
+    s > n/2: refusing high s would refuse half the tokens issued. So (r, n - s) verifies too;
+    it is a second text of the same claims, made only from a token already held."""
+    private, public = key_pairs["ES256"]
+    gw = gateway_factory(config(upstream, consumers=[{"username": "es", "credentials": [
+        {"key": "es-key", "algorithm": "ES256", "public_key": public}]}]))
+    seen_high = seen_low = False
+    for n in range(64):
+        t = pyjwt.encode({"key": "es-key", "n": n}, private, algorithm="ES256")
+        s = int.from_bytes(base64.urlsafe_b64decode(t.split(".")[2] + "==")[32:], "big")
+        high = s > P256_ORDER // 2
+        if (high and seen_high) or (not high and seen_low):
+            continue
+        seen_high, seen_low = seen_high or high, seen_low or not high
+        assert get(gw, Authorization=t)[0] == 200
+        assert get(gw, Authorization=_ecdsa_twin(t, P256_ORDER))[0] == 200
+        if seen_high and seen_low:
+            break
+    assert seen_high and seen_low
 
 
 # ---------------------------------------------------------------- configuration errors
