@@ -21,14 +21,10 @@ refused ("Empty Transfer-Encoding"), and ``test_empty_transfer_encoding_refused`
 below covers that.  ``test_bundled_llhttp_is_the_synced_one`` fails as soon as
 another httptools is installed, with what to do.
 
-The fixture files are kept outside this repository.  They are read from the
-first of these folders that holds ``request/*.md``; without one, the fixture
-cases are skipped (a single skip points here), while the version pin and the
-strictness tests at the end run regardless:
-
-1. ``$FASTGW_LLHTTP_FIXTURES``;
-2. ``tests/external/data/llhttp/``;
-3. ``shared/llhttp/`` beside the repository checkout.
+The fixture files are kept outside this repository, in the ``llhttp`` data set
+(``tests/external/external_data.py`` says where those are looked for); without it, the
+fixture cases are skipped (a single skip points here), while the version pin and
+the strictness tests at the end run regardless.
 
 Each file's SHA-256 is checked against the pinned commit, so a folder with
 other versions of them fails instead of testing something else.  To make such
@@ -76,7 +72,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -84,11 +79,10 @@ from pathlib import Path
 
 import httptools
 import pytest
+from external_data import dataset
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
                        HttpParserInvalidStatusError, HttpParserInvalidURLError, HttpParserUpgrade)
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 
 # httptools release -> the llhttp version vendored in it.  Reading it at run time
 # is not possible: the compiled parser carries no version string, and the wheel
@@ -127,12 +121,8 @@ RESYNC = (f"The llhttp fixtures here are those of nodejs/llhttp {FIXTURES_TAG} "
 # --- where the fixture files are -------------------------------------------------
 
 def fixture_dir() -> Path | None:
-    candidates = [os.environ.get("FASTGW_LLHTTP_FIXTURES"), HERE / "data" / "llhttp",
-                  ROOT.parent / "shared" / "llhttp"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "request").is_dir():
-            return Path(candidate)
-    return None
+    folder = dataset("llhttp")
+    return folder if folder is not None and (folder / "request").is_dir() else None
 
 
 FIXTURE_DIR = fixture_dir()

@@ -2,8 +2,13 @@
 
 Where the cases come from: the Wycheproof project, https://github.com/C2SP/wycheproof, file
 `testvectors_v1/json_web_signature_test.json` at commit
-dac1dd4729fd1f8dd9e1e9f3dce51d783da6c166, Apache License 2.0. The file is copied unchanged
-to `data/` (its licence beside it, in `data/LICENSE.wycheproof`).
+dac1dd4729fd1f8dd9e1e9f3dce51d783da6c166 (git blob cdb1c77a770b72e340d6c1e2ed502b86628e9438),
+Apache License 2.0. The file, unchanged, with Wycheproof's LICENSE beside it, is the
+`wycheproof` data set (tests/external/external_data.py says where data sets are looked for); the
+whole module is skipped without it. To make it from a clone of C2SP/wycheproof:
+
+    mkdir -p DIR && git show dac1dd47:LICENSE > DIR/LICENSE
+    git show dac1dd47:testvectors_v1/json_web_signature_test.json > DIR/json_web_signature_test.json
 
 Each test group holds a JWK and compact JWS texts, each marked "valid" or "invalid". The JWK
 becomes a fastgw credential the way an operator would write one (an HS* key as `secret` with
@@ -27,18 +32,22 @@ lists them); test_vector_counts keeps the tally honest.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import jwt as pyjwt
 import pytest
+from external_data import dataset
 from cryptography.hazmat.primitives import serialization
 
 from fastgw import jwt
 from fastgw.config.schema import validate
 from fastgw.plugins import jwt_auth
 
-DATA = json.loads((Path(__file__).parent / "data" / "json_web_signature_test.json").read_text())
+FOLDER = dataset("wycheproof")
+if FOLDER is None:
+    pytest.skip("the wycheproof data set is not there; see this module's docstring",
+                allow_module_level=True)
+DATA = json.loads((FOLDER / "json_web_signature_test.json").read_text())
 GROUPS = DATA["testGroups"]
 
 # EC curves and the one algorithm of each (RFC 7518 3.4).
