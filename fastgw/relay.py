@@ -24,6 +24,7 @@ from httptools import HttpParserError, HttpResponseParser
 
 from . import responses
 from .responses import SERVER, Response, status_line
+from .spelling import header_names
 
 QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 
@@ -33,22 +34,9 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"proxy-authorization"))
 
 
-def spellings(names) -> frozenset[bytes]:
-    """Each lower-case name with every mix of "-" and "_": CGI and WSGI servers (gunicorn,
-    Django, Flask) read X_Consumer_Username as X-Consumer-Username, so both are one header."""
-    out = set()
-    for name in names:
-        variants = [b""]
-        for ch in name:
-            c = bytes([ch])
-            variants = [v + x for v in variants for x in ((b"-", b"_") if c == b"-" else (c,))]
-        out.update(variants)
-    return frozenset(out)
-
-
 # Request fields the gateway writes itself (framing, Host, forwarding and identity), so a
 # client's copy, under any spelling, never reaches the upstream.
-REQUEST_SKIP = spellings(HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarded-for",
+REQUEST_SKIP = header_names(HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarded-for",
                                        b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
                                        b"x-consumer-username", b"x-credential-identifier"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
@@ -131,9 +119,9 @@ class Exchange:
 
     # ------------------------------------------------------------ for plugins
 
-    def drop_header(self, name: bytes) -> None:
-        """Do not forward the request header `name` (lower-case)."""
-        self.skip = self.skip | {name}
+    def drop_header(self, names: frozenset[bytes]) -> None:
+        """Do not forward the request headers `names` (lower-case)."""
+        self.skip = self.skip | names
 
     def refuse(self, response: Response) -> None:
         """Answer with `response` and close the connection after it."""

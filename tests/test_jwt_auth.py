@@ -458,6 +458,20 @@ def test_configured_header_twice_is_refused(upstream, gateway_factory):
     assert status == 200
 
 
+def test_the_credential_header_under_another_spelling_is_the_same_header(upstream,
+                                                                         gateway_factory):
+    """X_Token and X-Token are one variable to a CGI or WSGI server behind the gateway."""
+    gw = gateway_factory(config(upstream, {"header": "X-Token", "hide_credentials": True}))
+    good, forged = token(), token(role="admin", secret="forged-" + SECRET)
+    before = len(upstream.requests)
+    assert_400_and_closed(raw_get(gw, f"X-Token: {good}", f"X_Token: {forged}"), upstream, before)
+    assert_400_and_closed(raw_get(gw, f"x_token: {forged}", f"X-Token: {good}"), upstream, before)
+    status, _, body, client = raw_get(gw, f"X_TOKEN: Bearer {good}")
+    client.close()
+    assert status == 200
+    assert good not in body.decode()  # hidden under the spelling it came in
+
+
 @pytest.mark.parametrize("query", [
     "jwt={good}&jwt={forged}", "jwt={good}&a=1&jwt={good}", "jwt={good}&%6Awt={forged}",
     "j%77t={forged}&jwt={good}", "%6A%77%74={forged}&jwt={good}", "jwt=&jwt={good}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from operator import countOf, itemgetter
+from operator import itemgetter
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -19,6 +19,7 @@ import orjson
 from .. import jwt
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
+from ..spelling import any_case, header_names
 
 # ---------------------------------------------------------------- schemas
 
@@ -195,16 +196,7 @@ _NUMBER = (int, float)  # bool is not a number: type(True) is bool
 _NAME = itemgetter(0)
 
 
-def _spellings(word: bytes) -> frozenset[bytes]:
-    """Every upper/lower-case spelling of `word`, so matching it is one set lookup."""
-    variants = [b""]
-    for ch in word:
-        c = bytes([ch])
-        variants = [v + x for v in variants for x in {c.lower(), c.upper()}]
-    return frozenset(variants)
-
-
-_BEARER = _spellings(b"bearer ")  # 64 spellings; the prefix is case-insensitive
+_BEARER = any_case(b"bearer ")  # 64 spellings; the prefix is case-insensitive
 
 
 def _claim_time(payload: dict, name: str) -> float | None:
@@ -222,11 +214,13 @@ def _claim_time(payload: dict, name: str) -> float | None:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("header", "query", "cookie", "hide", "key_claim", "anonymous", "anonymous_head",
+    __slots__ = ("header", "is_header", "query", "cookie", "hide", "key_claim", "anonymous", "anonymous_head",
                  "credentials", "cache")
 
     def __init__(self, conf: dict, snapshot):
-        self.header = conf["header"].lower().encode("latin-1")
+        # The header in every spelling a server behind may read as it (X_Token is X-Token)
+        self.header = header_names((conf["header"].lower().encode("latin-1"),))
+        self.is_header = self.header.__contains__
         self.query = conf["query"].encode()
         self.cookie = conf["cookie"].encode()
         self.hide = conf["hide_credentials"]
@@ -242,10 +236,10 @@ class JwtAuth:
         a 400 (connection closed) when the credential is given twice."""
         header = self.header
         for name, token in ex.headers:
-            if name == header and token:
+            if name in header and token:
                 # A second copy would reach the upstream unverified, and which one it reads
                 # is its choice: refused. Counted in C over the names, once, after a match.
-                if countOf(map(_NAME, ex.headers), header) != 1:
+                if sum(map(self.is_header, map(_NAME, ex.headers))) != 1:
                     ex.refuse(BAD_REQUEST)
                     return BAD_REQUEST
                 if self.hide:
@@ -320,7 +314,7 @@ class JwtAuth:
     def _token_elsewhere(self, ex) -> bytes | None:
         """The token from the query, else the cookie (the header had none); _Repeated when
         the place examined holds the credential's name more than once."""
-        if countOf(map(_NAME, ex.headers), self.header) > 1:  # present only empty, but twice
+        if sum(map(self.is_header, map(_NAME, ex.headers))) > 1:  # only empty, but twice
             raise _Repeated
         if b"?" in ex.target:
             token = self._from_query(ex)
