@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 DAY = datetime.timedelta(days=1)
@@ -55,9 +55,10 @@ class CertificateAuthority:
         return path
 
     def issue(self, common_name: str = "localhost",
-              names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Pair:
-        """A server certificate for `names` (DNS names or IP addresses), signed by this CA."""
-        key = ec.generate_private_key(ec.SECP256R1())
+              names: tuple[str, ...] = ("localhost", "127.0.0.1"), key=None) -> Pair:
+        """A server certificate for `names` (DNS names or IP addresses), signed by this CA;
+        for a new P-256 key unless `key` is given."""
+        key = key or ec.generate_private_key(ec.SECP256R1())
         sans = []
         for name in names:
             try:
@@ -75,7 +76,13 @@ class CertificateAuthority:
                 .add_extension(x509.SubjectAlternativeName(sans), False)
                 .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), False)
                 .sign(self.key, hashes.SHA256()))
-        return Pair(cert.public_bytes(serialization.Encoding.PEM) + self.pem, _key_pem(key), serial)
+        chain = cert.public_bytes(serialization.Encoding.PEM) + self.pem
+        return Pair(chain, _key_pem(key), serial)
+
+
+def weak_key():
+    """An RSA key too small for OpenSSL's default security level (2)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 
 
 def other_key() -> bytes:

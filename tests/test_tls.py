@@ -17,8 +17,9 @@ import warnings
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from certs import CertificateAuthority, encrypted, other_key, serial_of
+from certs import CertificateAuthority, encrypted, other_key, serial_of, weak_key
 from conftest import Gateway, free_port, service
+from fastgw import tls
 from fastgw.settings import SettingError, Settings
 from upstream import pattern_sha256
 
@@ -300,6 +301,22 @@ def test_a_bad_pair_at_start_is_one_line_and_exit_2(tmp_path, ca, case, setting,
     assert result.stderr.startswith(f"fastgw: {setting}: ") and says in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert secret not in result.stderr + result.stdout
+
+
+def test_a_pair_openssl_will_not_serve_is_refused_with_its_reason(tmp_path, ca):
+    cert, key = ca.issue(key=weak_key()).write(tmp_path)
+    with pytest.raises(tls.PairError) as error:
+        tls.read_pair(str(cert), str(key))
+    assert str(error.value) == f"FASTGW_TLS_CERT: {cert} cannot be served: ee key too small"
+
+
+def test_a_pair_never_shows_its_key(tmp_path, ca):
+    pair = ca.issue()
+    cert, _ = pair.write(tmp_path)
+    cert.write_bytes(pair.cert + pair.key)  # a certificate file holding the key too
+    read = tls.read_pair(str(cert), str(tmp_path / "server.key"))
+    assert pair.key.decode().splitlines()[1] not in repr(read)
+    assert read.summary.startswith("CN=localhost, valid until ")
 
 
 @pytest.mark.parametrize("given,named,missing", [
