@@ -1,7 +1,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBS   := wrk nginx-light haproxy etcd-server
+DEBS   := wrk nginx-light haproxy etcd-server curl
 
 .PHONY: install run test bench profile clean
 

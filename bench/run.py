@@ -11,13 +11,22 @@ and medians reported. Before measuring, each configuration must answer 200 with 
 upstream's body for a valid token and 401 without one; a run with any non-2xx answer
 or socket error is reported as failed.
 
+Scenario 10 puts TLS in front: fastgw and HAProxy terminating it on the same ECDSA P-256
+certificate, over keep-alive connections and with a new connection for every request
+(`Connection: close`; wrk resumes the TLS session on each new connection, as a returning
+client does: a TLS 1.3 PSK handshake with a fresh ECDHE exchange, no certificate sent).
+
 Output: a Markdown table on stdout, the same as JSON in bench/results/latest.json, and a
 chart (bench/results/latest.png) when matplotlib is installed (`pip install .[bench]`).
+`--only` runs a subset (and starts only the processes it needs); its results go to
+bench/results/only-<scenarios>.json and .png instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import ipaddress
 import json
 import os
 import platform
@@ -26,6 +35,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -36,8 +46,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt as pyjwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -127,6 +139,9 @@ class Proc:
     ready_log: str | None = None
     popen: subprocess.Popen | None = None
     started_in: float = 0.0
+    owner: "Proc | None" = None  # another listener of that process (its CPU is measured)
+    scheme: str = "http"
+    ca: Path | None = None  # for https: the CA that signed its certificate
 
     def start(self, workdir: Path) -> "Proc":
         log = open(workdir / f"{self.name}.log", "w")
@@ -140,7 +155,7 @@ class Proc:
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return (self.owner or self).popen.pid
 
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
@@ -192,8 +207,14 @@ http {{
     return Proc("nginx", ["nginx", "-c", str(conf)], port)
 
 
-def haproxy(workdir: Path, port: int, jwt_port: int, upstream: int) -> Proc:
+def haproxy(workdir: Path, port: int, jwt_port: int, upstream: int,
+            tls: tuple[int, Path] | None = None) -> Proc:
+    """`tls` is (port, PEM file holding the certificate and its key)."""
     conf = workdir / "haproxy.cfg"
+    tls_frontend = "" if tls is None else f"""frontend tls
+  bind 127.0.0.1:{tls[0]} ssl crt {tls[1]} alpn http/1.1 ssl-min-ver TLSv1.2
+  default_backend up
+"""
     conf.write_text(f"""
 global
   nbthread 1
@@ -218,19 +239,24 @@ frontend jwt
   http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
   http-request set-path %[path,regsub(^/jwt/,/)]
   default_backend up
-backend up
+{tls_frontend}backend up
   http-reuse always
   server s1 127.0.0.1:{upstream}
 """)
     return Proc("haproxy", ["haproxy", "-db", "-f", str(conf)], port)
 
 
-def fastgw(workdir: Path, name: str, port: int, config: dict, cache_size: int = 65536) -> Proc:
+def fastgw(workdir: Path, name: str, port: int, config: dict, cache_size: int = 65536,
+           tls: tuple[int, Path, Path] | None = None) -> Proc:
+    """`tls` is (port, certificate file, key file) for an HTTPS listener."""
     path = workdir / f"{name}.json"
     path.write_text(json.dumps(config))
     env = {"FASTGW_CONFIG": str(path), "FASTGW_LISTEN": f"127.0.0.1:{port}",
            "FASTGW_WORKERS": "1", "FASTGW_METRICS_LISTEN": "off",
            "FASTGW_JWT_CACHE_SIZE": str(cache_size), "FASTGW_LOG_LEVEL": "warning"}
+    if tls is not None:
+        env.update(FASTGW_TLS_LISTEN=f"127.0.0.1:{tls[0]}", FASTGW_TLS_CERT=str(tls[1]),
+                   FASTGW_TLS_KEY=str(tls[2]))
     return Proc(name, [sys.executable, "-m", "fastgw", "serve"], port, env=env)
 
 
@@ -247,6 +273,39 @@ def pem_pair(key):
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     return private, public
+
+
+def tls_files(workdir: Path) -> dict[str, Path]:
+    """A CA and an ECDSA P-256 certificate it signed for 127.0.0.1: ca, cert, key, and
+    both in one file for HAProxy."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastgw bench CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=7))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    files = {"ca": ca.public_bytes(pem), "cert": cert.public_bytes(pem) + ca.public_bytes(pem),
+             "key": key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())}
+    files["both"] = files["cert"] + files["key"]
+    paths = {}
+    for name, data in files.items():
+        paths[name] = workdir / f"tls-{name}.pem"
+        paths[name].write_bytes(data)
+    return paths
 
 
 def signing_keys() -> dict[str, tuple[str, str]]:
@@ -307,18 +366,24 @@ class Case:
     method: str = "GET"
     body_bytes: int = 0
     connections: int = 50
+    close: bool = False  # Connection: close, a new connection for every request
     results: list = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.proc.scheme}://127.0.0.1:{self.proc.port}{self.path}"
 
 
 def check(case: Case) -> None:
     """200 with the upstream's body for a valid token, 401 without one (where auth applies)."""
-    url = f"http://127.0.0.1:{case.proc.port}{case.path}"
-    headers = {}
+    url = case.url
+    context = ssl.create_default_context(cafile=str(case.proc.ca)) if case.proc.ca else None
+    headers = {"Connection": "close"} if case.close else {}
     if case.tokens:
         headers["Authorization"] = "Bearer " + case.tokens.read_text().split("\n", 1)[0]
     data = b"x" * case.body_bytes if case.body_bytes else None
     req = urllib.request.Request(url, data=data, headers=headers, method=case.method)
-    with urllib.request.urlopen(req, timeout=10) as resp:
+    with urllib.request.urlopen(req, timeout=10, context=context) as resp:
         body = resp.read()
         if resp.status != 200 or not (body == JSON_DOC.encode() or len(body) > 100_000):
             raise RuntimeError(f"{case.label}: unexpected answer {resp.status} {body[:80]!r}")
@@ -334,10 +399,11 @@ def check(case: Case) -> None:
 
 def run_wrk(case: Case, duration: float, measure: bool = True) -> dict | None:
     env = {**os.environ, "BENCH_TOKENS": str(case.tokens or ""), "BENCH_METHOD": case.method,
-           "BENCH_BODY_BYTES": str(case.body_bytes)}
+           "BENCH_BODY_BYTES": str(case.body_bytes),
+           "BENCH_CONNECTION_CLOSE": "1" if case.close else ""}
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{case.connections}",
             f"-d{duration:g}s", "--timeout", "10s", "-s", str(HERE / "wrk" / "report.lua"),
-            f"http://127.0.0.1:{case.proc.port}{case.path}"]
+            case.url]
     cpu_before = tree_cpu_seconds(case.proc.pid)
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 60)
     cpu = tree_cpu_seconds(case.proc.pid) - cpu_before
@@ -383,15 +449,20 @@ def main() -> int:
     keys = signing_keys()
     up_port = free_port()
     upstream = nginx_upstream(workdir, up_port)
-    gw = fastgw(workdir, "fastgw", free_port(), gateway_config(up_port, keys))
+    tls = tls_files(workdir)
+    gw_tls_port, ha_tls_port = free_port(), free_port()
+    gw = fastgw(workdir, "fastgw", free_port(), gateway_config(up_port, keys),
+                tls=(gw_tls_port, tls["cert"], tls["key"]))
     big = fastgw(workdir, "fastgw-big", free_port(),
                  gateway_config(up_port, keys, routes=10_000, consumers=100_000))
     ha_port, ha_jwt_port = free_port(), free_port()
-    ha = haproxy(workdir, ha_port, ha_jwt_port, up_port)
+    ha = haproxy(workdir, ha_port, ha_jwt_port, up_port, tls=(ha_tls_port, tls["both"]))
     ng = nginx_proxy(workdir, free_port(), up_port)
     nv = naive(workdir, free_port(), up_port)
     procs = [upstream, gw, big, ha, ng, nv]
-    ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port)
+    ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port, owner=ha)
+    gw_tls = Proc("fastgw-tls", [], gw_tls_port, owner=gw, scheme="https", ca=tls["ca"])
+    ha_tls = Proc("haproxy-tls", [], ha_tls_port, owner=ha, scheme="https", ca=tls["ca"])
 
     hot = write_tokens(workdir, "hot", 1, "HS256", keys)
     rot = write_tokens(workdir, "10k", 10_000, "HS256", keys)
@@ -400,10 +471,8 @@ def main() -> int:
     es_hot = write_tokens(workdir, "es", 1, "ES256", keys)
 
     cases: list[Case] = []
+    started: list[Proc] = []
     try:
-        for p in procs:
-            p.start(workdir)
-        ha_jwt.popen = ha.popen
         direct = upstream
         S = {
             "1 no-auth": [("fastgw", gw, "/noauth/json"), ("haproxy", ha, "/json"),
@@ -427,6 +496,17 @@ def main() -> int:
                                    ("haproxy+jwt_verify", ha_jwt, "/jwt/json", hot, "GET", 0,
                                     1000)],
             "9 10k routes, 100k consumers": [("fastgw", big, "/jwt/json", hot)],
+            # The plain rows with a new connection each tell the handshake's own cost.
+            "10 TLS": [("fastgw https", gw_tls, "/noauth/json"),
+                       ("haproxy https", ha_tls, "/json"),
+                       ("fastgw https, new connection each", gw_tls, "/noauth/json", None,
+                        "GET", 0, 50, True),
+                       ("haproxy https, new connection each", ha_tls, "/json", None, "GET", 0,
+                        50, True),
+                       ("fastgw http, new connection each", gw, "/noauth/json", None, "GET", 0,
+                        50, True),
+                       ("haproxy http, new connection each", ha, "/json", None, "GET", 0, 50,
+                        True)],
         }
         only = set(args.only.split(",")) if args.only else None
         for scenario, rows in S.items():
@@ -438,10 +518,17 @@ def main() -> int:
                 method = rest[1] if len(rest) > 1 else "GET"
                 body = rest[2] if len(rest) > 2 else 0
                 conns = rest[3] if len(rest) > 3 else 50
-                cases.append(Case(scenario, label, proc, path, tokens, method, body, conns))
+                close = rest[4] if len(rest) > 4 else False
+                cases.append(Case(scenario, label, proc, path, tokens, method, body, conns,
+                                  close))
+        needed = {id(upstream)} | {id(c.proc.owner or c.proc) for c in cases}
+        for p in procs:
+            if id(p) in needed:
+                p.start(workdir)
+                started.append(p)
         for case in cases:
             check(case)
-        rss_before = {p.name: tree_rss_mb(p.pid) for p in procs}
+        rss_before = {p.name: tree_rss_mb(p.pid) for p in started}
         for case in cases:  # warm-up: caches, pools, allocators
             run_wrk(case, min(2.0, args.duration), measure=False)
         for _ in range(args.rounds):
@@ -449,21 +536,22 @@ def main() -> int:
                 case.results.append(run_wrk(case, args.duration))
                 time.sleep(0.2)
     finally:
-        for p in procs:
+        for p in started:
             p.stop()
 
     rows = [summarise(c) for c in cases]
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
               "command": "python bench/run.py " + " ".join(sys.argv[1:]),
               "duration_s": args.duration, "rounds": args.rounds, "rows": rows,
-              "startup_s": {"fastgw": round(gw.started_in, 2),
-                            "fastgw (10k routes, 100k consumers)": round(big.started_in, 2)},
+              "startup_s": {name: round(p.started_in, 2) for name, p in (
+                  ("fastgw", gw), ("fastgw (10k routes, 100k consumers)", big)) if p.popen},
               "rss_before_mb": rss_before, "ratios": ratios(rows)}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
+    name = "latest" if not args.only else "only-" + args.only.replace(",", "-")
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(report))
-    chart(report, out / "latest.png")
+    chart(report, out / f"{name}.png")
     shutil.rmtree(workdir, ignore_errors=True)
     return 1 if any(r["failed"] for r in rows) else 0
 
@@ -479,15 +567,15 @@ def machine() -> str:
 
 
 def ratios(rows: list[dict]) -> dict:
-    def cpu(scenario_prefix, config):
+    def cpu(scenario, config):
         for r in rows:
-            if r["scenario"].startswith(scenario_prefix) and r["config"] == config:
+            if r["scenario"].split()[0] == scenario and r["config"] == config:
                 return r["cpu_us_per_req"]
         return None
 
-    def p99(scenario_prefix, config):
+    def p99(scenario, config):
         for r in rows:
-            if r["scenario"].startswith(scenario_prefix) and r["config"] == config:
+            if r["scenario"].split()[0] == scenario and r["config"] == config:
                 return r["p99_ms"]
         return None
 
@@ -503,6 +591,10 @@ def ratios(rows: list[dict]) -> dict:
         "p99 jwt hot / haproxy+jwt_verify (target <= 1.5)": div(p99("2", "fastgw"),
                                                                p99("2", "haproxy+jwt_verify")),
         "scenario 9 / scenario 2 (target <= 1.1)": div(cpu("9", "fastgw"), cpu("2", "fastgw")),
+        "https / haproxy https": div(cpu("10", "fastgw https"), cpu("10", "haproxy https")),
+        "https new connection each / haproxy's": div(
+            cpu("10", "fastgw https, new connection each"),
+            cpu("10", "haproxy https, new connection each")),
     }
 
 
@@ -519,7 +611,7 @@ def markdown(report: dict) -> str:
                      f"{r['capacity_per_core']:,} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{r['rss_mb']} | {r['errors']} |")
     lines += ["", "| ratio | value |", "| --- | ---: |"]
-    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items()]
+    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items() if v is not None]
     lines += ["", "Start-up: " + ", ".join(f"{k} {v} s" for k, v in report["startup_s"].items())]
     return "\n".join(lines)
 

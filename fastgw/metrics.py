@@ -39,6 +39,7 @@ class WorkerStats:
         self.durations: dict[tuple[str, str], Histogram] = {}
         self.upstream = Histogram()
         self.auth_failures: dict[str, int] = {}
+        self.tls_handshake_failures = 0  # bumped by tls.TLSListener
 
     def observe(self, ex, now: float) -> None:
         route = ex.route
@@ -66,6 +67,7 @@ class WorkerStats:
             "cache": {"hits": cache.hits, "misses": cache.misses, "evictions": cache.evictions},
             "upstream_connections": {"opened": sum(p.opened for p in pools),
                                      "reused": sum(p.reused for p in pools)},
+            "tls_handshake_failures": self.tls_handshake_failures,
         }
 
 
@@ -107,6 +109,7 @@ class _Collector:
         fail_sum: dict[str, int] = {}
         cache_sum = {"hits": 0, "misses": 0, "evictions": 0}
         conn_sum = {"opened": 0, "reused": 0}
+        tls_failures = 0
         for snap in self.snapshots:
             for service, route, status, n in snap["requests"]:
                 key = (service, route, str(status))
@@ -123,6 +126,7 @@ class _Collector:
                 cache_sum[name] += snap["cache"][name]
             for name in conn_sum:
                 conn_sum[name] += snap["upstream_connections"][name]
+            tls_failures += snap["tls_handshake_failures"]
         for key, n in req_sum.items():
             requests.add_metric(list(key), n)
         for key, (counts, total) in dur_sum.items():
@@ -135,6 +139,9 @@ class _Collector:
         for name, n in conn_sum.items():
             conns.add_metric([name], n)
         yield from (requests, durations, upstream, failures, *cache.values(), conns)
+        yield CounterMetricFamily("fastgw_tls_handshake_failures",
+                                  "TLS handshakes that failed or timed out (never a request)",
+                                  value=tls_failures)
         yield CounterMetricFamily("fastgw_worker_restarts", "Workers replaced",
                                   value=self.restarts)
         yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)

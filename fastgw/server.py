@@ -76,12 +76,16 @@ class Gateway:
             self.pools.prune(new.pools_in_use)
         return new
 
-    async def start(self, sockets: list) -> None:
-        """Serve on listening sockets bound by the master (shared by every worker)."""
+    async def start(self, sockets: list, tls_sockets: list = (), tls=None) -> None:
+        """Serve on listening sockets bound by the master (shared by every worker); on
+        `tls_sockets` through `tls` (a tls.TLSTerminator, which does the handshakes)."""
         for sock in sockets:
             sock.setblocking(False)  # accept_waiting must never wait on an empty queue
             server = await self.loop.create_server(self._accepted, sock=sock, backlog=4096)
             self.servers.append(server)
+        for sock in tls_sockets:
+            self.servers.append(tls.listen(sock, lambda: ClientConnection(self), self.stats,
+                                           self.accept_batch))
         self.listeners = list(sockets)
         self._ticker = self.loop.call_later(TICK, self.tick)
 
@@ -181,7 +185,8 @@ class ClientConnection(asyncio.Protocol):
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         peer = transport.get_extra_info("peername")
         self.ip = (peer[0] if peer else "unknown").encode()
-        self.forwarded = b"x-real-ip: " + self.ip + b"\r\nx-forwarded-proto: http\r\n"
+        scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
+        self.forwarded = b"x-real-ip: " + self.ip + b"\r\nx-forwarded-proto: " + scheme + b"\r\n"
         self.gateway.connections.add(self)
         self.deadline = self.gateway.now + self.settings.header_timeout
 
@@ -216,7 +221,9 @@ class ClientConnection(asyncio.Protocol):
         self._stop_reading()
         if self.active is None and not self.queue:
             self.close()
-        return True
+        # A TLS transport shuts itself down after close_notify whatever this says (uvloop
+        # logs a warning for True): only a plain one stays open for the answer.
+        return self.transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc):
         self.gateway.connections.discard(self)

@@ -43,6 +43,10 @@ def _addresses(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(parse_address(p) for p in parts)
 
 
+def _optional_addresses(text: str) -> tuple[tuple[str, int], ...] | None:
+    return _addresses(text) if text.strip() else None
+
+
 def _optional_address(text: str) -> tuple[str, int] | None:
     return None if text.strip().lower() == "off" else parse_address(text, "127.0.0.1")
 
@@ -138,7 +142,15 @@ SETTINGS = (
             "last configuration read from etcd, used when etcd is down at start"),
     Setting("shutdown_timeout", "30", _positive_float,
             "seconds in-flight requests get to finish on SIGTERM"),
+    Setting("tls_listen", None, _optional_addresses,
+            "HTTPS listener(s), comma-separated; needs the TLS certificate and key"),
+    Setting("tls_cert", None, _optional_str, "PEM certificate chain for the HTTPS listeners"),
+    Setting("tls_key", None, _optional_str,
+            "PEM private key of that certificate (mode 0600 recommended; never logged)"),
 )
+
+# Settings that only make sense together: a listener without its pair, or the reverse.
+_TLS_SETTINGS = ("tls_listen", "tls_cert", "tls_key")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +172,9 @@ class Settings:
     etcd_prefix: str
     etcd_cache: str
     shutdown_timeout: float
+    tls_listen: tuple[tuple[str, int], ...] | None
+    tls_cert: str | None
+    tls_key: str | None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,
@@ -167,13 +182,14 @@ class Settings:
         """Defaults, overridden by the environment, overridden by flags."""
         environ = os.environ if environ is None else environ
         flags = flags or {}
-        values = {}
+        values, sources = {}, {}
         for setting in SETTINGS:
             raw, source = setting.default, setting.env
             if setting.env in environ:
                 raw = environ[setting.env]
             if flags.get(setting.field) is not None:
                 raw, source = flags[setting.field], setting.flag
+            sources[setting.field] = source
             if raw is None:
                 values[setting.field] = None
                 continue
@@ -181,7 +197,18 @@ class Settings:
                 values[setting.field] = setting.parse(raw)
             except (ValueError, TypeError) as exc:
                 raise SettingError(f"{source}: {exc} (got {raw!r})") from None
+        _check_tls(values, sources)
         return cls(**values)
+
+
+def _check_tls(values: dict, sources: dict) -> None:
+    """The HTTPS listeners, the certificate and the key are set all three or not at all."""
+    given = [field for field in _TLS_SETTINGS if values[field] is not None]
+    if not given or len(given) == len(_TLS_SETTINGS):
+        return
+    missing = " and ".join(s.env for s in SETTINGS
+                           if s.field in _TLS_SETTINGS and s.field not in given)
+    raise SettingError(f"{sources[given[0]]}: needs {missing} as well")
 
 
 def add_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:

@@ -9,9 +9,11 @@ takes only its own connections with it and none of the others' or of the backlog
 replaced at once.
 
 Master and worker talk over the worker's stdin and stdout, one JSON object a line:
-master -> worker `{"revision": N, "config": {...}}`; worker -> master
-`{"ready": N}` once serving, `{"applied": N}` after each later configuration. The
-master reports a change as in force only when every worker has applied it.
+master -> worker `{"revision": N, "config": {...}}`, and with HTTPS listeners
+`{"tls": {...}, "generation": N}` (the certificate pair, before the first configuration
+and after each SIGHUP that brought a good one); worker -> master `{"ready": N}` once
+serving, `{"applied": N}` after each later configuration, `{"tls": N}` after each later
+pair. The master reports a change as in force only when every worker has applied it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import orjson
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from . import tls
 from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import gc_paused
@@ -85,8 +88,15 @@ async def _serve(settings: Settings) -> int:
             except OSError as exc:
                 raise StartError(f"FASTGW_ACCESS_LOG: cannot open {settings.access_log}: "
                                  f"{exc.strerror}") from None
+        pair = None
+        if settings.tls_listen:
+            try:
+                pair = tls.read_pair(settings.tls_cert, settings.tls_key)
+            except tls.PairError as exc:
+                raise StartError(str(exc)) from None
         try:
             sockets = [_listen(host, port) for host, port in settings.listen]
+            tls_sockets = [_listen(host, port) for host, port in settings.tls_listen or ()]
             admin = _listen(*settings.admin_listen) if settings.admin_key else None
             metrics = _listen(*settings.metrics_listen) if settings.metrics_listen else None
         except OSError as exc:
@@ -96,7 +106,8 @@ async def _serve(settings: Settings) -> int:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 2
     try:
-        return await Master(settings, source, sockets, admin, metrics).run()
+        return await Master(settings, source, sockets, admin, metrics, tls_sockets,
+                            pair).run()
     finally:
         await source.close()
 
@@ -115,7 +126,8 @@ class WorkerHandle:
         self.slot = slot
         self.process = process
         self.applied = 0
-        self.changed = asyncio.Event()  # set whenever `applied` moves
+        self.tls_applied = 0  # the generation of the certificate pair it serves
+        self.changed = asyncio.Event()  # set whenever `applied` or `tls_applied` moves
         self.stats_waiters: list[asyncio.Future] = []
 
     @property
@@ -124,6 +136,10 @@ class WorkerHandle:
 
     def send(self, revision: int, conf: dict) -> None:
         self.process.stdin.write(orjson.dumps({"revision": revision, "config": conf}) + b"\n")
+
+    def send_tls(self, generation: int, pair: tls.CertificatePair) -> None:
+        self.process.stdin.write(orjson.dumps({"tls": pair.to_message(),
+                                               "generation": generation}) + b"\n")
 
     async def stats(self) -> dict:
         """The worker's counters (metrics.WorkerStats.snapshot)."""
@@ -139,6 +155,8 @@ class WorkerHandle:
                 if self.stats_waiters:
                     self.stats_waiters.pop(0).set_result(report["stats"])
                 continue
+            if "tls" in report:
+                self.tls_applied = report["tls"]
             self.applied = report.get("ready") or report.get("applied") or self.applied
             self.changed.set()
         for waiter in self.stats_waiters:
@@ -148,13 +166,18 @@ class WorkerHandle:
 class Master:
     def __init__(self, settings: Settings, source: "FileSource | EtcdSource",
                  sockets: list[socket.socket], admin_socket: socket.socket | None = None,
-                 metrics_socket: socket.socket | None = None):
+                 metrics_socket: socket.socket | None = None,
+                 tls_sockets: list[socket.socket] = (),
+                 tls_pair: tls.CertificatePair | None = None):
         self.settings = settings
         self.source = source
         self.admin_socket = admin_socket
         self.metrics_socket = metrics_socket
         self.revision = 1  # counts what was sent to the workers (they acknowledge it)
         self.sockets = sockets
+        self.tls_sockets = list(tls_sockets)
+        self.tls_pair = tls_pair  # the pair in force: what every worker, new ones too, gets
+        self.tls_generation = 1
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
         self.stopping = False
@@ -184,7 +207,10 @@ class Master:
             await loop.create_server(lambda: ControlProtocol(self.metrics_http),
                                      sock=self.metrics_socket)
             log.info("metrics on %s:%d", *self.settings.metrics_listen)
-        addresses = ", ".join(f"{h}:{p}" for h, p in self.settings.listen)
+        addresses = ", ".join([*(f"{h}:{p}" for h, p in self.settings.listen),
+                               *(f"https://{h}:{p}" for h, p in self.settings.tls_listen or ())])
+        if self.tls_pair is not None:
+            log.info("TLS certificate %s", self.tls_pair.summary)
         log.info("fastgw serving on %s with %d workers (configuration from %s)", addresses,
                  len(self.workers), self.source.status()["config_source"])
         await self._stop.wait()
@@ -204,15 +230,20 @@ class Master:
 
     async def _spawn(self, slot: int) -> None:
         fds = [s.fileno() for s in self.sockets]
+        tls_fds = [s.fileno() for s in self.tls_sockets]
         log_fd = os.dup(sys.stdout.fileno())  # the access log's "stdout" is the master's
         env = {**os.environ, "FASTGW_WORKER_FDS": ",".join(map(str, fds)),
+               "FASTGW_WORKER_TLS_FDS": ",".join(map(str, tls_fds)),
                "FASTGW_WORKER_STDOUT_FD": str(log_fd),
                "FASTGW_WORKER_SETTINGS": json.dumps(dataclasses.asdict(self.settings))}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fastgw.workers", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, pass_fds=[*fds, log_fd], env=env)
+            stdout=asyncio.subprocess.PIPE, pass_fds=[*fds, *tls_fds, log_fd], env=env)
         os.close(log_fd)
         worker = self.workers[slot] = WorkerHandle(slot, process)
+        if self.tls_pair is not None:
+            worker.send_tls(self.tls_generation, self.tls_pair)
+            worker.tls_applied = self.tls_generation  # its `ready` will say so
         worker.send(self.revision, self.conf)
         self._background(self._supervise(worker))
 
@@ -226,10 +257,12 @@ class Master:
                     worker.slot, worker.pid, code)
         await self._spawn(worker.slot)
 
-    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
-        """True once every worker runs `revision` (or a later one)."""
+    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT,
+                           field: str = "applied") -> bool:
+        """True once every worker runs `revision` (or a later one); with field="tls_applied",
+        certificate pair `revision`."""
         async def one(worker: WorkerHandle) -> None:
-            while worker.applied < revision:
+            while getattr(worker, field) < revision:
                 worker.changed.clear()
                 await worker.changed.wait()
         try:
@@ -285,11 +318,31 @@ class Master:
 
     async def reload(self) -> None:
         """SIGHUP: read the source again; a bad file leaves the running configuration."""
+        if self.tls_pair is not None:
+            await self.reload_tls()
         conf = await self.source.reload()
         if conf is not None:
             await self.apply(conf)
             log.info("configuration reloaded from %s (revision %d)",
                      self.source.status()["config_source"], self.source.revision)
+
+    async def reload_tls(self) -> None:
+        """Re-read the certificate pair: checked here first, then every worker serves it
+        to new handshakes; a bad pair leaves the one in force."""
+        try:
+            pair = tls.read_pair(self.settings.tls_cert, self.settings.tls_key)
+        except tls.PairError as exc:
+            log.error("TLS reload refused, keeping the certificate in force: %s", exc)
+            return
+        self.tls_pair = pair
+        self.tls_generation += 1
+        generation = self.tls_generation
+        for worker in self.workers.values():
+            worker.send_tls(generation, pair)
+        if await self.wait_applied(generation, field="tls_applied"):
+            log.info("TLS certificate reloaded: %s", pair.summary)
+        else:
+            log.error("not every worker acknowledged TLS certificate %d in time", generation)
 
 
 # ---------------------------------------------------------------- the worker process
@@ -307,12 +360,18 @@ def _report(**message) -> None:
     sys.stdout.buffer.flush()
 
 
-async def _worker(settings: Settings, fds: list[int]) -> int:
+async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int:
     from .server import Gateway
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 30)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     line = await reader.readline()
+    terminator = None
+    if tls_fds:  # the certificate pair in force comes before the first configuration
+        message = orjson.loads(line)
+        terminator = tls.TLSTerminator(tls.CertificatePair.from_message(message["tls"]),
+                                       settings.header_timeout)
+        line = await reader.readline()
     with gc_paused():
         first = orjson.loads(line)
     access_log = None
@@ -323,7 +382,8 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
     with gc_paused():
         gateway.apply(first["config"], first["revision"])
     gc.freeze()  # the first configuration lives long: keep it out of every collection
-    await gateway.start([socket.socket(fileno=fd) for fd in fds])
+    await gateway.start([socket.socket(fileno=fd) for fd in fds],
+                        [socket.socket(fileno=fd) for fd in tls_fds], terminator)
     _report(ready=first["revision"])
 
     stop = asyncio.Event()
@@ -339,6 +399,9 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
                     gateway.apply(message["config"], message["revision"])
             if "stats" in message:
                 _report(stats=gateway.stats.snapshot(gateway))
+            elif "tls" in message:
+                if terminator.replace(tls.CertificatePair.from_message(message["tls"])):
+                    _report(tls=message["generation"])
             else:
                 _report(applied=message["revision"])
         stop.set()  # the master is gone
@@ -352,7 +415,7 @@ async def _worker(settings: Settings, fds: list[int]) -> int:
 
 def worker_main() -> int:
     raw = json.loads(os.environ["FASTGW_WORKER_SETTINGS"])
-    for key in ("listen", "etcd"):
+    for key in ("listen", "etcd", "tls_listen"):
         if raw[key] is not None:
             raw[key] = tuple(tuple(a) for a in raw[key])
     for key in ("admin_listen", "metrics_listen"):
@@ -362,7 +425,8 @@ def worker_main() -> int:
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s [worker %(process)d] %(message)s")
     fds = [int(fd) for fd in os.environ["FASTGW_WORKER_FDS"].split(",")]
-    return uvloop.run(_worker(settings, fds))
+    tls_fds = [int(fd) for fd in os.environ["FASTGW_WORKER_TLS_FDS"].split(",") if fd]
+    return uvloop.run(_worker(settings, fds, tls_fds))
 
 
 if __name__ == "__main__":

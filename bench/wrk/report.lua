@@ -1,5 +1,7 @@
 -- Shared by every wrk run: optional token rotation and a JSON summary line at the end.
--- Environment: BENCH_TOKENS (file, one token per line), BENCH_METHOD, BENCH_BODY_BYTES.
+-- Environment: BENCH_TOKENS (file, one token per line), BENCH_METHOD, BENCH_BODY_BYTES,
+-- BENCH_CONNECTION_CLOSE (non-empty: every request says Connection: close, so each one
+-- comes on a new connection; wrk's -H is not used because request() builds the headers).
 local tokens = {}
 local path_tokens = os.getenv("BENCH_TOKENS")
 if path_tokens and path_tokens ~= "" then
@@ -9,6 +11,7 @@ local method = os.getenv("BENCH_METHOD") or "GET"
 local body_bytes = tonumber(os.getenv("BENCH_BODY_BYTES") or "0")
 local body = nil
 if body_bytes > 0 then body = string.rep("x", body_bytes) end
+local close = (os.getenv("BENCH_CONNECTION_CLOSE") or "") ~= ""
 local counter = 0
 
 function setup(thread)
@@ -22,6 +25,7 @@ function request()
     headers["Authorization"] = "Bearer " .. tokens[((counter + offset) % #tokens) + 1]
   end
   if body then headers["Content-Type"] = "application/json" end
+  if close then headers["Connection"] = "close" end
   return wrk.format(method, nil, headers, body)
 end
 
