@@ -40,10 +40,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP) debs
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-# Where fastgw's CPU time per request goes, next to HAProxy's; see bench/profile.py.
+# Where fastgw's CPU time per request goes, next to HAProxy's; see bench/cpu_profile.py.
 profile: $(BENCH_STAMP) debs
 	@command -v perf >/dev/null || (apt-get update -qq && apt-get install -y -qq linux-perf)
-	$(PY) bench/profile.py $(BENCH_ARGS)
+	$(PY) bench/cpu_profile.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -25,16 +25,20 @@ SECRET = "micro-benchmark-secret-0123456789abcdef"
 class Request:
     """What the plugin reads and writes on an exchange."""
 
-    __slots__ = ("headers", "target", "extra_head", "skip")
+    __slots__ = ("headers", "target", "extra_head", "consumer", "response")
 
     def __init__(self, token: bytes):
         self.headers = [(b"host", b"api.test"), (b"user-agent", b"wrk"),
                         (b"authorization", b"Bearer " + token), (b"accept", b"*/*")]
         self.target = b"/json"
         self.extra_head = b""
+        self.consumer = ""
 
-    def drop_header(self, name):
+    def drop_header(self, names):
         pass
+
+    def refuse(self, response):
+        self.response = response
 
 
 class Snapshot:

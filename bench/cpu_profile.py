@@ -1,6 +1,6 @@
 """Where a proxied request's CPU time goes: fastgw next to HAProxy, under the same load.
 
-    make profile                      # or: python bench/profile.py [--duration 5] [--rounds 2]
+    make profile                      # or: python bench/cpu_profile.py [--duration 5] [--rounds 2]
 
 Starts the upstream, fastgw (one worker) and HAProxy exactly as bench/run.py does, drives
 each with wrk (no-auth, then jwt with one hot token), and meanwhile samples the proxy's
@@ -183,7 +183,7 @@ def main() -> int:
         for proc in procs:
             proc.stop()
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"`python bench/profile.py {' '.join(sys.argv[1:])}`: {args.rounds} rounds of "
+    print(f"`python bench/cpu_profile.py {' '.join(sys.argv[1:])}`: {args.rounds} rounds of "
           f"{args.duration:g} s; perf cpu-clock at {SAMPLE_HZ} Hz, py-spy at 200 Hz.\n")
     print(component_table(profiled), end="\n\n")
     print(kernel_table(profiled[0], profiled[1]), end="\n\n")
