@@ -260,6 +260,17 @@ def fastgw(workdir: Path, name: str, port: int, config: dict, cache_size: int = 
     return Proc(name, [sys.executable, "-m", "fastgw", "serve"], port, env=env)
 
 
+# The yardstick: a bare relay on fastgw's own stack (uvloop, httptools, PyJWT behind an
+# LRU), kept beside the repository, not in it; its rows are left out when it is not there.
+BARE_RELAY = HERE.parent.parent / "shared" / "perf" / "bare_relay.py"
+BARE_RELAY_SECRET = "perf-secret-0123456789abcdef-0123456789"  # the one it verifies with
+
+
+def bare_relay(name: str, port: int, upstream: int, jwt: bool) -> Proc:
+    return Proc(name, [sys.executable, str(BARE_RELAY), str(port), *(() if jwt else ("nojwt",))],
+                port, env={"BARE_RELAY_UPSTREAM": str(upstream)})
+
+
 def naive(workdir: Path, port: int, upstream: int) -> Proc:
     return Proc("naive", [sys.executable, str(HERE / "naive_gateway.py"), str(port),
                           f"http://127.0.0.1:{upstream}", SECRET], port)
@@ -343,10 +354,11 @@ def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 
     return {"services": services, "consumers": people}
 
 
-def write_tokens(workdir: Path, name: str, count: int, alg: str, keys: dict) -> Path:
+def write_tokens(workdir: Path, name: str, count: int, alg: str, keys: dict,
+                 secret: str = SECRET) -> Path:
     exp = int(time.time()) + 7 * 86400
     kid = {"HS256": "hs", "RS256": "rs", "ES256": "es"}[alg]
-    key = SECRET if alg == "HS256" else keys[alg][0]
+    key = secret if alg == "HS256" else keys[alg][0]
     path = workdir / f"tokens-{name}.txt"
     with open(path, "w") as f:
         for i in range(count):
@@ -460,6 +472,11 @@ def main() -> int:
     ng = nginx_proxy(workdir, free_port(), up_port)
     nv = naive(workdir, free_port(), up_port)
     procs = [upstream, gw, big, ha, ng, nv]
+    bare = BARE_RELAY.is_file()
+    if bare:
+        bare_jwt = bare_relay("bare-relay", free_port(), up_port, jwt=True)
+        bare_plain = bare_relay("bare-relay-nojwt", free_port(), up_port, jwt=False)
+        procs += [bare_jwt, bare_plain]
     ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port, owner=ha)
     gw_tls = Proc("fastgw-tls", [], gw_tls_port, owner=gw, scheme="https", ca=tls["ca"])
     ha_tls = Proc("haproxy-tls", [], ha_tls_port, owner=ha, scheme="https", ca=tls["ca"])
@@ -469,6 +486,7 @@ def main() -> int:
     miss = write_tokens(workdir, "miss", 100_000, "HS256", keys)  # > the 65,536 cached
     rs_hot = write_tokens(workdir, "rs", 1, "RS256", keys)
     es_hot = write_tokens(workdir, "es", 1, "ES256", keys)
+    bare_hot = write_tokens(workdir, "bare", 1, "HS256", keys, secret=BARE_RELAY_SECRET)
 
     cases: list[Case] = []
     started: list[Proc] = []
@@ -508,6 +526,9 @@ def main() -> int:
                        ("haproxy http, new connection each", ha, "/json", None, "GET", 0, 50,
                         True)],
         }
+        if bare:
+            S["1 no-auth"].append(("bare relay", bare_plain, "/json"))
+            S["2 jwt hot"].append(("bare relay+PyJWT LRU", bare_jwt, "/json", bare_hot))
         only = set(args.only.split(",")) if args.only else None
         for scenario, rows in S.items():
             if only and scenario.split()[0] not in only:
@@ -585,6 +606,8 @@ def ratios(rows: list[dict]) -> dict:
         "jwt hot / haproxy+jwt_verify (target <= 1.15)": div(cpu("2", "fastgw"),
                                                              cpu("2", "haproxy+jwt_verify")),
         "no-auth / haproxy (target <= 1.15)": div(cpu("1", "fastgw"), cpu("1", "haproxy")),
+        "jwt hot / bare relay+PyJWT LRU": div(cpu("2", "fastgw"), cpu("2", "bare relay+PyJWT LRU")),
+        "no-auth / bare relay": div(cpu("1", "fastgw"), cpu("1", "bare relay")),
         "10k tokens / hot (target <= 1.1)": div(cpu("3", "fastgw"), cpu("2", "fastgw")),
         "all-miss / hot (target <= 1.6)": div(cpu("4", "fastgw"), cpu("2", "fastgw")),
         "naive / fastgw jwt (target >= 8)": div(cpu("2", "naive aiohttp+PyJWT"), cpu("2", "fastgw")),
