@@ -15,10 +15,10 @@ import time
 import jwt as pyjwt
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from conftest import service
+from jwt_kit import PluginSide, pem_pair
 
 SECRET = "s3cr3t-for-tests-" + "0123456789abcdef" * 4
 
@@ -216,24 +216,18 @@ def test_service_plugin_covers_routes_and_route_overrides_it(upstream, gateway_f
 
 # ---------------------------------------------------------------- algorithms and keys
 
-def _pem_pair(private_key):
-    private = private_key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode()
-    public = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
+
 
 
 @pytest.fixture(scope="module")
 def key_pairs():
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return {
-        "RS": _pem_pair(rsa_key),
-        "ES256": _pem_pair(ec.generate_private_key(ec.SECP256R1())),
-        "ES384": _pem_pair(ec.generate_private_key(ec.SECP384R1())),
-        "ES512": _pem_pair(ec.generate_private_key(ec.SECP521R1())),
-        "EdDSA": _pem_pair(ed25519.Ed25519PrivateKey.generate()),
+        "RS": pem_pair(rsa_key),
+        "ES256": pem_pair(ec.generate_private_key(ec.SECP256R1())),
+        "ES384": pem_pair(ec.generate_private_key(ec.SECP384R1())),
+        "ES512": pem_pair(ec.generate_private_key(ec.SECP521R1())),
+        "EdDSA": pem_pair(ed25519.Ed25519PrivateKey.generate()),
     }
 
 
@@ -258,7 +252,7 @@ def test_every_algorithm_with_real_keys(upstream, gateway_factory, key_pairs):
         assert seen_headers(body)["x-consumer-username"] == f"u-{alg}"
     # a token signed with another key of the right type fails
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = pyjwt.encode({"key": "k-RS256"}, _pem_pair(other)[0], algorithm="RS256")
+    forged = pyjwt.encode({"key": "k-RS256"}, pem_pair(other)[0], algorithm="RS256")
     assert_401(get(gw, Authorization=forged), "failed to verify jwt")
     # RS256 token for a PS256 credential (same key pair) fails: only the credential's algorithm
     wrong_alg = pyjwt.encode({"key": "k-PS256"}, key_pairs["RS"][0], algorithm="RS256")
@@ -334,20 +328,7 @@ def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
     assert get(jwt_gateway, Authorization=token())[0] == 200
 
 
-class PluginSide:
-    """The part of an exchange the plugin reads and writes (headers, target, the consumer
-    headers to add, dropped headers, a refusal), for calling the plugin in-process."""
 
-    def __init__(self, headers: list, target: bytes = b"/"):
-        self.headers, self.target = headers, target
-        self.extra_head, self.consumer, self.skip = b"", "", set()
-        self.response, self.keep_alive = None, True
-
-    def drop_header(self, name: bytes) -> None:
-        self.skip.add(name)
-
-    def refuse(self, response) -> None:
-        self.response, self.keep_alive = response, False
 
 
 def test_verified_token_cache_drops_the_least_recently_used():

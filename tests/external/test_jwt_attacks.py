@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from conftest import Gateway, service
+from jwt_kit import pem_pair
 from upstream import UpstreamServer
 
 SECRET = "attack-tests-secret-" + "0123456789abcdef" * 4
@@ -61,13 +62,7 @@ def hs_signed(header: dict, payload: dict, secret: bytes, digest=hashlib.sha256)
     return signing_input + "." + b64(hmac.new(secret, signing_input.encode(), digest).digest())
 
 
-def pem_pair(private_key) -> tuple[str, str]:
-    private = private_key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()).decode()
-    public = private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
+
 
 
 class Listener:

@@ -36,12 +36,14 @@ from types import SimpleNamespace
 
 import jwt as pyjwt
 import pytest
-from external_data import dataset
 from cryptography.hazmat.primitives import serialization
 
 from fastgw import jwt
 from fastgw.config.schema import validate
 from fastgw.plugins import jwt_auth
+
+from external_data import dataset
+from jwt_kit import PluginSide
 
 FOLDER = dataset("wycheproof")
 if FOLDER is None:
@@ -117,19 +119,7 @@ def compiled(index: int):
     return _COMPILED[index]
 
 
-class PluginSide:
-    """The part of an exchange that the plugin reads and writes."""
 
-    def __init__(self, headers: list, target: bytes = b"/"):
-        self.headers, self.target = headers, target
-        self.extra_head, self.consumer, self.skip = b"", "", set()
-        self.response, self.keep_alive = None, True
-
-    def drop_header(self, name: bytes) -> None:
-        self.skip.add(name)
-
-    def refuse(self, response) -> None:
-        self.response, self.keep_alive = response, False
 
 
 def jws_decision(credential, text: str) -> tuple[bool, str]:
