@@ -113,7 +113,7 @@ class RecordingUpstream:
         with self._lock:
             return list(self.records[mark:])
 
-    def settle(self, mark: int, quiet: float = 0.01, timeout: float = 0.5) -> None:
+    def settle(self, mark: int, quiet: float = 0.005, timeout: float = 0.5) -> None:
         """Wait until nothing has arrived for `quiet` seconds and no request that arrived
         after `mark` is half read (at most `timeout`): what fastgw sent is then recorded."""
         start = time.monotonic()
@@ -125,7 +125,7 @@ class RecordingUpstream:
                 last = self.last_activity
             if now >= deadline or (not busy and now - max(last, start) >= quiet):
                 return
-            time.sleep(min(quiet, 0.005))
+            time.sleep(0.001)
 
     def raw_of(self, conn: int) -> bytes:
         with self._lock:
