@@ -204,8 +204,9 @@ class EdgeGateway:
         self._ips = itertools.count(1)
 
     def _client_ip(self) -> str:
-        n = next(self._ips)
-        return f"127.{10 + n // 64516 % 200}.{n // 254 % 254 + 1}.{n % 254 + 1}"
+        """A loopback address of its own for each exchange (127.10.0.0/16 onwards)."""
+        high, low = divmod(next(self._ips), 254)
+        return f"127.{10 + high // 254 % 240}.{high % 254 + 1}.{low + 1}"
 
     def exchange(self, *steps: bytes, deadline: float = 1.0, grace: float = 0.05,
                  expect: str = "all") -> Exchange:
@@ -225,8 +226,8 @@ class EdgeGateway:
         sent = b""
         ref = reference_requests(b"")
 
-        def method(i: int) -> str:
-            return ref.requests[i].method if i < len(ref.requests) else "GET"
+        def method(i: int) -> str:  # read late: `ref` grows with every step written
+            return ref.method(i)
 
         reader = ResponseReader(method)
         firsts: list[int] = []  # index of each executed step's first response

@@ -151,6 +151,14 @@ class Reference:
     error: str | None = None  # the reference parser refused the bytes after `requests`
     incomplete: bool = False  # bytes after `requests` that do not yet make a request
     stopped: str | None = None  # why bytes after `requests` are not requests: close, upgrade
+    rest: bytes = b""  # the bytes after `requests`
+
+    def method(self, i: int) -> str:
+        """The method of request i, or a guess from the bytes the reference refused (so that
+        a client can tell a response to HEAD)."""
+        if i < len(self.requests):
+            return self.requests[i].method
+        return self.rest.lstrip(b"\r\n").split(b" ", 1)[0].decode("latin-1")
 
 
 def reference_requests(data: bytes) -> Reference:
@@ -162,6 +170,7 @@ def reference_requests(data: bytes) -> Reference:
             rest = rest[2:]
         if not rest:
             return Reference(requests)
+        unread = rest
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_EVENT)
         parser.receive_data(rest)
         request = None
@@ -169,7 +178,7 @@ def reference_requests(data: bytes) -> Reference:
             while True:
                 event = parser.next_event()
                 if event is h11.NEED_DATA:
-                    return Reference(requests, incomplete=True)
+                    return Reference(requests, incomplete=True, rest=unread)
                 if isinstance(event, h11.Request):
                     request = ClientRequest(event.method.decode("latin-1"),
                                             event.target.decode("latin-1"),
@@ -177,21 +186,21 @@ def reference_requests(data: bytes) -> Reference:
                                             list(event.headers))
                     faulty = _faulty_framing(request)
                     if faulty:
-                        return Reference(requests, error=faulty)
+                        return Reference(requests, error=faulty, rest=unread)
                 elif isinstance(event, h11.Data):
                     request.body += bytes(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     request.trailers = list(event.headers)
                     break
         except h11.RemoteProtocolError as exc:
-            return Reference(requests, error=str(exc))
+            return Reference(requests, error=str(exc), rest=unread)
         requests.append(request)
         rest = bytes(parser.trailing_data[0])
         if parser.their_state is h11.MIGHT_SWITCH_PROTOCOL:
             # served without the upgrade, and the connection closed after it
-            return Reference(requests, stopped="upgrade" if rest else None)
+            return Reference(requests, stopped="upgrade" if rest else None, rest=rest)
         if not request.keep_alive:
-            return Reference(requests, stopped="close" if rest else None)
+            return Reference(requests, stopped="close" if rest else None, rest=rest)
 
 
 def _faulty_framing(request: ClientRequest) -> str | None:
@@ -284,7 +293,10 @@ def _record_rules(record, ex, services: Services) -> list[str]:
     """What holds for every request the upstream sees, whoever it answers."""
     out: list[str] = []
     if record.error:
-        out.append(f"h11 refused what fastgw sent: {record.error}")
+        out.append(f"h11 refused what fastgw sent: {record.error} "
+                   f"(unread: {record.leftover[:60]!r})")
+        if not record.method:
+            return out  # not even a request line: nothing else to judge
     if record.version and record.version != "1.1":
         out.append(f"upstream request is HTTP/{record.version}")
     names = [n.lower() for n, _ in record.headers]

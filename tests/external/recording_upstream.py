@@ -58,8 +58,9 @@ class Record:
         extra = f" error={self.error!r}" if self.error else ""
         extra += f" leftover={self.leftover[:200]!r}" if self.leftover else ""
         trailers = f"\n    trailers: {self.trailers!r}" if self.trailers else ""
-        return (f"#{self.seq} [{self.service} conn {self.conn}, {state}{extra}] "
-                f"{self.method} {self.target} HTTP/{self.version}{head}\n"
+        line = f"{self.method} {self.target} HTTP/{self.version}" if self.method else \
+            "(no request line)"
+        return (f"#{self.seq} [{self.service} conn {self.conn}, {state}{extra}] {line}{head}\n"
                 f"    body: {self.body[:300]!r}{trailers}")
 
 
