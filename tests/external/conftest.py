@@ -306,6 +306,37 @@ class EdgeGateway:
         return ex
 
 
+# ---------------------------------------------------------------- what the gateway answered
+
+def answers_mismatch(specs: tuple, ex: Exchange) -> str | None:
+    """None when the responses are `specs`: one per response, alternatives split by "|",
+    each "2xx"/"4xx"/"5xx"/a status, "+close" for "and then the connection closed",
+    "none" for "no response (time-out or close) from here on"."""
+    got = ex.responses
+    for i, spec in enumerate(specs):
+        atoms = spec.split("|")
+        if i >= len(got):
+            if "none" in atoms:
+                return None
+            state = "closed" if ex.closed else "open"
+            return f"response {i + 1}: expected {spec}, got none ({state})"
+        status = got[i].status
+        for atom in atoms:
+            code, _, close = atom.partition("+")
+            if code == "none":
+                continue
+            if code.endswith("xx") and status // 100 == int(code[0]) or code == str(status):
+                if close and (i != len(got) - 1 or not ex.closed):
+                    return (f"response {i + 1}: {status}, but the connection was not closed "
+                            f"after it")
+                break
+        else:
+            return f"response {i + 1}: expected {spec}, got {status}"
+    if len(got) > len(specs):
+        return f"{len(got)} responses, expected {len(specs)}: {ex.statuses}"
+    return None
+
+
 @pytest.fixture(scope="module")
 def recording_upstream():
     server = RecordingUpstream().start()

@@ -274,7 +274,7 @@ def check_invariant(ex, services: Services) -> list[str]:
             problems.append(f"upstream #{record.seq} ({record.method} {record.target} on "
                             f"{record.service}) answers no client 2xx: a request the client "
                             f"did not send as one reached the upstream")
-        elif record.error:
+        elif record.error or not record.method:
             pass  # reported with the record's rules
         elif not record.cut_off:
             problems.append(f"upstream #{record.seq} ({record.method} {record.target}) is left "
@@ -295,8 +295,11 @@ def _record_rules(record, ex, services: Services) -> list[str]:
     if record.error:
         out.append(f"h11 refused what fastgw sent: {record.error} "
                    f"(unread: {record.leftover[:60]!r})")
-        if not record.method:
-            return out  # not even a request line: nothing else to judge
+    if not record.method:
+        if not record.error:
+            out.append(f"fastgw sent {record.leftover[:80]!r}, which the upstream reads as the "
+                       f"start of a request line")
+        return out  # not even a request line: nothing else to judge
     if record.version and record.version != "1.1":
         out.append(f"upstream request is HTTP/{record.version}")
     names = [n.lower() for n, _ in record.headers]

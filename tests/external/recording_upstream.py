@@ -202,9 +202,10 @@ class RecordingUpstream:
                     continue
                 return record
             if event is h11.NEED_DATA:
-                if record is None and parser.their_state is h11.IDLE and \
-                        parser.trailing_data[0]:
-                    record = self._new_record(service, conn_id)  # a head is arriving
+                if parser.their_state is h11.IDLE and parser.trailing_data[0]:
+                    if record is None:
+                        record = self._new_record(service, conn_id)  # a head is arriving
+                    record.leftover = bytes(parser.trailing_data[0])
                 return record
             if isinstance(event, h11.Request):
                 if record is None:

@@ -27,7 +27,7 @@ from typing import Callable
 
 import pytest
 
-from .conftest import PROTECTED, PUBLIC
+from .conftest import PROTECTED, PUBLIC, answers_mismatch
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -993,36 +993,6 @@ CASES = COMPLIANCE + SMUGGLING + MALFORMED + NORMALIZATION + CAPABILITIES + COOK
 assert len(CASES) == 215 and len({c.id for c in CASES}) == 215
 
 
-# ---------------------------------------------------------------- what fastgw does
-
-def fastgw_mismatch(specs: tuple, ex) -> str | None:
-    """None when the responses are `specs`: one per response, alternatives split by "|",
-    each "2xx"/"4xx"/"5xx"/a status, "+close" for "and then the connection closed",
-    "none" for "no response (time-out or close) from here on"."""
-    got = ex.responses
-    for i, spec in enumerate(specs):
-        atoms = spec.split("|")
-        if i >= len(got):
-            if "none" in atoms:
-                return None
-            return f"response {i + 1}: expected {spec}, got none ({'closed' if ex.closed else 'open'})"
-        status = got[i].status
-        for atom in atoms:
-            code, _, close = atom.partition("+")
-            if code == "none":
-                continue
-            if code.endswith("xx") and status // 100 == int(code[0]) or code == str(status):
-                if close and (i != len(got) - 1 or not ex.closed):
-                    return (f"response {i + 1}: {status}, but the connection was not closed "
-                            f"after it")
-                break
-        else:
-            return f"response {i + 1}: expected {spec}, got {status}"
-    if len(got) > len(specs):
-        return f"{len(got)} responses, expected {len(specs)}: {ex.statuses}"
-    return None
-
-
 PARAMS = [pytest.param(case, variant, id=f"{case.id}-{variant}")
           for case in CASES for variant in (("public", "protected") if case.names_host()
                                             else ("any",))]
@@ -1032,7 +1002,7 @@ PARAMS = [pytest.param(case, variant, id=f"{case.id}-{variant}")
 def test_http11probe_case(edge, case, variant):
     ex = edge.exchange(*case.render(variant, edge.token), expect="one", deadline=case.deadline)
     problems = [f"invariant: {p}" for p in edge.violations(ex)]
-    mismatch = fastgw_mismatch(case.expected(variant), ex)
+    mismatch = answers_mismatch(case.expected(variant), ex)
     if mismatch:
         problems.append(f"fastgw: {mismatch} (expected {' then '.join(case.expected(variant))})")
     verdict = case.probe.judge(seen(ex))
