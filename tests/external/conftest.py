@@ -38,7 +38,7 @@ def edge_config(upstream: RecordingUpstream) -> dict:
     ], "consumers": [consumer()]}
 
 
-# ---------------------------------------------------------------- responses, as the client reads them
+# ---------------------------------------------------------------- responses, as a client reads them
 
 @dataclass
 class HttpResponse:

@@ -46,7 +46,7 @@ def fuzz_settings(examples: int):
         print_blob=EXPLORING)
 
 
-# ---------------------------------------------------------------- a request, before and after mutation
+# ---------------------------------------------------------------- a request, to be mutated
 
 @dataclass
 class Draft:
@@ -137,7 +137,8 @@ def _random_case(draw, name: str) -> str:
 
 
 def dup_content_length(draw, d: Draft) -> None:
-    value = draw(st.sampled_from([str(len(d.body)), str(len(d.body) + 1), "0", f"{len(d.body)}, 1"]))
+    n = len(d.body)
+    value = draw(st.sampled_from([str(n), str(n + 1), "0", f"{n}, 1"]))
     d.headers.insert(draw(st.integers(0, len(d.headers))), ["Content-Length", value])
 
 
@@ -270,8 +271,8 @@ def http10_with_te(draw, d: Draft) -> None:
 
 
 def duplicate_credential(draw, d: Draft) -> None:
-    d.headers.insert(draw(st.integers(0, len(d.headers))),
-                     ["Authorization", draw(st.sampled_from([f"Bearer {VALID}", BAD_TOKEN, VALID]))])
+    value = draw(st.sampled_from([f"Bearer {VALID}", BAD_TOKEN, VALID]))
+    d.headers.insert(draw(st.integers(0, len(d.headers))), ["Authorization", value])
 
 
 def obs_fold(draw, d: Draft) -> None:

@@ -38,11 +38,13 @@ def case(id, data, *answers, body=None, deadline=1.0):
 CASES = [
     # the Host rule: host[:port], letters, digits, "-", "." and "_" only, once
     case("host-userinfo", f"GET / HTTP/1.1\r\nHost: user@public.example\r\n\r\n", "400+close"),
-    case("host-userinfo-other-host", "GET / HTTP/1.1\r\nHost: public.example@protected.example\r\n\r\n",
+    case("host-userinfo-other-host",
+         "GET / HTTP/1.1\r\nHost: public.example@protected.example\r\n\r\n",
          "400+close"),
     case("host-comma-list", "GET / HTTP/1.1\r\nHost: public.example, protected.example\r\n\r\n",
          "400+close"),
-    case("host-port-not-numeric", "GET / HTTP/1.1\r\nHost: public.example:abc\r\n\r\n", "400+close"),
+    case("host-port-not-numeric", "GET / HTTP/1.1\r\nHost: public.example:abc\r\n\r\n",
+         "400+close"),
     case("host-port-out-of-range", "GET / HTTP/1.1\r\nHost: public.example:99999\r\n\r\n",
          "400+close"),
     case("host-two-ports", "GET / HTTP/1.1\r\nHost: public.example:80:80\r\n\r\n", "400+close"),
@@ -63,7 +65,8 @@ CASES = [
          "Host: protected.example\r\n\r\n", "2xx"),
     case("absolute-form-to-protected-needs-a-token", "GET http://protected.example/a HTTP/1.1\r\n"
          f"{PUB}\r\n", "401", body={"message": "Missing JWT token in request"}),
-    case("absolute-form-authority-userinfo", f"GET http://user@public.example/ HTTP/1.1\r\n{PUB}\r\n",
+    case("absolute-form-authority-userinfo",
+         f"GET http://user@public.example/ HTTP/1.1\r\n{PUB}\r\n",
          "400+close"),
     case("absolute-form-authority-bad-port", f"GET http://public.example:x/ HTTP/1.1\r\n{PUB}\r\n",
          "400+close"),
@@ -88,7 +91,8 @@ CASES = [
     case("http10-chunked", f"POST / HTTP/1.0\r\n{PUB}Transfer-Encoding: chunked\r\n\r\n"
          "5\r\nhello\r\n0\r\n\r\n", "400+close"),
     case("http10-chunked-keep-alive", f"POST / HTTP/1.0\r\n{PUB}Connection: keep-alive\r\n"
-         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.0\r\n" + PUB + "\r\n", "400+close"),
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+         "GET / HTTP/1.0\r\n" + PUB + "\r\n", "400+close"),
     # the credential field of jwt-auth given twice
     case("authorization-twice", "GET / HTTP/1.1\r\n" + PROT + "Authorization: Bearer {T}\r\n\r\n",
          "400+close"),
@@ -99,7 +103,8 @@ CASES = [
          "0\r\n\r\n", "400+close|501+close"),
     case("coding-identity", f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: identity\r\n\r\n",
          "400+close|501+close"),
-    case("coding-chunked-chunked", f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: chunked, chunked\r\n"
+    case("coding-chunked-chunked",
+         f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: chunked, chunked\r\n"
          "\r\n0\r\n\r\n", "400+close|501+close"),
     case("coding-br", f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: br\r\n\r\n", "501+close"),
     case("coding-unknown", f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: x-custom\r\n\r\n",
@@ -148,7 +153,8 @@ CASES = [
     # request trailers are dropped
     case("trailer-identity", "POST / HTTP/1.1\r\n" + PROT + "Transfer-Encoding: chunked\r\n\r\n"
          "5\r\nhello\r\n0\r\nX-Consumer-Username: admin\r\n\r\n", "2xx"),
-    case("trailer-credential-on-public", f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: chunked\r\n\r\n"
+    case("trailer-credential-on-public",
+         f"POST / HTTP/1.1\r\n{PUB}Transfer-Encoding: chunked\r\n\r\n"
          "5\r\nhello\r\n0\r\nAuthorization: Bearer {T}\r\n\r\n", "2xx"),
     case("trailer-token-does-not-authorize", "POST / HTTP/1.1\r\nHost: protected.example\r\n"
          "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nAuthorization: Bearer {T}\r\n\r\n",
