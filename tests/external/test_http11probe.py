@@ -4,8 +4,9 @@ Ported from Http11Probe (https://github.com/MDA2AV/Http11Probe, MIT licence, Cop
 2026 Diogo Martins), commit 95bc6a991b2ad2bddd61d58c92c36d543d895ffa, files
 src/Http11Probe/TestCases/Suites/{ComplianceSuite,SmugglingSuite,MalformedInputSuite,
 NormalizationSuite,CapabilitiesSuite,CookieSuite}.cs: every case's id, raw bytes (its
-`PayloadFactory` or sequence steps, with `{H}` for the Host the probe fills in), RFC
-reference and expected outcome (its `ExpectedBehavior` / `Validator`, as `Probe`).
+`PayloadFactory` or sequence steps as Encoding.ASCII sends them, with `{H}` where the probe
+puts its target's host[:port]), RFC reference and expected outcome (its `ExpectedBehavior`
+or `Validator`, as `Probe`).
 
 Each case runs against `public.example`, and, when its bytes name the host, once more
 against `protected.example` with the consumer's token in an Authorization field before
@@ -305,8 +306,8 @@ def C(id, rfc, payload, probe, *fastgw, **extra) -> Case:
 
 
 def dotnet_random_bytes(seed: int, count: int) -> bytes:
-    """`new Random(seed).NextBytes(new byte[count])`: .NET's seeded System.Random
-    (Knuth's subtractive generator, kept bit for bit since .NET Framework)."""
+    """`new Random(seed).NextBytes(new byte[count])`: the subtractive generator (Knuth) that
+    .NET keeps for a seeded System.Random, as .NET Framework had it."""
     mbig, mseed = 2**31 - 1, 161803398
     seeds = [0] * 56
     mj = mseed - abs(seed)
@@ -931,8 +932,9 @@ MALFORMED = [
       rules("400/431 or close", ((400, 431), PASS)), "431"),
     C("MAL-NUL-IN-URL", None, "GET /\0test HTTP/1.1\r\nHost: {H}\r\n\r\n", exact(400, close=True),
       "400+close"),
+    # C#'s "\x0Bdef" is one escape, U+0BDE, then "f"; Encoding.ASCII sends it as "?f"
     C("MAL-CONTROL-CHARS-HEADER", None,
-      "GET / HTTP/1.1\r\nHost: {H}\r\nX-Test: abc\x07\x08\x0bdef\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: {H}\r\nX-Test: abc\x07\x08?f\r\n\r\n",
       exact(400, close=True), "400+close"),
     C("MAL-INCOMPLETE-REQUEST", None, "GET / HTTP/1.1\r\nHost: {H}\r\nX-Test: value", R400_QUIET,
       "none|400+close"),
