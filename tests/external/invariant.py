@@ -11,9 +11,10 @@ chunked. Against that, every exchange must satisfy:
   with the same method, path (dot segments may be resolved, as routing does), query
   and body, on the service its host routes to, with that host as Host;
 * a request the gateway answered itself (4xx/5xx) never reached the upstream, and the
-  upstream saw no request that no 2xx accounts for (no smuggling, no split requests);
-  a request whose head went upstream but was cut off when the gateway found the
-  client's body broken is tolerated only when some client request was refused;
+  upstream saw no request that no 2xx accounts for (no smuggling, no split requests, no
+  bytes that start one); a request whose head went upstream before the gateway found
+  the client's body broken may arrive cut off (only when some client request was
+  refused), never completed, and never left half sent once the client has gone;
 * a 2xx is never given to bytes the reference parser rejects, and the gateway never
   answers more requests than the client sent;
 * on `protected`, every upstream request carries exactly one `x-consumer-username`
@@ -23,8 +24,9 @@ chunked. Against that, every exchange must satisfy:
   Content-Length / Transfer-Encoding and only `chunked`, a Content-Length that is the
   body's length as a plain number, no other field that reads as one of them once "_" is
   taken for "-", exactly one Host, no Upgrade, no trailers, no client trailer in the head;
-* forwarding headers are fastgw's: one each of X-Real-IP and X-Forwarded-For ending
-  in the client's address, X-Forwarded-Proto, X-Forwarded-Host equal to Host;
+* forwarding headers are fastgw's, in every spelling: one each of X-Real-IP and
+  X-Forwarded-For ending in the client's address (a client's list may be extended),
+  X-Forwarded-Proto, X-Forwarded-Host equal to Host;
 * every complete client request is answered, or the connection closed, in time.
 """
 
