@@ -3,7 +3,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEBS   := wrk nginx-light haproxy etcd-server curl
 
-.PHONY: install run test bench profile clean
+.PHONY: install run test fuzz bench profile clean
 
 install: $(STAMP)
 
@@ -30,6 +30,12 @@ debs:
 
 test: $(STAMP) debs
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The differential fuzz of the gateway's edge with many more examples than `make test` runs:
+# random, and what fails is shrunk to a minimal exchange. FASTGW_FUZZ_EXAMPLES=20000 for longer.
+fuzz: $(STAMP)
+	FASTGW_FUZZ_EXAMPLES=$${FASTGW_FUZZ_EXAMPLES:-2000} $(PY) -m pytest -q \
+		tests/external/test_differential_fuzz.py $(PYTEST_ARGS)
 
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP)
