@@ -137,15 +137,13 @@ _HOST = re.compile(rb"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 
 
 def parse_host(value: bytes) -> tuple[bytes, bytes] | tuple[()]:
-    """(the Host to forward, the name to route on), or () when `value` is not host[:port].
+    """(the Host to forward, the name to route on), or () when `value` is not host[:port]
+    (an empty Host too: an http URI always has an authority, RFC 9110 4.2.1).
 
     Trailing whitespace is not part of a field value (RFC 9110 5.5; llhttp keeps it), and
     "example.com." names example.com to every resolver, so both are dropped from the
     forwarded value too: the host routed on is the host the upstream is told."""
-    value = value.rstrip(b" \t")
-    if not value:
-        return b"", b""
-    match = _HOST.fullmatch(value)
+    match = _HOST.fullmatch(value.rstrip(b" \t"))
     if match is None:
         return ()
     name, port = match.groups()

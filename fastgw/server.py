@@ -162,6 +162,9 @@ class ClientConnection(asyncio.Protocol):
         self.settings = gateway.settings
         self.transport = None
         self.parser = HttpRequestParser(self)
+        # Any d.d version is parsed, so that fastgw answers the ones it does not serve with
+        # 505 rather than llhttp's generic error; on_headers_complete decides.
+        self.parser.set_dangerous_leniencies(lenient_version=True)
         self.queue: deque[Exchange] = deque()
         self.active: Exchange | None = None
         self.reading = HEAD
@@ -217,13 +220,18 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading(self.PIPELINE)
 
     def eof_received(self):
-        # A half-close after a complete request still gets its answer (HTTP/1.0 style).
+        # A half-close after a complete request still gets its answer (HTTP/1.0 style);
+        # a request whose body was still coming can never be whole: its upstream side is
+        # cut off and it is answered 400.
+        if self.current is not None:
+            self._request_fault(responses.BAD_REQUEST)
         self._stop_reading()
         if self.active is None and not self.queue:
             self.close()
         # A TLS transport shuts itself down after close_notify whatever this says (uvloop
         # logs a warning for True): only a plain one stays open for the answer.
-        return self.transport.get_extra_info("sslcontext") is None
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc):
         self.gateway.connections.discard(self)
@@ -251,6 +259,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self):
         self.reading = HEAD
         self.url = b""
+        self.headers = []
         self.head_size = 0
         self.pending_head = 0
         self.body_received = 0
@@ -276,14 +285,14 @@ class ClientConnection(asyncio.Protocol):
         http11 = version == "1.1"
         ex = Exchange(self, parser.get_method(), self.url, self.headers, http11,
                       parser.should_keep_alive())
-        self.headers = []  # chunked trailers land here, and are dropped with it
+        self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
         self.current = ex
         self.queue.append(ex)
         if http11 or version == "1.0":
             self._dispatch(ex)
         else:
-            # llhttp reads "GET /a\n..." (no version) as HTTP/0.9, and any n.m as a version
-            ex.refuse(_VERSION_NOT_SUPPORTED if version >= "2" else responses.BAD_REQUEST)
+            # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
+            ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
 
     def on_body(self, chunk: bytes):
         self.body_received += len(chunk)
@@ -318,8 +327,8 @@ class ClientConnection(asyncio.Protocol):
                 elif name == b"transfer-encoding":
                     fault = _transfer_coding_fault(ex, value)
                     if fault is not None:
-                        ex.refuse(fault)
-                        return
+                        self.fault = fault  # and parsing stops here: the body cannot be read
+                        raise Refused
                     ex.chunked = True
                     ex.framing = CHUNKED_FRAMING
                 elif name == b"expect":
@@ -487,6 +496,17 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+class _Trailers:
+    """Where on_header puts a chunked request's trailers: nowhere. They are dropped, never
+    merged into the head (RFC 9110 6.5.1), and never carried into the next request."""
+
+    __slots__ = ()
+
+    def append(self, field) -> None:
+        pass
+
+
+_TRAILERS = _Trailers()
 _SPECIAL_REQUEST_HEADERS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect",
                                       b"x-forwarded-for", b"connection", b"upgrade"))
 _EXPECTATION_FAILED = responses.error(417)
@@ -508,8 +528,8 @@ def _absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
         at = rest.find(stop)
         if at != -1 and at < end:
             end = at
-    parts = HOST_NAMES[rest[:end]] if end else ()
-    if not parts or not parts[1]:
+    parts = HOST_NAMES[rest[:end]]
+    if not parts:
         return None
     path = rest[end:]
     return (path if path[:1] == b"/" else b"/" + path), parts[0], parts[1]

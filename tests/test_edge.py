@@ -10,6 +10,7 @@ whatever the client got back.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
@@ -115,13 +116,24 @@ def test_request_trailers_never_reach_the_upstream_head(edge, upstream):
     assert not names & {"authorization", "x-consumer-username", "x-trailer"}
 
 
+def test_request_trailers_are_not_carried_into_the_next_request(edge, upstream):
+    mark = marker()
+    with edge.raw(5) as c:
+        c.send(b"POST /open/%s-1 HTTP/1.1\r\nHost: public.example\r\nTransfer-Encoding: chunked"
+               b"\r\n\r\n5\r\nhello\r\n0\r\nHost: public.example\r\nX-Trailer: 1\r\n\r\n"
+               b"GET /open/%s-2 HTTP/1.1\r\n\r\n" % (mark.encode(), mark.encode()))
+        assert c.response()[0] == 200
+        assert c.response()[0] == 400  # no Host of its own: the trailer's is not one
+    assert [r["target"] for r in seen(upstream, mark)] == [f"/open/{mark}-1"]
+
+
 # ---------------------------------------------------------------- 3. Host
 
 @pytest.mark.parametrize("host", [
     b"public.example:x@protected.example", b"public.example@protected.example",
     b"public.example, protected.example", b"public.example:80x", b"public.example:65536",
     b"public.example:", b"public.example/protected.example", b"public.example\\x",
-    b"public example", b"public.example%2f",
+    b"public example", b"public.example%2f", b"", b" ",
 ])
 def test_a_host_that_is_not_host_and_port_is_400(edge, upstream, host):
     mark = marker()
@@ -182,10 +194,11 @@ def test_a_request_line_without_a_crlf_framed_version_is_400(edge, upstream, lin
     assert seen(upstream, mark) == []
 
 
-def test_http2_and_later_in_a_request_line_is_505(edge, upstream):
+@pytest.mark.parametrize("version", [b"2.0", b"3.0", b"9.9", b"1.2"])
+def test_a_version_other_than_1_0_and_1_1_is_505(edge, upstream, version):
     mark = marker()
-    status, headers, body = exchange(edge, b"GET /open/%s HTTP/2.0\r\nHost: public.example"
-                                           b"\r\n\r\n" % mark.encode())
+    status, headers, body = exchange(edge, b"GET /open/%s HTTP/%s\r\nHost: public.example"
+                                           b"\r\n\r\n" % (mark.encode(), version))
     assert status == 505 and headers["connection"] == "close"
     assert json.loads(body) == {"error_msg": "505 HTTP Version Not Supported"}
     assert seen(upstream, mark) == []
@@ -194,7 +207,8 @@ def test_http2_and_later_in_a_request_line_is_505(edge, upstream):
 # ---------------------------------------------------------------- 5. transfer codings
 
 @pytest.mark.parametrize("coding,status", [
-    (b"gzip, chunked", 501), (b"deflate,chunked", 501), (b"x, chunked", 501),
+    (b"gzip, chunked", 501), (b"deflate,chunked", 501), (b"x, chunked", 501), (b"gzip", 501),
+    (b"chunked, gzip", 400),  # RFC 9112 6.3: chunked not last, the length is unknown
     (b"chunked, chunked", 400),  # llhttp: chunked twice is not a length it can trust
 ])
 def test_a_transfer_coding_other_than_chunked_is_501(edge, upstream, coding, status):
@@ -273,3 +287,18 @@ def test_a_request_refused_mid_pipeline_ends_the_connection_there(edge, upstream
         assert c.response()[0] == 400
         assert c.closed()
     assert [r["target"] for r in seen(upstream, mark)] == [f"/open/{mark}-1"]
+
+
+@pytest.mark.parametrize("framing,body", [(b"Content-Length: 10", b"hello"),
+                                          (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n")])
+def test_a_request_cut_off_mid_body_is_answered_and_never_left_half_sent(edge, upstream,
+                                                                         framing, body):
+    mark = marker()
+    with edge.raw(5) as c:
+        c.send(b"POST /open/%s HTTP/1.1\r\nHost: public.example\r\n%s\r\n\r\n%s"
+               % (mark.encode(), framing, body))
+        c.sock.shutdown(socket.SHUT_WR)  # the rest of the body will never come
+        status, headers, _ = c.response()
+        assert status == 400 and headers["connection"] == "close"
+        assert c.closed()
+    assert seen(upstream, mark) == []

@@ -29,8 +29,8 @@ def error_msg(body: bytes) -> str:
     pytest.param(b"NOT-HTTP\r\n\r\n", id="garbage"),
     pytest.param(b"GET / HTTP/1.1\r\n\r\n", id="http11-without-host"),
     pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", id="two-hosts"),
-    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-                 id="te-not-chunked"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                 id="te-not-chunked-last"),
     pytest.param(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                  b"zz\r\nhello\r\n0\r\n\r\n", id="bad-chunk-size"),
 ])

@@ -50,12 +50,20 @@ def normalized_name(name: bytes) -> bytes:
     return name.lower().replace(b"_", b"-")
 
 
-def host_name(value: str) -> str:
-    """A Host value's name: lower-case, port removed (the routing key)."""
+def host_and_port(value: str) -> tuple[str, str]:
+    """A Host value's name (lower-case, without a trailing dot, which names the same host to
+    every resolver) and its port, "" when it has none."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:value.find("]")]
-    return value.rsplit(":", 1)[0] if ":" in value else value
+        end = value.find("]")
+        return value[1:end], value[end + 2:]
+    name, _, port = value.partition(":")
+    return name.rstrip("."), port
+
+
+def host_name(value: str) -> str:
+    """A Host value's name: the routing key."""
+    return host_and_port(value)[0]
 
 
 def remove_dot_segments(path: str) -> str:
@@ -174,7 +182,7 @@ def reference_requests(data: bytes) -> Reference:
             return Reference(requests)
         unread = rest
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_EVENT)
-        parser.receive_data(rest)
+        parser.receive_data(_single_spaced(rest))
         request = None
         try:
             while True:
@@ -203,6 +211,16 @@ def reference_requests(data: bytes) -> Reference:
             return Reference(requests, stopped="upgrade" if rest else None, rest=rest)
         if not request.keep_alive:
             return Reference(requests, stopped="close" if rest else None, rest=rest)
+
+
+_REQUEST_LINE_SPACES = re.compile(rb"\A([!-~]+) +([!-~]+) +(HTTP/[0-9.]+\r\n)")
+
+
+def _single_spaced(data: bytes) -> bytes:
+    """`data` with runs of spaces between the request line's three parts made single: RFC
+    9112 3 lets a recipient parse on whitespace boundaries, and fastgw rebuilds the line for
+    the upstream, so "GET  / HTTP/1.1" is the request "GET / HTTP/1.1" (h11 refuses it)."""
+    return _REQUEST_LINE_SPACES.sub(rb"\1 \2 \3", data, count=1)
 
 
 def _faulty_framing(request: ClientRequest) -> str | None:
@@ -390,7 +408,7 @@ def _same_request(req: ClientRequest, record, services: Services) -> list[str]:
         expected = services.routes.get(host_name(host))
         if record.service != expected:
             out.append(f"host {host!r} routes to {expected}, request went to {record.service}")
-        if len(hosts) == 1 and hosts[0].decode("latin-1").strip().lower() != host.strip().lower():
+        if len(hosts) == 1 and host_and_port(hosts[0].decode("latin-1")) != host_and_port(host):
             out.append(f"Host {hosts[0]!r} upstream, routed on {host!r}")
     if up_authority is not None and host is not None and up_authority.lower() != host.lower():
         out.append(f"absolute-form authority {up_authority!r} upstream, routed on {host!r}")

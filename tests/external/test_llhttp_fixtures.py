@@ -79,7 +79,7 @@ from pathlib import Path
 
 import httptools
 import pytest
-from external_data import dataset
+from .external_data import dataset
 from httptools import (HttpParserCallbackError, HttpParserError, HttpParserInvalidMethodError,
                        HttpParserInvalidStatusError, HttpParserInvalidURLError, HttpParserUpgrade)
 

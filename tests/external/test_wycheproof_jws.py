@@ -42,7 +42,7 @@ from fastgw import jwt
 from fastgw.config.schema import validate
 from fastgw.plugins import jwt_auth
 
-from external_data import dataset
+from .external_data import dataset
 from jwt_kit import PluginSide
 
 FOLDER = dataset("wycheproof")
