@@ -21,7 +21,7 @@ def status_line(code: int) -> bytes:
 class Response:
     """A complete response the gateway answers by itself, in both connection flavours."""
 
-    __slots__ = ("status", "keep_alive", "close", "reason")
+    __slots__ = ("status", "keep_alive", "close", "head_keep_alive", "head_close", "reason")
 
     def __init__(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (),
                  content_type: str = "application/json", reason: str | None = None):
@@ -32,8 +32,11 @@ class Response:
         head = b"".join(head)
         self.status = status
         self.reason = reason  # why authentication failed, for the metrics
-        self.keep_alive = head + b"connection: keep-alive\r\n\r\n" + body
-        self.close = head + b"connection: close\r\n\r\n" + body
+        # the same answer to a HEAD request: its head only (RFC 9110 9.3.2)
+        self.head_keep_alive = head + b"connection: keep-alive\r\n\r\n"
+        self.head_close = head + b"connection: close\r\n\r\n"
+        self.keep_alive = self.head_keep_alive + body
+        self.close = self.head_close + body
 
 
 def error(status: int, message: str | None = None) -> Response:

@@ -350,6 +350,9 @@ class ClientConnection(asyncio.Protocol):
             if parts is None:
                 ex.refuse(responses.BAD_REQUEST)
                 return
+            if host_header is None and ex.http11:
+                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: even with absolute-form
+                return
             target, ex.host, host = parts
         elif host_header is None:
             if ex.http11:
@@ -429,13 +432,14 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None:
             return
         ex = self.active
+        open_after = keep_alive and not self.closing
+        if ex is not None and ex.method == b"HEAD":  # the head only (RFC 9110 9.3.2)
+            self.transport.write(response.head_keep_alive if open_after else response.head_close)
+        else:
+            self.transport.write(response.keep_alive if open_after else response.close)
         if ex is not None:
             ex.response = response
             ex.status = response.status
-        if keep_alive and not self.closing:
-            self.transport.write(response.keep_alive)
-        else:
-            self.transport.write(response.close)
         self.exchange_done(keep_alive)
 
     def _request_fault(self, response: Response) -> None:

@@ -302,3 +302,25 @@ def test_a_request_cut_off_mid_body_is_answered_and_never_left_half_sent(edge, u
         assert status == 400 and headers["connection"] == "close"
         assert c.closed()
     assert seen(upstream, mark) == []
+
+
+def test_the_gateways_own_answer_to_head_has_no_body(edge, upstream):
+    """A 401 or 404 to HEAD is its head alone; its body would be read as the next response."""
+    with edge.raw(5) as c:
+        c.send(b"HEAD /locked/x HTTP/1.1\r\nHost: public.example\r\n\r\n"
+               b"HEAD /nowhere HTTP/1.1\r\nHost: nowhere.example\r\n\r\n"
+               b"GET /locked/x HTTP/1.1\r\nHost: public.example\r\n\r\n")
+        status, headers, body = c.response("HEAD")
+        assert (status, body) == (401, b"") and headers["content-length"] == "42"
+        status, _, body = c.response("HEAD")
+        assert (status, body) == (404, b"")
+        status, _, body = c.response()
+        assert status == 401 and json.loads(body) == {"message": "Missing JWT token in request"}
+
+
+def test_absolute_form_without_host_in_http11_is_400(edge, upstream):
+    mark = marker()
+    status, _, _ = exchange(edge, b"GET http://public.example/open/%s HTTP/1.1\r\n\r\n"
+                            % mark.encode())
+    assert status == 400
+    assert seen(upstream, mark) == []
