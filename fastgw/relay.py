@@ -49,6 +49,7 @@ NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 BODY_BUFFER_LIMIT = 64 * 1024  # request body held while connecting; reading pauses above it
 CHUNK_END = b"0\r\n\r\n"
 CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
+NO_BODY_FRAMINGS = (b"", b"content-length: 0\r\n")  # `framing` of a request without a body
 
 
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
@@ -384,8 +385,10 @@ class Exchange:
             self.client.abort()  # never a truncated response passed off as whole
             return
         retry = self.tries < self.route.upstream.retries and (
-            state == CONNECTING or (self.reused and self.req_done and not self.body_size
-                                    and not self.chunked and self.method in IDEMPOTENT))
+            # sent again only if nothing of it can have reached the upstream but its head:
+            # a body streamed there is gone, and its length alone would frame the next request
+            state == CONNECTING or (self.reused and self.req_done and self.framing in
+                                    NO_BODY_FRAMINGS and self.method in IDEMPOTENT))
         if retry and self.client.transport is not None:
             self.tries += 1
             self.resp_headers = []

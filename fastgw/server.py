@@ -19,7 +19,8 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from . import responses
 from .config.compile import Snapshot
 from .metrics import WorkerStats
-from .relay import CHUNKED_FRAMING, DONE, QUEUED, RESPONDING, Exchange, connection_tokens
+from .relay import (CHUNKED_FRAMING, DONE, NO_BODY_FRAMINGS, QUEUED, RESPONDING, Exchange,
+                    connection_tokens)
 from .responses import Response
 from .routing import HOST_NAMES, normalize_path
 from .settings import Settings
@@ -201,12 +202,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
-            # The request asked to switch protocols; fastgw relays HTTP/1.1 only, so
-            # the request is served without the upgrade and the connection ends after it.
-            self._stop_reading()
-            last = self.queue[-1] if self.queue else self.active
-            if last is not None:
-                last.keep_alive = False
+            self._upgraded()
         except HttpParserError:
             self._request_fault(self.fault or responses.BAD_REQUEST)
         else:
@@ -313,7 +309,6 @@ class ClientConnection(asyncio.Protocol):
         """Decide what answers this request: a route's upstream, or the gateway itself."""
         host_header = None
         length = -1
-        upgrade = False
         for name, value in ex.headers:
             if name in _SPECIAL_REQUEST_HEADERS:
                 if name == b"host":
@@ -342,8 +337,6 @@ class ClientConnection(asyncio.Protocol):
                     extra = connection_tokens(value)
                     if extra:
                         ex.skip = ex.skip | extra
-                elif name == b"upgrade":
-                    upgrade = True
         target = ex.target
         if target[:1] != b"/":
             parts = _absolute_form(target)
@@ -365,11 +358,6 @@ class ClientConnection(asyncio.Protocol):
                 ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: not host[:port]
                 return
             ex.host, host = parts
-        if upgrade and (length > 0 or ex.chunked) and self.parser.should_upgrade():
-            # llhttp stops at an upgrade and never hands over its body, which the upstream
-            # would wait for: refused at once rather than served half
-            ex.refuse(_UPGRADE_WITH_BODY)
-            return
         if length > self.settings.max_body_bytes:
             ex.refuse(responses.PAYLOAD_TOO_LARGE)
             return
@@ -391,6 +379,19 @@ class ClientConnection(asyncio.Protocol):
             if answer is not None:
                 ex.response = answer
                 return
+
+    def _upgraded(self) -> None:
+        """llhttp stopped at a request that switches protocols (Connection: upgrade, or any
+        CONNECT), right after its head: it hands over no body and parses nothing after it.
+        fastgw relays HTTP/1.1 only, so such a request is served without the upgrade and
+        the connection ends after it. A CONNECT, or one that declared a body, is refused:
+        its upstream would wait for a body that never comes, or read the next request
+        relayed on that connection as it."""
+        self._stop_reading()
+        ex = self.queue[-1]  # its head was parsed just now and nothing has started it yet
+        ex.keep_alive = False
+        if ex.method == b"CONNECT" or ex.framing not in NO_BODY_FRAMINGS:
+            ex.refuse(_NOT_IMPLEMENTED)
 
     # ------------------------------------------------------------ answering, in order
 
@@ -512,11 +513,10 @@ class _Trailers:
 
 _TRAILERS = _Trailers()
 _SPECIAL_REQUEST_HEADERS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect",
-                                      b"x-forwarded-for", b"connection", b"upgrade"))
+                                      b"x-forwarded-for", b"connection"))
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
 _NOT_IMPLEMENTED = responses.error(501)
-_UPGRADE_WITH_BODY = _NOT_IMPLEMENTED
 
 
 def _absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:

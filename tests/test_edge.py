@@ -9,8 +9,10 @@ whatever the client got back.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
+import threading
 import time
 import uuid
 
@@ -324,3 +326,79 @@ def test_absolute_form_without_host_in_http11_is_400(edge, upstream):
                             % mark.encode())
     assert status == 400
     assert seen(upstream, mark) == []
+
+
+def test_connect_is_refused_whatever_its_target_and_body(edge, upstream):
+    """llhttp hands over no body after a CONNECT (it is a protocol switch): relayed, its
+    Content-Length would frame the next request on that upstream connection."""
+    for body in (b"hello", b""):
+        mark = marker()
+        status, headers, _ = exchange(edge, b"CONNECT /open/%s HTTP/1.1\r\nHost: public.example"
+                                            b"\r\nContent-Length: %d\r\n\r\n%s"
+                                      % (mark.encode(), len(body), body))
+        assert status == 501 and headers["connection"] == "close"
+        assert seen(upstream, mark) == []
+
+
+class DroppingUpstream:
+    """Answers every request, except the second one on its first connection: read whole,
+    then the connection is closed unanswered (a keep-alive connection at its limit)."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.heads: list[bytes] = []
+        self.second_head = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        for number in itertools.count(1):
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, number), daemon=True).start()
+
+    def _serve(self, conn, number):
+        data, served = b"", 0
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                self.heads.append(head)
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), b"0"))
+                served += 1
+                if number == 1 and served == 2:
+                    self.second_head.set()
+                while len(data) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                data = data[length:]
+                if number == 1 and served == 2:
+                    return  # closed, unanswered
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+def test_a_request_whose_body_went_upstream_is_never_sent_again(gateway_factory):
+    """A retry on a fresh connection would carry the head and Content-Length but not the
+    body already streamed: the next request relayed there would be read as that body."""
+    up = DroppingUpstream()
+    gw = gateway_factory({"services": [service(
+        f"http://127.0.0.1:{up.port}", [{"name": "all", "paths": ["/*"]}],
+        upstream={"retries": 1, "timeout": {"connect": 5, "send": 5, "read": 3}})]})
+    with gw.raw(10) as c:
+        c.send(b"GET /warm HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 200
+        c.send(b"PUT /put HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        assert up.second_head.wait(5)  # the head went upstream; now its body follows it
+        c.send(b"hello")
+        status, _, _ = c.response()
+    assert status == 502
+    assert [h.split(b" ", 2)[:2] for h in up.heads] == [[b"GET", b"/warm"], [b"PUT", b"/put"]]
