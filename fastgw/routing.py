@@ -133,6 +133,7 @@ class RouteTable:
 # RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port]. fastgw takes a name of
 # letters, digits, "-", "." and "_", or a bracketed IPv6 literal, and a port of 1-5 digits:
 # no userinfo, no list, no percent-encoding, nothing an upstream could read as another host.
+_HOST_MAX = 300  # a DNS name has at most 253 characters; a port, brackets and spaces fit too
 _HOST = re.compile(rb"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?")
 
 
@@ -143,6 +144,8 @@ def parse_host(value: bytes) -> tuple[bytes, bytes] | tuple[()]:
     Trailing whitespace is not part of a field value (RFC 9110 5.5; llhttp keeps it), and
     "example.com." names example.com to every resolver, so both are dropped from the
     forwarded value too: the host routed on is the host the upstream is told."""
+    if len(value) > _HOST_MAX:
+        return ()
     match = _HOST.fullmatch(value.rstrip(b" \t"))
     if match is None:
         return ()
@@ -167,6 +170,8 @@ class HostNames(dict):
 
     def __missing__(self, value: bytes) -> tuple[bytes, bytes] | tuple[()]:
         parts = parse_host(value)
+        if len(value) > _HOST_MAX:
+            return parts  # refused, and not kept: a flood of long ones holds no memory
         if len(self) >= self.MAX:
             self.clear()
         self[value] = parts
@@ -176,35 +181,52 @@ class HostNames(dict):
 HOST_NAMES = HostNames()
 
 
-def needs_normalizing(path: bytes) -> bool:
-    """Whether normalize_path could change `path` or refuse it: cheap tests only, since
-    every request asks (the server inlines the same three)."""
-    return b"/." in path or b"%" in path or b"\\" in path
+# A path holding none of these is in normal form already (the usual case: one C call).
+NEEDS_NORMALIZING = re.compile(rb"/\.|%|\\|//|;").search
 
-
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(rb"//+")
 # What some upstream servers read as "/" although a URI does not: an encoded slash or
-# backslash (servers that decode before resolving dot segments), a backslash (Windows
-# servers), and what follows ";" in a segment (servlet containers drop path parameters).
-_SEPARATOR_LOOKALIKE = re.compile(rb"%2[fF]|%5[cC]|\\")
+# backslash (servers that decode before they split the path).
+_ENCODED_SEPARATOR = re.compile(rb"%2F|%5C")
 
 
-def _dot_segments(segments: list[bytes]) -> int:
-    return sum(seg == b"." or seg == b".." for seg in segments)
+def _percent(match: re.Match) -> bytes:
+    byte = int(match[1], 16)
+    return bytes((byte,)) if byte in _UNRESERVED else b"%" + match[1].upper()
 
 
 def normalize_path(path: bytes) -> bytes | None:
-    """Resolve "." and ".." segments (RFC 3986 section 5.2.4), "%2e" counting as ".",
-    so that "/public/../private" is routed, and sent upstream, as "/private".
+    """`path` in normal form, routed and sent upstream as such, or None when it cannot be
+    (a backslash: no URI character, RFC 3986 2, and a separator to Windows servers).
 
-    None when a segment is a dot segment only to a server that reads more separators
-    than RFC 3986 does ("/public/..%2fprivate", "/public/..\\private", "/public/..;/private"):
-    fastgw would route one path and such an upstream serve another, so it is refused."""
-    path = path.replace(b"%2e", b".").replace(b"%2E", b".")
-    if b";" in path or _SEPARATOR_LOOKALIKE.search(path):
-        lenient = [seg.partition(b";")[0]
-                   for seg in _SEPARATOR_LOOKALIKE.sub(b"/", path).split(b"/")]
-        if _dot_segments(lenient) != _dot_segments(path.split(b"/")):
-            return None
+    Percent-encoded unreserved characters are decoded and other escapes upper-cased
+    (RFC 3986 6.2.2: "/%61dmin" is "/admin" to any server), runs of "/" are one (as nginx
+    routes), and "." and ".." segments are resolved (5.2.4), so that "/public/../private"
+    is "/private"."""
+    if b"\\" in path:
+        return None
+    if b"%" in path:
+        path = _PERCENT.sub(_percent, path)
+    return _remove_dot_segments(_SLASHES.sub(b"/", path))
+
+
+def lenient_reading(path: bytes) -> bytes:
+    """How the most lenient servers read a normalized path: %2F and %5C as "/", and what
+    follows ";" in a segment dropped (servlet containers' path parameters). A request
+    whose lenient reading takes another route than its path is refused (the server behind
+    might serve the other route's path with this route's checks)."""
+    if b"%" in path:
+        path = _ENCODED_SEPARATOR.sub(b"/", path)
+    if b";" in path:
+        path = b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
+    return _remove_dot_segments(_SLASHES.sub(b"/", path))
+
+
+def _remove_dot_segments(path: bytes) -> bytes:
+    if b"/." not in path:
+        return path
     out: list[bytes] = []
     segments = path.split(b"/")[1:]
     for i, seg in enumerate(segments):

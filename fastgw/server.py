@@ -22,7 +22,7 @@ from .metrics import WorkerStats
 from .relay import (CHUNKED_FRAMING, DONE, NO_BODY_FRAMINGS, QUEUED, RESPONDING, Exchange,
                     connection_tokens)
 from .responses import Response
-from .routing import HOST_NAMES, normalize_path
+from .routing import HOST_NAMES, NEEDS_NORMALIZING, lenient_reading, normalize_path
 from .settings import Settings
 from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
 
@@ -327,7 +327,7 @@ class ClientConnection(asyncio.Protocol):
                     ex.chunked = True
                     ex.framing = CHUNKED_FRAMING
                 elif name == b"expect":
-                    if value.lower() != b"100-continue":
+                    if value.rstrip(b" \t").lower() != b"100-continue":
                         ex.refuse(_EXPECTATION_FAILED)
                         return
                     ex.expect_continue = True
@@ -362,13 +362,16 @@ class ClientConnection(asyncio.Protocol):
             ex.refuse(responses.PAYLOAD_TOO_LARGE)
             return
         path, sep, query = target.partition(b"?")
-        if b"/." in path or b"%" in path or b"\\" in path:  # needs_normalizing, inlined
+        router = self.gateway.snapshot.router
+        if NEEDS_NORMALIZING(path):
             path = normalize_path(path)
-            if path is None:
-                ex.refuse(responses.BAD_REQUEST)  # a dot segment only to some servers
+            route = None if path is None else router.match(host, path, ex.method)
+            if path is None or router.match(host, lenient_reading(path), ex.method) is not route:
+                ex.refuse(responses.BAD_REQUEST)  # another route to some servers behind
                 return
             target = path + sep + query
-        route = self.gateway.snapshot.router.match(host, path, ex.method)
+        else:
+            route = router.match(host, path, ex.method)
         if route is None:
             ex.response = responses.NOT_FOUND
             return
@@ -390,7 +393,8 @@ class ClientConnection(asyncio.Protocol):
         self._stop_reading()
         ex = self.queue[-1]  # its head was parsed just now and nothing has started it yet
         ex.keep_alive = False
-        if ex.method == b"CONNECT" or ex.framing not in NO_BODY_FRAMINGS:
+        if ex.response is None and (ex.method == b"CONNECT" or
+                                    ex.framing not in NO_BODY_FRAMINGS):
             ex.refuse(_NOT_IMPLEMENTED)
 
     # ------------------------------------------------------------ answering, in order
@@ -433,7 +437,8 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None:
             return
         ex = self.active
-        open_after = keep_alive and not self.closing
+        # "connection: close" goes on the last answer only, not on one with more to follow
+        open_after = keep_alive and (not self.closing or bool(self.queue))
         if ex is not None and ex.method == b"HEAD":  # the head only (RFC 9110 9.3.2)
             self.transport.write(response.head_keep_alive if open_after else response.head_close)
         else:

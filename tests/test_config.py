@@ -43,6 +43,8 @@ def test_minimal_configuration_gets_defaults():
     ({"services": [svc(routes=[{"name": "r", "paths": ["/a/*/b"]}])]},
      'services[0].routes[0].paths[0]: "*" is only allowed at the end (prefix match)'),
     ({"services": [svc(colour="blue")]}, "services[0].colour: unknown key"),
+    ({"services": [svc(plugins={"jwt-auth": {"header": "x-a-b-c-d-e-f-g-h-i"}})]},
+     "services[0].plugins.jwt-auth.header: must not hold more than 8 '-' or '_'"),
     ({"services": [svc(hosts="a.com")]}, "services[0].hosts: must be a list, not a string"),
     ({"services": [svc(), svc()]}, "services[1].name: duplicate name 's' (also at services[0])"),
     ({"services": [svc(routes=[{"name": "r", "paths": ["/x"]}, {"name": "r", "paths": ["/y"]}])]},

@@ -402,3 +402,16 @@ def test_a_request_whose_body_went_upstream_is_never_sent_again(gateway_factory)
         status, _, _ = c.response()
     assert status == 502
     assert [h.split(b" ", 2)[:2] for h in up.heads] == [[b"GET", b"/warm"], [b"PUT", b"/put"]]
+
+
+def test_connection_close_is_said_on_the_last_answer_only(edge, upstream):
+    """Requests pipelined before a malformed one get their answers, and only the last
+    answer says close: a client drops whatever follows a "connection: close"."""
+    with edge.raw(5) as c:
+        c.send(b"GET /nowhere HTTP/1.1\r\nHost: nowhere.example\r\n\r\n"
+               b"GET /locked/x HTTP/1.1\r\nHost: public.example\r\nExpect: 100-continue \r\n"
+               b"\r\nGARBAGE\r\n\r\n")
+        answers = [c.response() for _ in range(3)]
+        assert [(status, headers["connection"]) for status, headers, _ in answers] == [
+            (404, "keep-alive"), (401, "keep-alive"), (400, "close")]  # 401, not 417: OWS
+        assert c.closed()

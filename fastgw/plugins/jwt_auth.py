@@ -23,8 +23,16 @@ from ..spelling import any_case, header_names
 
 # ---------------------------------------------------------------- schemas
 
+def _few_separators(name: str) -> str | None:
+    """The header is matched under every -/_ spelling (2 ** separators of them)."""
+    if name.count("-") + name.count("_") > 8:
+        return "must not hold more than 8 '-' or '_'"
+    return None
+
+
 SCHEMA = Obj({
-    "header": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"), default="authorization"),
+    "header": Field(Str(_few_separators, pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"),
+                    default="authorization"),
     "query": Field(Str(), default="jwt"),
     "cookie": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"), default="jwt"),
     "hide_credentials": Field(Bool(), default=False),

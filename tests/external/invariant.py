@@ -66,6 +66,16 @@ def host_name(value: str) -> str:
     return host_and_port(value)[0]
 
 
+def normal_form(path: str) -> str:
+    """RFC 3986 6.2.2 on a path: percent-encoded unreserved characters decoded, other
+    escapes upper-cased, runs of "/" made one (as routing does), dot segments removed."""
+    def escape(match: re.Match) -> str:
+        char = chr(int(match[1], 16))
+        return char if char.isascii() and (char.isalnum() or char in "-._~") else \
+            "%" + match[1].upper()
+    return remove_dot_segments(re.sub("/{2,}", "/", re.sub("%([0-9A-Fa-f]{2})", escape, path)))
+
+
 def remove_dot_segments(path: str) -> str:
     """RFC 3986 section 5.2.4, "%2e" read as "." (what routing may do to a path)."""
     path = re.sub("%2[eE]", ".", path)
@@ -393,7 +403,7 @@ def _same_request(req: ClientRequest, record, services: Services) -> list[str]:
         out.append(f"method {record.method!r} upstream, {req.method!r} sent")
     _, path, query = split_target(req.target)
     up_authority, up_path, up_query = split_target(record.target)
-    if up_path not in (path, remove_dot_segments(path)) or up_query != query:
+    if up_path not in (path, normal_form(path)) or up_query != query:
         out.append(f"target {record.target!r} upstream, {req.target!r} sent")
     if not record.complete:
         out.append("the upstream request is incomplete")
