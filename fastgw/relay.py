@@ -32,13 +32,11 @@ QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"))
-
-
 # Request fields the gateway writes itself (framing, Host, forwarding and identity), so a
 # client's copy, under any spelling, never reaches the upstream.
-REQUEST_SKIP = header_names(HOP_BY_HOP | {b"host", b"content-length", b"expect", b"x-forwarded-for",
-                                       b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
-                                       b"x-consumer-username", b"x-credential-identifier"})
+REQUEST_SKIP = header_names(HOP_BY_HOP | {
+    b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
+    b"x-forwarded-host", b"x-real-ip", b"x-consumer-username", b"x-credential-identifier"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
@@ -50,6 +48,7 @@ BODY_BUFFER_LIMIT = 64 * 1024  # request body held while connecting; reading pau
 CHUNK_END = b"0\r\n\r\n"
 CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
 NO_BODY_FRAMINGS = (b"", b"content-length: 0\r\n")  # `framing` of a request without a body
+_SKIP_ALSO: dict[frozenset[bytes], frozenset[bytes]] = {}  # names -> REQUEST_SKIP | names
 
 
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
@@ -66,7 +65,7 @@ class Exchange:
     __slots__ = (
         # the request, as parsed and as it will be sent
         "client", "method", "url", "target", "headers", "http11", "keep_alive", "host", "skip",
-        "extra_head", "xff", "framing", "chunked", "expect_continue", "route", "response", "consumer",
+        "extra_head", "xff", "framing", "expect_continue", "route", "response", "consumer",
         # request body
         "req_done", "body", "body_size",
         # upstream side
@@ -90,8 +89,9 @@ class Exchange:
         self.skip = REQUEST_SKIP
         self.extra_head = b""
         self.xff = None
-        self.framing = b""  # the body's framing header, as fastgw decided it (never copied)
-        self.chunked = False
+        # the body's framing header as fastgw decided it (never copied): b"", a
+        # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
+        self.framing = b""
         self.expect_continue = False
         self.route = None
         self.response: Response | None = None
@@ -121,8 +121,15 @@ class Exchange:
     # ------------------------------------------------------------ for plugins
 
     def drop_header(self, names: frozenset[bytes]) -> None:
-        """Do not forward the request headers `names` (lower-case)."""
-        self.skip = self.skip | names
+        """Do not forward the request headers `names` (lower-case). The usual result, the
+        fields fastgw writes plus one plugin's, is built once and kept."""
+        if self.skip is REQUEST_SKIP:
+            skip = _SKIP_ALSO.get(names)
+            if skip is None:
+                skip = _SKIP_ALSO[names] = REQUEST_SKIP | names
+            self.skip = skip
+        else:
+            self.skip = self.skip | names
 
     def refuse(self, response: Response) -> None:
         """Answer with `response` and close the connection after it."""
@@ -134,7 +141,7 @@ class Exchange:
     def request_body(self, chunk: bytes) -> None:
         if self.state == SENDING or self.state == RESPONDING:
             if self.conn is not None:
-                if self.chunked:
+                if self.framing is CHUNKED_FRAMING:
                     self.conn.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 else:
                     self.conn.transport.write(chunk)
@@ -149,7 +156,7 @@ class Exchange:
     def request_complete(self) -> None:
         self.req_done = True
         if self.state == SENDING or self.state == RESPONDING:
-            if self.chunked and self.conn is not None:
+            if self.framing is CHUNKED_FRAMING and self.conn is not None:
                 self.conn.transport.write(CHUNK_END)
             if self.state == SENDING:
                 self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
@@ -205,7 +212,7 @@ class Exchange:
         head = self._upstream_head()
         if self.body:
             chunks = self.body
-            if self.chunked:
+            if self.framing is CHUNKED_FRAMING:
                 chunks = [p for c in chunks for p in (b"%x\r\n" % len(c), c, b"\r\n")]
             conn.transport.writelines([head, *chunks])
             self.body = []
@@ -213,7 +220,7 @@ class Exchange:
         else:
             conn.transport.write(head)
         if self.req_done:
-            if self.chunked:
+            if self.framing is CHUNKED_FRAMING:
                 conn.transport.write(CHUNK_END)
             self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
         else:
@@ -326,7 +333,7 @@ class Exchange:
             parts.append(b"content-length: %d\r\n" % length)
         elif self.http11:
             mode = CHUNKED
-            parts.append(b"transfer-encoding: chunked\r\n")
+            parts.append(CHUNKED_FRAMING)
         else:
             mode = UNTIL_CLOSE
             client_keeps = False

@@ -324,7 +324,6 @@ class ClientConnection(asyncio.Protocol):
                     if fault is not None:
                         self.fault = fault  # and parsing stops here: the body cannot be read
                         raise Refused
-                    ex.chunked = True
                     ex.framing = CHUNKED_FRAMING
                 elif name == b"expect":
                     if value.rstrip(b" \t").lower() != b"100-continue":
@@ -365,8 +364,11 @@ class ClientConnection(asyncio.Protocol):
         router = self.gateway.snapshot.router
         if NEEDS_NORMALIZING(path):
             path = normalize_path(path)
-            route = None if path is None else router.match(host, path, ex.method)
-            if path is None or router.match(host, lenient_reading(path), ex.method) is not route:
+            if path is None:
+                ex.refuse(responses.BAD_REQUEST)  # a backslash
+                return
+            route = router.match(host, path, ex.method)
+            if router.match(host, lenient_reading(path), ex.method) is not route:
                 ex.refuse(responses.BAD_REQUEST)  # another route to some servers behind
                 return
             target = path + sep + query
@@ -547,13 +549,14 @@ def _absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
 def _transfer_coding_fault(ex: Exchange, value: bytes) -> Response | None:
     """What to answer a request's Transfer-Encoding with, or None for plain chunked.
 
-    llhttp has already refused a request whose last coding is not chunked (RFC 9112 6.3)
-    and one that also has Content-Length. A coding before chunked would have to be undone
-    before the body can be relayed: 501 (RFC 9112 6.1), never dropped silently. HTTP/1.0
-    has no transfer codings, so the framing is faulty: 400, and the connection closed."""
+    llhttp has already refused, while reading the fields, chunked followed by another
+    coding and Transfer-Encoding with Content-Length (RFC 9112 6.3: 400). Any other coding
+    ("gzip", "gzip, chunked", a second field) would have to be undone before the body can
+    be relayed: 501 (RFC 9112 6.1), never dropped silently. HTTP/1.0 has no transfer
+    codings, so the framing is faulty: 400, and the connection closed."""
     if not ex.http11:
         return responses.BAD_REQUEST
-    if ex.chunked or value.strip(b" \t").lower() != b"chunked":
+    if ex.framing is CHUNKED_FRAMING or value.strip(b" \t").lower() != b"chunked":
         return _NOT_IMPLEMENTED
     return None
 
