@@ -41,6 +41,11 @@ log = logging.getLogger("fastgw")
 
 MAX_PEM_BYTES = 1 << 20  # a certificate chain or a key; anything larger is not one
 ACCEPT_RETRY = 0.1  # seconds before accepting again when out of descriptors
+# accept(2) on Linux: errors of a connection that went away while it waited in the queue,
+# "to be treated like EAGAIN by retrying"
+_GONE_BEFORE_ACCEPT = frozenset((errno.EPROTO, errno.ENOPROTOOPT, errno.ENETDOWN, errno.ENONET,
+                                 errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.EOPNOTSUPP,
+                                 errno.ENETUNREACH, errno.EPERM))
 # Closing a TLS connection flushes what is still buffered, sends close_notify and then
 # waits for the client's, all within this many seconds (uvloop's default is 30). Many
 # pooled clients never answer an idle connection's close_notify, and SIGTERM's drain
@@ -209,6 +214,8 @@ class TLSListener:
             except ConnectionAbortedError:
                 continue
             except OSError as exc:
+                if exc.errno in _GONE_BEFORE_ACCEPT:
+                    continue
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # Out of descriptors: the queue stays readable, so step aside a moment
                     # instead of spinning (libuv does the same for plain listeners).
