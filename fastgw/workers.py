@@ -257,12 +257,14 @@ class Master:
                     worker.slot, worker.pid, code)
         await self._spawn(worker.slot)
 
-    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT,
-                           field: str = "applied") -> bool:
-        """True once every worker runs `revision` (or a later one); with field="tls_applied",
-        certificate pair `revision`."""
+    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
+        """True once every worker runs configuration `revision` (or a later one)."""
+        return await self._wait_workers(lambda worker: worker.applied >= revision, timeout)
+
+    async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
+        """True once `done(worker)` holds for every worker (re-asked as each reports)."""
         async def one(worker: WorkerHandle) -> None:
-            while getattr(worker, field) < revision:
+            while not done(worker):
                 worker.changed.clear()
                 await worker.changed.wait()
         try:
@@ -339,7 +341,7 @@ class Master:
         generation = self.tls_generation
         for worker in self.workers.values():
             worker.send_tls(generation, pair)
-        if await self.wait_applied(generation, field="tls_applied"):
+        if await self._wait_workers(lambda worker: worker.tls_applied >= generation):
             log.info("TLS certificate reloaded: %s", pair.summary)
         else:
             log.error("not every worker acknowledged TLS certificate %d in time", generation)
