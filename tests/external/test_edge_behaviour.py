@@ -37,7 +37,7 @@ def case(id, data, *answers, body=None, deadline=1.0):
 
 CASES = [
     # the Host rule: host[:port], letters, digits, "-", "." and "_" only, once
-    case("host-userinfo", f"GET / HTTP/1.1\r\nHost: user@public.example\r\n\r\n", "400+close"),
+    case("host-userinfo", "GET / HTTP/1.1\r\nHost: user@public.example\r\n\r\n", "400+close"),
     case("host-userinfo-other-host",
          "GET / HTTP/1.1\r\nHost: public.example@protected.example\r\n\r\n",
          "400+close"),
