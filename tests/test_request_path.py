@@ -1,0 +1,191 @@
+"""The request path's faults, each answered and counted as the contract says.
+
+1. A request whose body already went upstream is never sent again on another node.
+2. An exception in a plugin is a logged 500, not a silent 400.
+3. A 408 or 413 decided while the body streams is in the metrics and the access log.
+
+Every wait is for an event (a response, EOF, a log line), bounded by a socket time-out.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+
+WAIT = 5  # seconds any single event may take before the test fails
+
+
+# ---------------------------------------------------------------- 1. retries and bodies
+
+class DropNext:
+    """Shared by the nodes of one upstream: the first node to read a request head after
+    `arm()` reads that request (head and whole body), then closes without answering."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.armed = False
+        self.node = None  # the node that dropped it
+        self.head_seen = threading.Event()
+        self.dropped = threading.Event()
+        self.dropped_request = b""
+
+    def arm(self) -> None:
+        with self.lock:
+            self.armed = True
+
+    def take(self, node) -> bool:
+        with self.lock:
+            if not self.armed:
+                return False
+            self.armed = False
+            self.node = node
+            return True
+
+
+class ScriptedNode:
+    """A keep-alive HTTP/1.1 node on a raw socket: answers 200 "ok" to each request
+    (Content-Length bodies only), except the one `drop` picks. Keeps every byte it read."""
+
+    def __init__(self, drop: DropNext):
+        self.drop = drop
+        self.lock = threading.Lock()
+        self.received = bytearray()  # from every connection, in arrival order
+        self.heads: list[bytes] = []  # request heads it answered
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _recv(self, sock) -> bytes:
+        data = sock.recv(65536)
+        with self.lock:
+            self.received += data
+        return data
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(WAIT * 2)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = self._recv(sock)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                dropping = self.drop.take(self)
+                if dropping:
+                    self.drop.head_seen.set()
+                while len(buf) < length:  # a dropped request's body too: it reached us
+                    data = self._recv(sock)
+                    if not data:
+                        return
+                    buf += data
+                if dropping:
+                    self.drop.dropped_request = head + b"\r\n\r\n" + buf[:length]
+                    return  # close without answering
+                buf = buf[length:]
+                with self.lock:
+                    self.heads.append(head)
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except OSError:
+            return
+        finally:
+            sock.close()
+            if self.drop.node is self:
+                self.drop.dropped.set()
+
+    def seen(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+READ_TIMEOUT = 4  # the upstream read time-out; the retry bug answered 504 after it
+
+
+@pytest.fixture
+def two_nodes(gateway_factory):
+    """A gateway with two scripted nodes, retries 1, and a keep-alive connection pooled to
+    each node (one warm-up request per node)."""
+    drop = DropNext()
+    nodes = [ScriptedNode(drop), ScriptedNode(drop)]
+    gw = gateway_factory({"services": [{
+        "name": "svc",
+        "upstream": {"nodes": [{"host": "127.0.0.1", "port": n.port} for n in nodes],
+                     "retries": 1, "timeout": {"connect": 2, "send": 5, "read": READ_TIMEOUT}},
+        "routes": [{"name": "all", "paths": ["/*"]}]}]})
+    with gw.raw(WAIT) as c:
+        for _ in nodes:
+            c.send(b"GET /warm-up HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, _, body = c.response()
+            assert (status, body) == (200, b"ok")
+    assert [len(n.heads) for n in nodes] == [1, 1]  # both nodes have a pooled connection
+    yield gw, drop, nodes
+    for n in nodes:
+        n.close()
+
+
+def other(nodes, node):
+    return nodes[1] if nodes[0] is node else nodes[0]
+
+
+# SPEC 3: "retries: null  # default: nodes - 1; only before any byte was sent upstream"
+# SPEC 5: "upstream refused or unreachable (after retries) | 502"
+@pytest.mark.parametrize("body_after", ["100-continue", "pause"])
+def test_request_whose_body_went_upstream_is_not_retried(two_nodes, body_after):
+    gw, drop, nodes = two_nodes
+    before = [n.seen() for n in nodes]
+    drop.arm()
+    with gw.raw(WAIT + READ_TIMEOUT) as c:
+        head = b"PUT /things/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        if body_after == "100-continue":
+            c.send(head + b"Expect: 100-continue\r\n\r\n")
+            status_line, _ = c.head()
+            assert status_line == b"HTTP/1.1 100 Continue\r\n"
+        else:
+            c.send(head + b"\r\n")
+            # the body follows once the head is upstream, on the pooled connection
+            assert drop.head_seen.wait(WAIT)
+        c.send(b"hello")
+        sent = time.monotonic()
+        status, _, body = c.response("PUT")
+        elapsed = time.monotonic() - sent
+    assert drop.dropped.wait(WAIT)
+    assert drop.dropped_request.endswith(b"\r\n\r\nhello")  # the body did reach the first node
+    assert status == 502, (status, body, f"after {elapsed:.2f} s")
+    assert json.loads(body) == {"error_msg": "502 Bad Gateway"}
+    assert elapsed < READ_TIMEOUT / 2, f"502 only after {elapsed:.2f} s"
+    second = other(nodes, drop.node)
+    # not a byte of the PUT on the other node: no head there without its body
+    assert second.seen() == before[nodes.index(second)], bytes(second.received)
+
+
+def test_get_on_a_dead_pooled_connection_is_retried(two_nodes):
+    gw, drop, nodes = two_nodes
+    drop.arm()
+    with gw.raw(WAIT) as c:
+        c.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, body = c.response()
+    assert (status, body) == (200, b"ok")
+    assert drop.dropped.wait(WAIT)
+    assert other(nodes, drop.node).heads[-1].startswith(b"GET /again HTTP/1.1\r\n")
