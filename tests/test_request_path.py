@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from conftest import service
+from faulty_plugin import MESSAGE
 
 WAIT = 5  # seconds any single event may take before the test fails
 
@@ -189,3 +191,31 @@ def test_get_on_a_dead_pooled_connection_is_retried(two_nodes):
     assert (status, body) == (200, b"ok")
     assert drop.dropped.wait(WAIT)
     assert other(nodes, drop.node).heads[-1].startswith(b"GET /again HTTP/1.1\r\n")
+
+
+# ---------------------------------------------------------------- 2. exceptions in plugins
+
+# SPEC 5: "Error bodies are JSON: {"error_msg": "..."}"; SPEC says nothing of a fault of the
+# gateway's own, so SPEC 1 applies: "where this contract is silent, do what an APISIX, Envoy
+# or Kong user would expect": a plugin that throws is a 500 there, logged with its error.
+# It is no "malformed request" (SPEC 5: 400): the request was whole and well-formed.
+def test_exception_in_a_plugin_is_a_logged_500(upstream, gateway_factory):
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "boom", "paths": ["/explode"], "plugins": {"explode": {}}},
+        {"name": "all", "paths": ["/*"]}])]}, plugins=("faulty_plugin",))
+    start = len(gw.log)
+    with gw.raw(WAIT) as c:
+        c.send(b"GET /explode HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert (status, json.loads(body)) == (500, {"error_msg": "500 Internal Server Error"})
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "keep-alive"
+        # the request was complete: the connection serves the next one
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 200
+        # and the same when both come at once, pipelined
+        c.send(b"GET /explode HTTP/1.1\r\nHost: a\r\n\r\nGET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 500
+        assert c.response()[0] == 200
+    gw.wait_for_log(f"RuntimeError: {MESSAGE}", WAIT, start)
+    assert any("Traceback" in line for line in gw.log[start:]), "".join(gw.log[start:])
