@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from conftest import service
+from conftest import free_port, service
 from faulty_plugin import MESSAGE
+from test_metrics import scrape
 
 WAIT = 5  # seconds any single event may take before the test fails
 
@@ -219,3 +220,64 @@ def test_exception_in_a_plugin_is_a_logged_500(upstream, gateway_factory):
         assert c.response()[0] == 200
     gw.wait_for_log(f"RuntimeError: {MESSAGE}", WAIT, start)
     assert any("Traceback" in line for line in gw.log[start:]), "".join(gw.log[start:])
+
+
+# ---------------------------------------------------------------- 3. 408 and 413 mid-body
+
+def counting_gateway(upstream, gateway_factory, **env):
+    """A gateway whose metrics listener is on and whose access log is its stdout."""
+    port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}",
+                              "FASTGW_ACCESS_LOG": "stdout", **env})
+    gw.metrics_port = port
+    return gw
+
+
+def recorded(gw, status: int) -> tuple[float, int]:
+    """(fastgw_requests_total summed over services and routes, access log lines) with
+    `status`, once a request made after it has been logged: whatever the gateway records
+    of an earlier request is recorded by then."""
+    assert gw.request("GET", "/json", timeout=WAIT)[0] == 200
+    gw.wait_for_log(" GET /json 200 ", WAIT)
+    counted = sum(v for (name, labels), v in scrape(gw).items()
+                  if name == "fastgw_requests_total" and dict(labels)["status"] == str(status))
+    lines = [line.split() for line in gw.log]
+    logged = sum(1 for f in lines if len(f) == 11 and f[1] == "127.0.0.1" and f[4] == str(status))
+    return counted, logged
+
+
+# SPEC 5: "body over the limit | 413", FASTGW_MAX_BODY_BYTES "larger request bodies get 413";
+# SPEC 2 (README "Metrics"): fastgw_requests_total{service,route,status};
+# README "Access log": "one line per request".
+def test_413_while_a_chunked_body_streams_is_counted_and_logged(upstream, gateway_factory):
+    gw = counting_gateway(upstream, gateway_factory, FASTGW_MAX_BODY_BYTES="1000")
+    with gw.raw(WAIT) as c:
+        # chunked: no Content-Length to refuse up front; 100-continue: the head is being
+        # relayed before any of the body arrives
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        assert c.head()[0] == b"HTTP/1.1 100 Continue\r\n"
+        c.send(b"258\r\n" + b"x" * 600 + b"\r\n")
+        c.send(b"258\r\n" + b"x" * 600 + b"\r\n0\r\n\r\n")
+        status, _, body = c.response()
+        assert (status, json.loads(body)) == (413, {"error_msg": "413 Request Entity Too Large"})
+        assert c.closed()
+    assert recorded(gw, 413) == (1, 1)  # (metrics, access log)
+
+
+# SPEC 5: "headers not received in time | 408, connection closed". FASTGW_HEADER_TIMEOUT is
+# the only request time-out in settings.py (there is no body time-out); a body that stops
+# coming must not hold the connection and its upstream one for ever (SPEC 1: as nginx's
+# client_body_timeout, a 408).
+def test_408_while_a_body_streams_is_counted_and_logged(upstream, gateway_factory):
+    gw = counting_gateway(upstream, gateway_factory, FASTGW_HEADER_TIMEOUT="0.5")
+    with gw.raw(WAIT) as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        try:
+            status, _, body = c.response()  # the other 7 bytes never come
+        except TimeoutError:
+            pytest.fail(f"no answer within {WAIT} s to a body stalled past the 0.5 s time-out")
+        assert (status, json.loads(body)) == (408, {"error_msg": "408 Request Timeout"})
+        assert c.closed()
+    assert recorded(gw, 408) == (1, 1)  # (metrics, access log)
