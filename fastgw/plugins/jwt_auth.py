@@ -113,7 +113,7 @@ class Credential:
     """A consumer's JWT credential, compiled. `revoked` is set when a new
     configuration no longer holds it unchanged, which voids its cached tokens."""
 
-    __slots__ = ("username", "id", "key", "algorithm", "verifier", "grace", "upstream_head",
+    __slots__ = ("username", "id", "key", "algorithm", "verifier", "grace", "head",
                  "revoked", "source")
 
     def __init__(self, username: str, conf: dict):
@@ -122,7 +122,7 @@ class Credential:
         material = hmac_key(conf) if self.algorithm in jwt.HMAC_ALGORITHMS else conf["public_key"]
         self.verifier = jwt.VerifyingKey(self.algorithm, material)
         self.grace = conf["lifetime_grace_period"]
-        self.upstream_head = (b"x-consumer-username: " + username.encode() +
+        self.head = (b"x-consumer-username: " + username.encode() +
                               b"\r\nx-credential-identifier: " + self.id.encode() + b"\r\n")
         self.revoked = False
         self.source = (username, conf)
@@ -234,8 +234,7 @@ class JwtAuth:
         self.hide = conf["hide_credentials"]
         self.key_claim = conf["key_claim_name"]
         anonymous = self.anonymous = conf["anonymous_consumer"]
-        self.anonymous_head = (None if anonymous is None else
-                               b"x-consumer-username: " + anonymous.encode() + b"\r\n")
+        self.anonymous_head = (None if anonymous is None else _Anonymous(anonymous))
         self.credentials = snapshot.credentials
         self.cache = snapshot.token_cache
 
@@ -268,8 +267,7 @@ class JwtAuth:
             if token is None:
                 if self.anonymous_head is None:
                     return MISSING_TOKEN
-                ex.extra_head = self.anonymous_head
-                ex.consumer = self.anonymous
+                ex.consumer = self.anonymous_head
                 return None
         cache = self.cache
         entry = cache.get(token)
@@ -280,8 +278,7 @@ class JwtAuth:
         cache.hits += 1
         cred, not_before, not_after, _ = entry
         if not_before <= time.time() < not_after:
-            ex.extra_head = cred.upstream_head
-            ex.consumer = cred.username
+            ex.consumer = cred
             return None
         return VERIFY_FAILED
 
@@ -313,8 +310,7 @@ class JwtAuth:
         if not not_before <= now < not_after:
             return VERIFY_FAILED
         self.cache[token] = (cred, not_before, not_after, self.key_claim)
-        ex.extra_head = cred.upstream_head
-        ex.consumer = cred.username
+        ex.consumer = cred
         return None
 
     # ------------------------------------------------------------ finding the token
@@ -380,6 +376,14 @@ class JwtAuth:
             else:
                 del ex.headers[i]
         return value.strip(b'"')
+
+
+class _Anonymous:
+    __slots__ = ("username", "head")
+
+    def __init__(self, username: str):
+        self.username = username
+        self.head = b"x-consumer-username: " + username.encode() + b"\r\n"
 
 
 class _Repeated(Exception):
