@@ -175,16 +175,34 @@ class Exchange:
 
     def _connect(self) -> None:
         node = self.node = self.route.upstream.pick()
-        conn = node.pool.acquire()
+        pool = node.pool
+        self.state = CONNECTING
+        conn = pool.acquire()
+        if conn is not None or pool.has_room():
+            self.pool_ready(conn)
+            return
+        # the node is at max_connections: wait for the pool to call pool_ready or
+        # pool_timeout; `connecting` is that place in its queue (cancelled like a connect)
+        self.deadline = float("inf")  # the pool's sweep times the wait out
+        self.connecting = pool.wait(
+            self, self.client.gateway.now + self.route.upstream.connect_timeout)
+
+    def pool_ready(self, conn) -> None:
+        """From the pool (or `_connect`): `conn` to use, or None: open a connection."""
+        self.connecting = None
         if conn is not None:
             self.reused = True
             self._attach(conn)
             return
         self.reused = False
-        self.state = CONNECTING
         self.deadline = self.client.gateway.now + self.route.upstream.connect_timeout
-        task = self.connecting = asyncio.ensure_future(node.pool.connect(self.client.loop))
+        task = self.connecting = self.node.pool.connect(self.client.loop)
         task.add_done_callback(self._connected)
+
+    def pool_timeout(self) -> None:
+        """From the pool: its node stayed full for the whole connect time-out."""
+        self.connecting = None
+        self._fail(responses.SERVICE_UNAVAILABLE)
 
     def _connected(self, task: asyncio.Future) -> None:
         if task.cancelled():
