@@ -155,7 +155,7 @@ class UpstreamPool:
         self.ssl, self.server_hostname = ssl_context, server_hostname
         self.counts = counts
         self.idle: list[UpstreamConnection] = []
-        self.open: set[UpstreamConnection] = set()  # connected and not yet closed by us
+        self.open: set[UpstreamConnection] = set()  # connected, not closed by either side
         self.connecting = 0  # connects under way
         self.waiters: deque[PoolWait] = deque()
         self.size = 320
@@ -184,9 +184,11 @@ class UpstreamPool:
 
     def has_room(self) -> bool:
         """May a connection be opened now? Not while others wait: they come first."""
+        return self.max_connections is None or (not self.waiters and self._under_limit())
+
+    def _under_limit(self) -> bool:
         limit = self.max_connections
-        return limit is None or (
-            not self.waiters and len(self.open) + self.connecting < limit)
+        return limit is None or len(self.open) + self.connecting < limit
 
     def connect(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
         self.counts.opened += 1
@@ -242,12 +244,12 @@ class UpstreamPool:
 
     def forget(self, conn: UpstreamConnection) -> None:
         """`conn` is closed (by either side)."""
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
         if conn in self.open:
             self.open.discard(conn)
-            try:
-                self.idle.remove(conn)
-            except ValueError:
-                pass
             self._serve_waiters()
 
     def _close(self, conn: UpstreamConnection) -> None:
@@ -257,8 +259,7 @@ class UpstreamPool:
     def _serve_waiters(self) -> None:
         """Room was made: the first waiters open connections, as many as the limit allows."""
         waiters = self.waiters
-        while waiters and (self.max_connections is None
-                           or len(self.open) + self.connecting < self.max_connections):
+        while waiters and self._under_limit():
             waiters.popleft().exchange.pool_ready(None)
 
     def expire(self, now: float) -> None:
@@ -277,13 +278,13 @@ class UpstreamPool:
     def retire(self) -> None:
         """No configuration names this node any more: keep nothing from now on."""
         self.retired = True
-        while self.idle:
-            self._close(self.idle[-1])
+        self.close()
 
     def drained(self) -> bool:
         return not self.open and not self.connecting and not self.waiters
 
     def close(self) -> None:
+        """Close the idle connections (at shutdown, or when retired)."""
         while self.idle:
             self._close(self.idle[-1])
 
