@@ -187,19 +187,31 @@ def _barrier(gw) -> None:
     assert gw.request("GET", "/barrier", host="other.test")[0] == 200
 
 
+def _queue(gw, path: str):
+    """A request for capped.test, read by the gateway (and queued) when this returns."""
+    client = _send(gw, path)
+    _barrier(gw)
+    return client
+
+
+def _full_node(gateway_factory, capped_up, other_up, hold="/hold?id=1", **upstream):
+    """A gateway whose capped.test node allows one connection, busy with a held request:
+    (gateway, the client of the held request)."""
+    gw = gateway_factory(_capped(capped_up, other_up, max_connections=1, **upstream))
+    first = _send(gw, hold)
+    assert capped_up.wait_until(lambda: len(capped_up.requests) == 1)
+    return gw, first
+
+
 def _targets(up) -> list[str]:
     return [r["target"] for r in up.requests]
 
 
 def test_full_node_hands_a_released_connection_to_the_first_waiter(
         upstream, own_upstream, gateway_factory):
-    gw = gateway_factory(_capped(own_upstream, upstream, max_connections=1))
-    first = _send(gw, "/hold?id=1")
-    assert own_upstream.wait_until(lambda: len(own_upstream.requests) == 1)
-    second = _send(gw, "/second")
-    _barrier(gw)
-    third = _send(gw, "/third")
-    _barrier(gw)
+    gw, first = _full_node(gateway_factory, own_upstream, upstream)
+    second = _queue(gw, "/second")
+    third = _queue(gw, "/third")
     own_upstream.release("1")
     conns = [seen(client.response()[2])["conn"] for client in (first, second, third)]
     assert _targets(own_upstream) == ["/hold?id=1", "/second", "/third"]  # in arrival order
@@ -208,11 +220,9 @@ def test_full_node_hands_a_released_connection_to_the_first_waiter(
 
 def test_full_node_lets_the_first_waiter_open_a_connection_when_one_closes(
         upstream, own_upstream, gateway_factory):
-    gw = gateway_factory(_capped(own_upstream, upstream, max_connections=1))
-    first = _send(gw, "/hold?id=1&close=1")  # the upstream closes after answering
-    assert own_upstream.wait_until(lambda: len(own_upstream.requests) == 1)
-    second = _send(gw, "/second")
-    _barrier(gw)
+    gw, first = _full_node(gateway_factory, own_upstream, upstream,
+                           hold="/hold?id=1&close=1")  # the upstream closes after answering
+    second = _queue(gw, "/second")
     own_upstream.release("1")
     assert first.response()[0] == 200
     status, _, body = second.response()
@@ -221,16 +231,12 @@ def test_full_node_lets_the_first_waiter_open_a_connection_when_one_closes(
 
 
 def test_waiter_whose_client_left_is_removed(upstream, own_upstream, gateway_factory):
-    gw = gateway_factory(_capped(own_upstream, upstream, max_connections=1))
-    first = _send(gw, "/hold?id=1")
-    assert own_upstream.wait_until(lambda: len(own_upstream.requests) == 1)
-    gone = _send(gw, "/gone")
-    _barrier(gw)
+    gw, first = _full_node(gateway_factory, own_upstream, upstream)
+    gone = _queue(gw, "/gone")
     gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     gone.close()  # a reset: the client is gone
     _barrier(gw)
-    third = _send(gw, "/third")
-    _barrier(gw)
+    third = _queue(gw, "/third")
     own_upstream.release("1")
     assert first.response()[0] == 200
     status, _, body = third.response()
@@ -240,10 +246,8 @@ def test_waiter_whose_client_left_is_removed(upstream, own_upstream, gateway_fac
 
 
 def test_waiter_past_the_connect_timeout_gets_503(upstream, own_upstream, gateway_factory):
-    gw = gateway_factory(_capped(own_upstream, upstream, max_connections=1,
-                                 timeout={"connect": 0.3, "send": 10, "read": 10}))
-    first = _send(gw, "/hold?id=1")
-    assert own_upstream.wait_until(lambda: len(own_upstream.requests) == 1)
+    gw, first = _full_node(gateway_factory, own_upstream, upstream,
+                           timeout={"connect": 0.3, "send": 10, "read": 10})
     status, headers, body = gw.request("GET", "/late", host="capped.test")
     assert status == 503 and headers["content-type"] == "application/json"
     assert json.loads(body) == {"error_msg": "503 Service Unavailable"}
