@@ -47,7 +47,7 @@ class AccessLog:
             ex.method or b"-", ex.url.partition(b"?")[0] or b"-", ex.status, ex.bytes_out,
             (now - ex.t0) * 1000, upstream_ms,
             route.service.encode() if route else b"-", route.name.encode() if route else b"-",
-            ex.consumer.encode() or b"-"))
+            b"-" if ex.consumer is None else ex.consumer.username.encode()))
 
     def flush(self) -> None:
         if self.lines and self.fd >= 0:

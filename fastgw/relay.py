@@ -22,7 +22,7 @@ import asyncio
 
 from httptools import HttpParserError, HttpResponseParser
 
-from . import responses
+from . import plugins, responses
 from .responses import SERVER, Response, status_line
 from .spelling import header_names
 
@@ -32,11 +32,11 @@ QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"))
-# Request fields the gateway writes itself (framing, Host, forwarding and identity), so a
-# client's copy, under any spelling, never reaches the upstream.
-REQUEST_SKIP = header_names(HOP_BY_HOP | {
+# Request fields the gateway writes itself (framing, Host, forwarding, and what plugins set),
+# so a client's copy, under any spelling, never reaches the upstream.
+REQUEST_SKIP = header_names(HOP_BY_HOP | plugins.UPSTREAM_HEADERS | {
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-    b"x-forwarded-host", b"x-real-ip", b"x-consumer-username", b"x-credential-identifier"})
+    b"x-forwarded-host", b"x-real-ip"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
@@ -65,7 +65,7 @@ class Exchange:
     __slots__ = (
         # the request, as parsed and as it will be sent
         "client", "method", "url", "target", "headers", "http11", "keep_alive", "host", "skip",
-        "extra_head", "xff", "framing", "expect_continue", "route", "response", "consumer",
+        "xff", "framing", "expect_continue", "route", "response", "consumer",
         # request body
         "req_done", "body", "body_size",
         # upstream side
@@ -87,7 +87,6 @@ class Exchange:
         self.keep_alive = keep_alive
         self.host = b""
         self.skip = REQUEST_SKIP
-        self.extra_head = b""
         self.xff = None
         # the body's framing header as fastgw decided it (never copied): b"", a
         # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
@@ -95,7 +94,7 @@ class Exchange:
         self.expect_continue = False
         self.route = None
         self.response: Response | None = None
-        self.consumer = ""
+        self.consumer = None  # who a plugin found the client to be: .username, .head
         self.req_done = False
         self.body: list[bytes] = []
         self.body_size = 0
@@ -243,7 +242,9 @@ class Exchange:
         parts.append(self.framing)
         if self.node.pool.size == 0:
             parts.append(b"connection: close\r\n")
-        parts += (self.extra_head, b"\r\n")
+        if self.consumer is not None:
+            parts.append(self.consumer.head)
+        parts.append(b"\r\n")
         return b"".join(parts)
 
     # ------------------------------------------------------------ upstream side
