@@ -35,9 +35,9 @@ And may declare:
 
 from __future__ import annotations
 
-from . import jwt_auth
+from . import jwt_auth, key_auth
 
-PLUGINS = {module.NAME: module for module in (jwt_auth,)}
+PLUGINS = {module.NAME: module for module in (jwt_auth, key_auth)}
 CREDENTIAL_TYPES = {module.CREDENTIAL_TYPE: module for module in PLUGINS.values()
                     if hasattr(module, "CREDENTIAL_TYPE")}
 DEFAULT_CREDENTIAL_TYPE = jwt_auth.CREDENTIAL_TYPE  # a credential that names no type
