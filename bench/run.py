@@ -16,6 +16,12 @@ certificate, over keep-alive connections and with a new connection for every req
 (`Connection: close`; wrk resumes the TLS session on each new connection, as a returning
 client does: a TLS 1.3 PSK handshake with a fresh ECDHE exchange, no certificate sent).
 
+The bytecodes/request column (fastgw's rows in scenarios 1, 2 and 4, and the bare relay's) is
+counted after the timed runs, in a process of its own for each configuration, started with
+bench/bytecodes.py's counting hook (which slows it, so it is never the one timed) and sent
+exactly 3,000 requests over 8 keep-alive connections after 2,000 to warm up; the upstream is the
+same nginx. `--no-bytecodes` leaves it out.
+
 Output: a Markdown table on stdout, the same as JSON in bench/results/latest.json, and a
 chart (bench/results/latest.png) when matplotlib is installed (`pip install .[bench]`).
 `--only` runs a subset (and starts only the processes it needs); its results go to
@@ -50,6 +56,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+import bytecodes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -380,6 +388,7 @@ class Case:
     connections: int = 50
     close: bool = False  # Connection: close, a new connection for every request
     results: list = field(default_factory=list)
+    bytecodes: int | None = None  # per request, counted apart (count_bytecodes)
 
     @property
     def url(self) -> str:
@@ -432,13 +441,53 @@ def run_wrk(case: Case, duration: float, measure: bool = True) -> dict | None:
     return r
 
 
+COUNTED = ("1", "2", "4")  # scenarios whose bytecodes per request are counted
+
+
+def count_bytecodes(cases: list[Case], counters: dict, workdir: Path) -> None:
+    """Sets case.bytecodes for the cases whose process has a counter (id(proc) -> a function
+    making a Proc like it on a given port) and whose scenario is COUNTED: one counting process
+    per configuration, serving each of its scenarios in turn (bench/bytecodes.py)."""
+    groups: dict[int, list[Case]] = {}
+    for case in cases:
+        if id(case.proc) in counters and case.scenario.split()[0] in COUNTED:
+            groups.setdefault(id(case.proc), []).append(case)
+    n = 3000
+    for key, group in groups.items():
+        port = free_port()
+        proc = counters[key](port)
+        plans, warm = {}, bytecodes.WARM
+        for case in group:
+            tokens = case.tokens.read_text().split() if case.tokens else []
+            if len(tokens) >= warm + n:  # all-miss: counted on tokens never seen before
+                plans[case.scenario] = (case.path, tokens[:warm], tokens[warm:])
+            else:
+                plans[case.scenario] = (case.path, tokens, tokens)
+        try:
+            results = bytecodes.measure(["taskset", "-c", proc.cpu, *proc.argv],
+                                        {**os.environ, **proc.env}, port, plans, n,
+                                        body=JSON_DOC.encode(),
+                                        log=str(workdir / f"{proc.name}.log"))
+        except RuntimeError as exc:
+            print(f"bench: no bytecodes for {group[0].label}: {exc}", file=sys.stderr)
+            continue
+        for case in group:
+            r = results[case.scenario]
+            if r["good"] == r["requests"]:
+                case.bytecodes = round(r["bytecodes"] / r["requests"])
+            else:
+                print(f"bench: {case.label} in {case.scenario}: {r['good']}/{r['requests']} "
+                      "answered 200 while counting bytecodes; left out", file=sys.stderr)
+
+
 def summarise(case: Case) -> dict:
     rs = case.results
     med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
     cpu = med("cpu_us_per_req")
     return {"scenario": case.scenario, "config": case.label, "rounds": len(rs),
             "failed": any(r["failed"] for r in rs), "rps": round(med("rps")),
-            "cpu_us_per_req": round(cpu, 2), "capacity_per_core": round(1e6 / cpu) if cpu else 0,
+            "cpu_us_per_req": round(cpu, 2), "bytecodes_per_req": case.bytecodes,
+            "capacity_per_core": round(1e6 / cpu) if cpu else 0,
             "p50_ms": round(med("p50_us") / 1000, 2), "p99_ms": round(med("p99_us") / 1000, 2),
             "rss_mb": round(max(r["rss_mb"] for r in rs), 1),
             "errors": sum(r["non2xx"] + r["socket_errors"] for r in rs)}
@@ -449,6 +498,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", help="comma-separated scenario numbers")
+    parser.add_argument("--no-bytecodes", action="store_true",
+                        help="leave out the bytecodes/request column (counted after the runs)")
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "haproxy", "taskset"):
         if not shutil.which(tool):
@@ -477,6 +528,15 @@ def main() -> int:
         bare_jwt = bare_relay("bare-relay", free_port(), up_port, jwt=True)
         bare_plain = bare_relay("bare-relay-nojwt", free_port(), up_port, jwt=False)
         procs += [bare_jwt, bare_plain]
+    else:
+        print(f"bench: no bare relay rows ({BARE_RELAY} is not there)", file=sys.stderr)
+    # Makers of a process like a measured one, for counting its bytecodes apart.
+    counters = {id(gw): lambda port: fastgw(workdir, "fastgw-count", port,
+                                            gateway_config(up_port, keys))}
+    if bare:
+        counters[id(bare_jwt)] = lambda port: bare_relay("bare-relay-count", port, up_port, True)
+        counters[id(bare_plain)] = lambda port: bare_relay("bare-relay-nojwt-count", port,
+                                                           up_port, False)
     ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port, owner=ha)
     gw_tls = Proc("fastgw-tls", [], gw_tls_port, owner=gw, scheme="https", ca=tls["ca"])
     ha_tls = Proc("haproxy-tls", [], ha_tls_port, owner=ha, scheme="https", ca=tls["ca"])
@@ -556,6 +616,8 @@ def main() -> int:
             for case in cases:
                 case.results.append(run_wrk(case, args.duration))
                 time.sleep(0.2)
+        if not args.no_bytecodes:
+            count_bytecodes(cases, counters, workdir)
     finally:
         for p in started:
             p.stop()
@@ -625,12 +687,14 @@ def markdown(report: dict) -> str:
     lines = [f"fastgw benchmark, {report['date']}: {report['machine']}",
              f"`{report['command']}` — {report['rounds']} interleaved rounds of "
              f"{report['duration_s']:g} s, medians; proxy on CPU 1, wrk + upstream on CPU 0.", "",
-             "| scenario | configuration | µs CPU / req | capacity / core | req/s | p50 ms | p99 ms "
-             "| RSS MB | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| scenario | configuration | µs CPU / req | bytecodes / req | capacity / core | req/s "
+             "| p50 ms | p99 ms | RSS MB | errors |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["rows"]:
         flag = " **FAILED**" if r["failed"] else ""
-        lines.append(f"| {r['scenario']} | {r['config']}{flag} | {r['cpu_us_per_req']} | "
+        count = r.get("bytecodes_per_req")
+        count = "–" if count is None else f"{count:,}"
+        lines.append(f"| {r['scenario']} | {r['config']}{flag} | {r['cpu_us_per_req']} | {count} | "
                      f"{r['capacity_per_core']:,} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{r['rss_mb']} | {r['errors']} |")
     lines += ["", "| ratio | value |", "| --- | ---: |"]

@@ -37,7 +37,7 @@ class AccessLog:
 
     def record(self, ex, client_ip: bytes, now: float) -> None:
         route = ex.route
-        upstream_ms = (ex.t_head - ex.t_sent) * 1000 if ex.t_head else 0.0
+        upstream_ms = (ex.t_head - ex.t_sent) * 1000 if ex.response is None else 0.0
         second = int(time.time())
         if second != self._second:
             self._second = second
@@ -47,7 +47,7 @@ class AccessLog:
             ex.method or b"-", ex.url.partition(b"?")[0] or b"-", ex.status, ex.bytes_out,
             (now - ex.t0) * 1000, upstream_ms,
             route.service.encode() if route else b"-", route.name.encode() if route else b"-",
-            b"-" if ex.consumer is None else ex.consumer.username.encode()))
+            ex.consumer.username.encode() if ex.consumer is not None else b"-"))
 
     def flush(self) -> None:
         if self.lines and self.fd >= 0:

@@ -1,13 +1,18 @@
 """Metrics: plain counters in each worker, summed by the master into Prometheus text.
 
-A worker's request path only bumps dict entries and a histogram bucket; nothing is
-formatted until a scrape, when the master asks every worker for its counters (over
-the same pipe as configurations) and renders them with prometheus-client.
+A worker's request path appends one tuple (status, seconds, upstream seconds) to its
+route's list, bound to the route when the configuration is compiled; `fold` (every
+tick and before a scrape) counts the lists into counters and histogram buckets with
+C loops (Counter, map, bisect). Nothing is formatted until a scrape, when the master
+asks every worker for its counters (over the same pipe as configurations) and renders
+them with prometheus-client.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
+from functools import partial
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
@@ -25,11 +30,13 @@ class Histogram:
         self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
+    def observe_all(self, seconds) -> None:
+        for bucket, n in Counter(map(_BUCKET, seconds)).items():
+            self.counts[bucket] += n
+        self.sum += sum(seconds)
 
 
+_BUCKET = partial(bisect_left, BUCKETS)
 _UNROUTED = ("", "")  # labels of requests no route took (404, 400, ...)
 
 
@@ -42,23 +49,42 @@ class WorkerStats:
         self.upstream = Histogram()
         self.auth_failures: dict[str, int] = {}
         self.tls_handshake_failures = 0  # bumped by tls.TLSListener
+        # labels -> (status, seconds, upstream seconds or None) of requests not yet folded;
+        # kept across configurations, so that counters only go up
+        self.pending: dict[tuple[str, str], list[tuple]] = {}
+        self.unrouted = self.pending[_UNROUTED] = []
 
-    def observe(self, ex, now: float) -> None:
-        route = ex.route
-        key = route.metrics_key if route is not None else _UNROUTED
-        rkey = (*key, ex.status)
-        self.requests[rkey] = self.requests.get(rkey, 0) + 1
-        hist = self.durations.get(key)
-        if hist is None:
-            hist = self.durations[key] = Histogram()
-        hist.observe(now - ex.t0)
-        if ex.t_head:
-            self.upstream.observe(ex.t_head - ex.t_sent)
-        response = ex.response
-        if response is not None and response.reason is not None:
-            self.auth_failures[response.reason] = self.auth_failures.get(response.reason, 0) + 1
+    def bind(self, routes) -> None:
+        """Give each route of a new configuration the list its requests go to."""
+        for route in routes:
+            key = (route.service, route.name)
+            log = self.pending.get(key)
+            if log is None:
+                log = self.pending[key] = []
+            route.stats = log
+
+    def auth_failed(self, reason: str) -> None:
+        self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
+
+    def fold(self) -> None:
+        """Count the requests recorded since the last fold."""
+        requests = self.requests
+        for key, log in self.pending.items():
+            if not log:
+                continue
+            statuses, seconds, upstream = zip(*log)
+            log.clear()
+            for status, n in Counter(statuses).items():
+                rkey = (*key, status)
+                requests[rkey] = requests.get(rkey, 0) + n
+            hist = self.durations.get(key)
+            if hist is None:
+                hist = self.durations[key] = Histogram()
+            hist.observe_all(seconds)
+            self.upstream.observe_all([s for s in upstream if s is not None])
 
     def snapshot(self, gateway) -> dict:
+        self.fold()
         pools = gateway.pools.pools.values()
         return {
             "requests": [[*k, v] for k, v in self.requests.items()],

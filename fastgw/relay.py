@@ -1,57 +1,87 @@
-"""One request's journey upstream and back: `Exchange`.
+"""One request's journey, from its parsed head to the end of its answer: `Exchange`.
 
-An exchange is created when a request's head has been parsed, answered by the
-gateway itself (`response` set: 404, 401, 413, ...) or relayed. A relayed
-exchange goes through these states; every fault is answered in the state it
-hits, in one place (`_fail`):
+An exchange goes through these states; TRANSITIONS lists every step allowed:
 
-    QUEUED -> CONNECTING -> SENDING -> RESPONDING -> DONE
-              no byte sent   request head   response head
-                             sent           sent to the client
+    QUEUED ──> PENDING ──> CONNECTING ──> SENDING ──> RESPONDING ──> DONE
+      │          a plugin   no byte sent   request     the answer's
+      │          waits      upstream yet   head sent   head sent
+      └──────────────── answered by the gateway (404, 401, 502, ...) ───> DONE
 
-Request bodies flow to the upstream as they arrive and responses flow to the
-client as they arrive; when one side's write buffer is full the other side stops
-reading (`upstream_write_paused`, `ClientConnection.pause_writing`).
-The exchange is the upstream response parser's protocol object, so the parser
-and its callbacks live and die with one response.
+QUEUED: parsed, waiting for its turn on the client connection. Its turn starts it
+(`start`): routing, then the route's plugins in priority order, then the upstream.
+Every fault, on either side, is a `Fault` carrying its answer, or a call to `fail`,
+which answers it according to the state: before RESPONDING the client gets the
+fault's answer; after, the client connection is cut (never a truncated response
+passed off as whole). Every ending goes through `_finish`: the upstream connection
+released or closed, the metrics and the access log, then the client connection told
+whether it stays open (decided once, when the answer's head is written, by
+`ClientConnection.keeps_open`).
+
+What few requests need (a buffered body, 100-continue, a retry, a response that must
+be re-framed) lives in `Rare`, created only for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 from httptools import HttpParserError, HttpResponseParser
 
-from . import plugins, responses
-from .responses import SERVER, Response, status_line
+from . import responses
+from .plugins import PENDING, UPSTREAM_HEADERS
+from .responses import SERVER, Fault, Response, status_line
 from .spelling import header_names
 
-QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
+log = logging.getLogger("fastgw")
+
+QUEUED, PENDING_STATE, CONNECTING, SENDING, RESPONDING, DONE = (
+    "QUEUED", "PENDING", "CONNECTING", "SENDING", "RESPONDING", "DONE")
+TRANSITIONS = {
+    QUEUED: {PENDING_STATE, CONNECTING, SENDING, DONE},
+    PENDING_STATE: {CONNECTING, SENDING, DONE},
+    CONNECTING: {SENDING, DONE},
+    SENDING: {RESPONDING, CONNECTING, DONE},  # CONNECTING: retried on another connection
+    RESPONDING: {DONE},
+    DONE: set(),
+}
+
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"))
-# Request fields the gateway writes itself (framing, Host, forwarding, and what plugins set),
-# so a client's copy, under any spelling, never reaches the upstream.
-REQUEST_SKIP = header_names(HOP_BY_HOP | plugins.UPSTREAM_HEADERS | {
+# Request fields the gateway writes itself (framing, Host, forwarding, and what plugins
+# set), so a client's copy, under any spelling, never reaches the upstream.
+REQUEST_SKIP = header_names(HOP_BY_HOP | UPSTREAM_HEADERS | {
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
     b"x-forwarded-host", b"x-real-ip"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
-# How the response body is framed towards the client.
-NO_BODY, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
-
 BODY_BUFFER_LIMIT = 64 * 1024  # request body held while connecting; reading pauses above it
 CHUNK_END = b"0\r\n\r\n"
 CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
 NO_BODY_FRAMINGS = (b"", b"content-length: 0\r\n")  # `framing` of a request without a body
 _SKIP_ALSO: dict[frozenset[bytes], frozenset[bytes]] = {}  # names -> REQUEST_SKIP | names
-
-
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+
+# The usual response is forwarded as the upstream wrote it but for three kinds of line,
+# found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, a
+# Content-Length, and no field that changes the framing or the connection. Any other
+# response takes the slow path, `SlowResponse`, which rebuilds its head field by field.
+_FAST_STATUS = {b"HTTP/1.1 %d" % code: code for code in range(200, 600) if code not in (204, 304)}
+_SLOW_FIELD = re.compile(
+    rb"\r\n(?:transfer-encoding|te|trailer|upgrade|proxy-[^:\r]*):"
+    rb"|\r\nconnection:(?![ \t]*keep-alive[ \t]*(?:\r|$))", re.I).search
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?:\r|$)", re.I).search
+_DROPPED_LINES = re.compile(rb"\r\n(?:server|connection|keep-alive):[^\r]*", re.I).sub
+# What ends a forwarded head: fastgw's Server field, and Connection as the client needs it.
+_END_KEEP = b"\r\n" + SERVER + b"\r\n"
+_END_KEEP_10 = b"\r\n" + SERVER + b"connection: keep-alive\r\n\r\n"
+_END_CLOSE = b"\r\n" + SERVER + b"connection: close\r\n\r\n"
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -61,221 +91,325 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()} - {b"close", b"keep-alive"}
 
 
+class Rare:
+    """The state of an exchange that only some requests need."""
+
+    __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
+                 "tries", "connecting", "slow", "waiting")
+
+    def __init__(self):
+        self.body: list[bytes] = []  # request body received before the upstream was ready
+        self.body_size = 0
+        self.expect_continue = False
+        self.xff: bytes | None = None  # the client's X-Forwarded-For, extended
+        self.skip = REQUEST_SKIP  # request fields not forwarded
+        self.extra: list[bytes] = []  # header lines plugins add
+        self.resume_at = 0  # the plugin to run after a pending one
+        self.tries = 0
+        self.connecting: asyncio.Future | None = None
+        self.slow: SlowResponse | None = None
+        self.waiting = False  # for a free connection of a full pool
+
+
 class Exchange:
     __slots__ = (
-        # the request, as parsed and as it will be sent
-        "client", "method", "url", "target", "headers", "http11", "keep_alive", "host", "skip",
-        "xff", "framing", "expect_continue", "route", "response", "consumer",
-        # request body
-        "req_done", "body", "body_size",
-        # upstream side
-        "state", "node", "conn", "parser", "connecting", "tries", "reused", "deadline",
-        # response
-        "resp_headers", "resp_mode", "until_close", "resp_close", "resp_done", "status", "out",
+        # the request, as parsed and as it goes upstream
+        "client", "method", "url", "target", "headers", "host", "http11", "keep_alive",
+        "framing", "req_done", "route", "consumer", "rare",
+        # its progress
+        "state", "deadline", "node", "conn", "remaining", "response", "status", "bytes_out",
         # timing, for the metrics: head parsed, request sent upstream, response head back
-        "t0", "t_sent", "t_head", "bytes_out",
+        "t0", "t_sent", "t_head",
     )
 
-    def __init__(self, client, method: bytes, target: bytes, headers: list, http11: bool,
-                 keep_alive: bool):
+    def __init__(self, client, method: bytes, target: bytes, headers: list, host: bytes | None,
+                 http11: bool, keep_alive: bool):
         self.client = client
         self.method = method
-        self.url = target  # as the client sent it
-        self.target = target  # as it goes upstream
+        self.url = self.target = target  # as the client sent it; as it goes upstream
         self.headers = headers
+        self.host = host  # the Host field as received; then the Host to forward
         self.http11 = http11
-        self.keep_alive = keep_alive
-        self.host = b""
-        self.skip = REQUEST_SKIP
-        self.xff = None
+        self.keep_alive = keep_alive  # the client's wish; then the decision (keeps_open)
         # the body's framing header as fastgw decided it (never copied): b"", a
         # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
         self.framing = b""
-        self.expect_continue = False
-        self.route = None
-        self.response: Response | None = None
-        self.consumer = None  # who a plugin found the client to be: .username, .head
         self.req_done = False
-        self.body: list[bytes] = []
-        self.body_size = 0
+        self.route = None
+        self.consumer = None  # an identity a plugin set: .username, .head
+        self.rare: Rare | None = None
         self.state = QUEUED
-        self.node = None
-        self.conn = None
-        self.parser = None
-        self.connecting = None
-        self.tries = 0
-        self.reused = False
         self.deadline = float("inf")
-        self.resp_headers: list = []
-        self.resp_mode = NO_BODY
-        self.until_close = False  # the upstream delimits the body by closing
-        self.resp_close = False  # the upstream connection cannot be reused
-        self.resp_done = False
+        self.conn = None
+        self.response: Response | None = None  # the gateway's own answer, if any
         self.status = 0
-        self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
-        self.t0 = client.loop.time()  # the head is parsed
-        self.t_sent = self.t_head = 0.0
         self.bytes_out = 0
+        self.t0 = client.loop.time()
+
+    def _rare(self) -> Rare:
+        rare = self.rare
+        if rare is None:
+            rare = self.rare = Rare()
+        return rare
 
     # ------------------------------------------------------------ for plugins
 
     def drop_header(self, names: frozenset[bytes]) -> None:
         """Do not forward the request headers `names` (lower-case). The usual result, the
         fields fastgw writes plus one plugin's, is built once and kept."""
-        if self.skip is REQUEST_SKIP:
+        rare = self._rare()
+        if rare.skip is REQUEST_SKIP:
             skip = _SKIP_ALSO.get(names)
             if skip is None:
                 skip = _SKIP_ALSO[names] = REQUEST_SKIP | names
-            self.skip = skip
+            rare.skip = skip
         else:
-            self.skip = self.skip | names
+            rare.skip = rare.skip | names
+
+    def add_header(self, line: bytes) -> None:
+        """Send the header line `line` ("name: value\\r\\n", built once) upstream."""
+        self._rare().extra.append(line)
 
     def refuse(self, response: Response) -> None:
-        """Answer with `response` and close the connection after it."""
+        """Answer with `response` (when this exchange's turn comes) and close after it."""
         self.response = response
         self.keep_alive = False
+
+    def resume(self, answer: Response | None) -> None:
+        """A pending plugin is done: None goes on with the next plugin, a Response answers."""
+        if self.state != PENDING_STATE:
+            return  # the client went away meanwhile
+        try:
+            if answer is not None:
+                self.answer(answer)
+            else:
+                self._run_plugins(self.rare.resume_at)
+        except Fault as fault:
+            self.fail(fault.response)
+        except Exception:
+            log.exception("plugin failed while resuming %s %s", self.method.decode("latin-1"),
+                          self.url[:200].decode("latin-1"))
+            self.fail(responses.INTERNAL_ERROR, retry=False)
 
     # ------------------------------------------------------------ request side (client)
 
     def request_body(self, chunk: bytes) -> None:
-        if self.state == SENDING or self.state == RESPONDING:
-            if self.conn is not None:
-                if self.framing is CHUNKED_FRAMING:
-                    self.conn.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-                else:
-                    self.conn.transport.write(chunk)
+        state = self.state
+        if state == SENDING or state == RESPONDING:
+            transport = self.conn.transport
+            if self.framing is CHUNKED_FRAMING:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                transport.write(chunk)
             return
-        if self.response is not None or self.state == DONE:
+        if self.response is not None or state == DONE:
             return  # answered already; the body is not needed
-        self.body.append(chunk)
-        self.body_size += len(chunk)
-        if self.body_size > BODY_BUFFER_LIMIT:
+        rare = self._rare()
+        rare.body.append(chunk)
+        rare.body_size += len(chunk)
+        if rare.body_size > BODY_BUFFER_LIMIT:
             self.client.pause_reading(self.client.BODY_BUFFER)
 
     def request_complete(self) -> None:
         self.req_done = True
-        if self.state == SENDING or self.state == RESPONDING:
-            if self.framing is CHUNKED_FRAMING and self.conn is not None:
+        state = self.state
+        if state == SENDING or state == RESPONDING:
+            if self.framing is CHUNKED_FRAMING:
                 self.conn.transport.write(CHUNK_END)
-            if self.state == SENDING:
+            if state == SENDING:
                 self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
 
     # ------------------------------------------------------------ starting
 
     def start(self) -> None:
-        """This exchange's turn on the client connection has come."""
-        if self.response is not None:
-            self.client.answer(self.response, self.keep_alive and self.req_done)
-            self.state = DONE
+        """This exchange's turn on the client connection has come: route it, run its
+        plugins, send it upstream. A Fault or an exception raised here is answered by
+        the caller (ClientConnection._next)."""
+        if self.response is not None:  # refused while its head was parsed
+            self.answer(self.response)
             return
-        if self.expect_continue and not self.req_done and self.http11:
-            self.client.transport.write(responses.CONTINUE)
+        path, sep, query = self.target.partition(b"?")
+        snapshot = self.client.gateway.snapshot
+        found = snapshot.routes.get((self.host, path, self.method))
+        if found is None:
+            found = snapshot.resolve(self.host, path, self.method, self.http11)
+        route, upstream_path, self.host = found
+        if route is None:
+            self.answer(upstream_path)  # a Response: 404
+            return
+        self.route = route
+        self.target = upstream_path + sep + query
+        if route.plugins:
+            self._run_plugins(0)
+        else:
+            self._connect()
+
+    def _run_plugins(self, first: int) -> None:
+        plugins = self.route.plugins
+        for i in range(first, len(plugins)):
+            answer = plugins[i].access(self)
+            if answer is not None:
+                if answer is PENDING:
+                    self.state = PENDING_STATE
+                    self._rare().resume_at = i + 1
+                else:
+                    self.answer(answer)
+                return
         self._connect()
 
     def _connect(self) -> None:
-        node = self.node = self.route.upstream.pick()
+        upstream = self.route.upstream
+        node = self.node = upstream.single or upstream.pick()
+        rare = self.rare
+        if rare is not None and rare.expect_continue:
+            rare.expect_continue = False  # once, even if retried
+            if not self.req_done:
+                self.client.transport.write(responses.CONTINUE)
         conn = node.pool.acquire()
         if conn is not None:
-            self.reused = True
-            self._attach(conn)
+            self._send(conn)
             return
-        self.reused = False
+        rare = self._rare()
         self.state = CONNECTING
-        self.deadline = self.client.gateway.now + self.route.upstream.connect_timeout
-        task = self.connecting = asyncio.ensure_future(node.pool.connect(self.client.loop))
+        self.deadline = self.client.gateway.now + upstream.connect_timeout
+        task = rare.connecting = asyncio.ensure_future(node.pool.connect(self.client.loop))
         task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Future) -> None:
         if task.cancelled():
             return  # timed out or abandoned; whoever cancelled has answered
-        self.connecting = None
+        self.rare.connecting = None
         exc = task.exception()
         if exc is not None:
             if self.state == CONNECTING:
-                self._fail(responses.BAD_GATEWAY)
+                self.fail(responses.BAD_GATEWAY)
             return
         _, conn = task.result()
         if self.state != CONNECTING:  # the client left meanwhile: keep the fresh connection
             conn.requests = 0
             self.node.pool.release(conn, True, self.client.gateway.now)
             return
-        self._attach(conn)
+        try:
+            self._send(conn)
+        except Exception:
+            log.exception("sending a request upstream failed")
+            self.fail(responses.INTERNAL_ERROR, retry=False)
 
-    def _attach(self, conn) -> None:
+    def _send(self, conn) -> None:
+        """Write the request head (and any body received so far) on `conn`."""
         self.conn = conn
         conn.exchange = self
         conn.requests += 1
-        self.parser = HttpResponseParser(self)
         self.state = SENDING
-        self.t_sent = self.client.loop.time()
-        head = self._upstream_head()
-        if self.body:
-            chunks = self.body
-            if self.framing is CHUNKED_FRAMING:
-                chunks = [p for c in chunks for p in (b"%x\r\n" % len(c), c, b"\r\n")]
-            conn.transport.writelines([head, *chunks])
-            self.body = []
-            self.client.resume_reading(self.client.BODY_BUFFER)
-        else:
-            conn.transport.write(head)
-        if self.req_done:
-            if self.framing is CHUNKED_FRAMING:
-                conn.transport.write(CHUNK_END)
-            self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
-        else:
-            self.deadline = float("inf")
-        if self.client.write_paused:
-            conn.transport.pause_reading()
-
-    def _upstream_head(self) -> bytes:
-        upstream = self.route.upstream
         client = self.client
+        self.t_sent = client.loop.time()
+        node = self.node
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\nhost: ",
-                 upstream.host_header(self.node, self.host), b"\r\n"]
-        skip = self.skip
+                 node.fixed_host or self.host or node.host_header, b"\r\n"]
+        rare = self.rare
+        skip = REQUEST_SKIP if rare is None else rare.skip
         for name, value in self.headers:
             if name not in skip:
                 parts += (name, b": ", value, b"\r\n")
-        parts.append(client.forwarded)
-        parts += (b"x-forwarded-for: ", client.ip if self.xff is None else
-                  self.xff + b", " + client.ip, b"\r\nx-forwarded-host: ", self.host, b"\r\n")
-        parts.append(self.framing)
-        if self.node.pool.size == 0:
-            parts.append(b"connection: close\r\n")
-        if self.consumer is not None:
-            parts.append(self.consumer.head)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        if rare is None or rare.xff is None:
+            parts += (client.forwarded, self.host, b"\r\n", self.framing)
+        else:
+            parts += (client.forwarded_no_xff, rare.xff, b", ", client.ip,
+                      b"\r\nx-forwarded-host: ", self.host, b"\r\n", self.framing)
+        consumer = self.consumer
+        if consumer is not None:
+            parts.append(consumer.head)
+        if rare is not None:
+            parts += rare.extra
+        parts.append(node.pool.head_end)
+        transport = conn.transport
+        if rare is not None and rare.body:
+            chunks = rare.body
+            if self.framing is CHUNKED_FRAMING:
+                chunks = [p for c in chunks for p in (b"%x\r\n" % len(c), c, b"\r\n")]
+            transport.writelines([b"".join(parts), *chunks])
+            rare.body = []
+            client.resume_reading(client.BODY_BUFFER)
+        else:
+            transport.write(b"".join(parts))
+        if self.req_done:
+            if self.framing is CHUNKED_FRAMING:
+                transport.write(CHUNK_END)
+            self.deadline = client.gateway.now + self.route.upstream.read_timeout
+        else:
+            self.deadline = float("inf")  # the client's own deadline bounds its body
+        if client.write_paused:
+            transport.pause_reading()
 
     # ------------------------------------------------------------ upstream side
 
     def upstream_data(self, data: bytes) -> None:
+        """Bytes from the upstream: the answer's head (fast or slow path), then its body."""
+        rare = self.rare
+        if rare is not None and rare.slow is not None:
+            rare.slow.feed(data)
+            return
+        if self.state == RESPONDING:  # more of a body framed by Content-Length, as it comes
+            remaining = self.remaining
+            n = len(data)
+            if n > remaining:  # bytes after the response: nobody asked for them
+                data = data[:remaining]
+                n = remaining
+                self.conn.spoiled = True
+            self.conn.parser.feed_data(data)
+            self.client.transport.write(data)
+            self.bytes_out += n
+            self.remaining = remaining = remaining - n
+            if not remaining:
+                self._finish(self.keep_alive, self.t_head - self.t_sent)
+            return
         self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
-        out = self.out
+        end = data.find(b"\r\n\r\n")
+        head = data[:end]
+        status = _FAST_STATUS.get(head[:12]) if end > 0 else None
+        length = _CONTENT_LENGTH(head) if status is not None else None
+        if length is None or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
+            self._slow_response(data)
+            return
+        self.status = status
+        self.t_head = self.client.loop.time()
+        total = end + 4 + int(length[1])
+        n = len(data)
+        if n > total:
+            data = data[:total]
+            n = total
+            self.conn.spoiled = True
+        conn = self.conn
         try:
-            self.parser.feed_data(data)
+            conn.parser.feed_data(data)
         except HttpParserError:
-            if not self.resp_done:
-                self._fail(responses.BAD_GATEWAY)
-                return
-            self.resp_close = True  # garbage after a whole response: finish, do not reuse
-        if out:  # one write (one gather syscall) for the head and body parsed just now
-            self.client.transport.writelines(out)
-            self.bytes_out += sum(map(len, out))
-            out.clear()
-        if self.resp_done:
-            self._finish()
+            self.fail(responses.BAD_GATEWAY)
+            return
+        self.state = RESPONDING
+        client = self.client
+        keep = self.keep_alive = client.keeps_open(self)
+        self.client.transport.writelines((
+            _DROPPED_LINES(b"", head),
+            (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
+            data[end + 4:]))
+        self.bytes_out = n
+        if n == total:
+            self._finish(keep, self.t_head - self.t_sent)
+        else:
+            self.remaining = total - n
 
-    def upstream_lost(self, exc) -> None:
+    def _slow_response(self, data: bytes) -> None:
+        slow = self._rare().slow = SlowResponse(self)
+        slow.feed(data)
+
+    def upstream_lost(self) -> None:
         """The upstream connection closed under this exchange."""
-        self.conn = None
-        if self.state == RESPONDING and self.until_close:
-            if self.resp_mode == CHUNKED:
-                self.client.transport.write(CHUNK_END)
-            self.resp_done = True  # read-until-close: the close is the end of the body
-            self._finish()
+        rare = self.rare
+        if rare is not None and rare.slow is not None and rare.slow.until_close:
+            self.conn = None
+            rare.slow.closed()
         elif self.state != DONE:
-            self._fail(responses.BAD_GATEWAY)
+            self.fail(responses.BAD_GATEWAY)
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading(self.client.UPSTREAM)
@@ -286,30 +420,183 @@ class Exchange:
         if self.state == SENDING and not self.req_done:
             self.deadline = float("inf")
 
-    # Parser callbacks (upstream response), in the order httptools calls them
+    # ------------------------------------------------------------ endings
+
+    def answer(self, response: Response) -> None:
+        """The gateway answers this exchange itself, with `response`."""
+        client = self.client
+        keep = self.keep_alive = client.keeps_open(self)
+        if self.method == b"HEAD":  # the head only (RFC 9110 9.3.2)
+            data = response.head_keep_alive if keep else response.head_close
+        else:
+            data = response.keep_alive if keep else response.close
+        if client.transport is not None:
+            client.transport.write(data)
+        self.response = response
+        self.status = response.status
+        self.bytes_out = len(data)
+        if response.reason is not None:
+            client.gateway.stats.auth_failed(response.reason)
+        self._finish(keep, None)
+
+    def fail(self, response: Response, retry: bool = True) -> None:
+        """A fault: answered with `response` if the client has had nothing of an answer
+        yet (after a retry, when `retry` and the rules allow one), else the client
+        connection is cut."""
+        state = self.state
+        if state == DONE:
+            return
+        retry = (retry and (state == CONNECTING or state == SENDING) and self._may_retry(state)
+                 and self.client.transport is not None)
+        self._drop_upstream()
+        if state == RESPONDING:
+            self.client.abort()  # never a truncated response passed off as whole
+            self._finish(False, None)
+            return
+        if retry:
+            self.rare.tries += 1
+            self.state = CONNECTING
+            self._connect()
+            return
+        self.answer(response)
+
+    def _may_retry(self, state: str) -> bool:
+        """Sent again only if nothing of it can have reached the upstream but its head: a
+        body streamed there is gone, and its length alone would frame the next request."""
+        rare = self._rare()
+        if rare.waiting or rare.tries >= self.route.upstream.retries:
+            return False
+        if state == CONNECTING:
+            return True
+        conn = self.conn  # sent on a pooled connection, which had died meanwhile
+        return (conn is not None and conn.requests > 1 and self.req_done
+                and self.framing in NO_BODY_FRAMINGS and self.method in IDEMPOTENT)
+
+    def on_timeout(self) -> None:
+        """The deadline of the current state passed (connect, send or read time-out)."""
+        rare = self.rare
+        if rare is not None and rare.waiting:  # for a connection to a full node
+            self.fail(responses.SERVICE_UNAVAILABLE, retry=False)
+        else:
+            self.fail(responses.GATEWAY_TIMEOUT)
+
+    def abandon(self) -> None:
+        """The client went away: nothing more is sent either way."""
+        self._drop_upstream()
+        self.state = DONE
+
+    def _drop_upstream(self) -> None:
+        rare = self.rare
+        if rare is not None:
+            if rare.connecting is not None:
+                rare.connecting.cancel()
+                rare.connecting = None
+            rare.slow = None
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            conn.exchange = None
+            conn.transport.abort()
+        self.deadline = float("inf")
+
+    def _finish(self, keep: bool, upstream_seconds: float | None) -> None:
+        """The one way an exchange ends: the upstream connection handed back (when the
+        exchange on it ended cleanly) or closed, the metrics and the access log, then the
+        client connection goes on (`keep`) or closes."""
+        self.state = DONE
+        client = self.client
+        conn = self.conn
+        gateway = client.gateway
+        if conn is not None:
+            self.conn = None
+            self.node.pool.release(conn, self.req_done, gateway.now)
+        now = client.loop.time()
+        route = self.route
+        (gateway.stats.unrouted if route is None else route.stats).append(
+            (self.status, now - self.t0, upstream_seconds))
+        if gateway.access_log is not None:
+            gateway.access_log.record(self, client.ip, now)
+        client.exchange_done(keep)
+
+
+class SlowResponse:
+    """A response whose head must be rebuilt field by field (1xx first, HEAD, 204/304,
+    chunked or read-until-close framing, HTTP/1.0, Connection options), or whose head
+    did not come in one read: parsed with a parser of its own, with every callback."""
+
+    __slots__ = ("ex", "parser", "headers", "out", "chunked", "until_close", "close", "done",
+                 "head_sent")
+
+    def __init__(self, ex: Exchange):
+        self.ex = ex
+        self.parser = HttpResponseParser(self)
+        self.headers: list = []
+        self.out: list[bytes] = []  # bytes for the client from one upstream read, sent at once
+        self.chunked = False  # re-chunked towards the client
+        self.until_close = False  # the upstream delimits the body by closing
+        self.close = False  # the upstream connection cannot be reused
+        self.done = False
+        self.head_sent = False
+
+    def feed(self, data: bytes) -> None:
+        ex = self.ex
+        ex.deadline = ex.client.gateway.now + ex.route.upstream.read_timeout
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            if not self.done:
+                ex.fail(responses.BAD_GATEWAY)
+                return
+            self.close = True  # garbage after a whole response: finish, do not reuse
+        out = self.out
+        if out:  # one write (one gather syscall) for the head and body parsed just now
+            ex.client.transport.writelines(out)
+            ex.bytes_out += sum(map(len, out))
+            out.clear()
+        if self.done:
+            self._end()
+
+    def closed(self) -> None:
+        """Read-until-close: the upstream's close is the end of the body."""
+        if self.chunked:
+            self.ex.client.transport.write(CHUNK_END)
+        self.done = True
+        self._end()
+
+    def _end(self) -> None:
+        ex = self.ex
+        ex.rare.slow = None
+        if self.close and ex.conn is not None:
+            ex.conn.spoiled = True
+        ex._finish(ex.keep_alive, ex.t_head - ex.t_sent)
+
+    # Parser callbacks, in the order httptools calls them
 
     def on_message_begin(self) -> None:
-        if self.resp_done:  # a second response nobody asked for
-            self.resp_close = True
+        if self.done:  # a second response nobody asked for
+            self.close = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.resp_done:
+        if self.done:
             return
+        ex = self.ex
         parser = self.parser
-        status = self.status = parser.get_status_code()
+        status = parser.get_status_code()
         if status < 200:
             self._interim_response(status)
             return
-        self.state = RESPONDING
-        self.t_head = self.client.loop.time()
+        ex.status = status
+        ex.state = RESPONDING
+        ex.t_head = ex.client.loop.time()
+        self.head_sent = True
         parts = [status_line(status), SERVER]
         length = -1
         tokens = None
         upstream_chunked = False
-        for name, value in self.resp_headers:
+        for name, value in self.headers:
             lname = name.lower()
             if lname in RESPONSE_SKIP:
                 if lname == b"content-length":
@@ -321,131 +608,69 @@ class Exchange:
                 continue
             parts += (name, b": ", value, b"\r\n")
         if tokens:
-            parts = self._without(parts, tokens)
-        self.resp_headers = None
-        client_keeps = self.keep_alive and self.req_done
-        if self.method == b"HEAD" or status == 204 or status == 304:
-            mode = NO_BODY
+            parts = _without(parts, tokens)
+        self.headers = []
+        has_body = True
+        if ex.method == b"HEAD" or status == 204 or status == 304:
+            has_body = False
             if length >= 0:
                 parts.append(b"content-length: %d\r\n" % length)
-            self.resp_done = True  # llhttp waits for a HEAD body that never comes
+            self.done = True  # llhttp waits for a HEAD body that never comes
         elif length >= 0:
-            mode = LENGTH
             parts.append(b"content-length: %d\r\n" % length)
-        elif self.http11:
-            mode = CHUNKED
+        elif ex.http11:
+            self.chunked = True
             parts.append(CHUNKED_FRAMING)
         else:
-            mode = UNTIL_CLOSE
-            client_keeps = False
-        if mode != NO_BODY and length < 0 and not upstream_chunked:
-            self.until_close = self.resp_close = True
+            ex.keep_alive = False  # an HTTP/1.0 client reads this body until the close
+        if has_body and length < 0 and not upstream_chunked:
+            self.until_close = self.close = True
         if not parser.should_keep_alive():  # asked here: llhttp resets it after the body
-            self.resp_close = True
-        self.resp_mode = mode
-        if not client_keeps:
-            self.keep_alive = False
+            self.close = True
+        keep = ex.keep_alive = ex.keep_alive and ex.client.keeps_open(ex)
+        if not keep:
             parts.append(b"connection: close\r\n\r\n")
-        elif not self.http11:
+        elif not ex.http11:
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
             parts.append(b"\r\n")
         self.out.append(b"".join(parts))
 
     def on_body(self, chunk: bytes) -> None:
-        if self.resp_done:
+        if self.done:
             return
-        if self.resp_mode == CHUNKED:
+        if self.chunked:
             self.out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         else:
             self.out.append(chunk)
 
     def on_message_complete(self) -> None:
-        if self.status < 200:
-            self.status = 0
-            self.resp_headers = []
+        if not self.head_sent:  # the end of a 1xx
+            self.headers = []
             return
-        if self.resp_done:
+        if self.done:
             return
-        if self.resp_mode == CHUNKED:
+        if self.chunked:
             self.out.append(CHUNK_END)
-        self.resp_done = True
-
-    # ------------------------------------------------------------ endings
-
-    def _finish(self) -> None:
-        """The response went out whole: hand the connection back or close it."""
-        self.state = DONE
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            reusable = self.req_done and not self.resp_close
-            self.node.pool.release(conn, reusable, self.client.gateway.now)
-        self.parser = None
-        self.client.exchange_done(self.keep_alive and self.req_done)
-
-    def _fail(self, response: Response) -> None:
-        """A fault on the upstream side; answered according to how far we got."""
-        state = self.state
-        self._drop_upstream()
-        if state == RESPONDING:
-            self.state = DONE
-            self.client.abort()  # never a truncated response passed off as whole
-            return
-        retry = self.tries < self.route.upstream.retries and (
-            # sent again only if nothing of it can have reached the upstream but its head:
-            # a body streamed there is gone, and its length alone would frame the next request
-            state == CONNECTING or (self.reused and self.req_done and self.framing in
-                                    NO_BODY_FRAMINGS and self.method in IDEMPOTENT))
-        if retry and self.client.transport is not None:
-            self.tries += 1
-            self.resp_headers = []
-            self.status = 0
-            self._connect()
-            return
-        self.state = DONE
-        self.client.answer(response, self.keep_alive and self.req_done)
-
-    def on_timeout(self) -> None:
-        """The deadline of the current state passed (connect, send or read timeout)."""
-        self._fail(responses.GATEWAY_TIMEOUT)
-
-    def _drop_upstream(self) -> None:
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
-        conn = self.conn
-        if conn is not None:
-            self.conn = None
-            conn.exchange = None
-            conn.transport.abort()
-        self.parser = None
-        self.deadline = float("inf")
-
-    def abandon(self) -> None:
-        """The client went away: nothing more is sent either way."""
-        self._drop_upstream()
-        self.state = DONE
-
-    # ------------------------------------------------------------ rare paths
+        self.done = True
 
     def _interim_response(self, status: int) -> None:
         """1xx: forwarded to HTTP/1.1 clients (103 Early Hints, ...); the final one follows."""
         if status == 101:
             raise HttpParserError("101 Switching Protocols without an Upgrade request")
-        if self.http11:
+        if self.ex.http11:
             parts = [status_line(status)]
-            for name, value in self.resp_headers:
+            for name, value in self.headers:
                 if name.lower() not in HOP_BY_HOP:
                     parts += (name, b": ", value, b"\r\n")
             parts.append(b"\r\n")
             self.out.append(b"".join(parts))
 
-    @staticmethod
-    def _without(parts: list, tokens: set[bytes]) -> list:
-        """Drop the header lines named in the Connection header (RFC 9110 7.6.1)."""
-        kept = parts[:2]
-        for i in range(2, len(parts), 4):
-            if parts[i].lower() not in tokens:
-                kept += parts[i:i + 4]
-        return kept
+
+def _without(parts: list, tokens: set[bytes]) -> list:
+    """Drop the header lines named in the Connection header (RFC 9110 7.6.1)."""
+    kept = parts[:2]
+    for i in range(2, len(parts), 4):
+        if parts[i].lower() not in tokens:
+            kept += parts[i:i + 4]
+    return kept

@@ -39,6 +39,16 @@ class Response:
         self.close = self.head_close + body
 
 
+class Fault(Exception):
+    """A request or response that breaks a rule; `response` is the answer (h11's
+    RemoteProtocolError with its status hint). Raised where the rule is checked,
+    answered in one place, `relay.Exchange.fail`."""
+
+    def __init__(self, response: Response):
+        super().__init__(response.status)
+        self.response = response
+
+
 def error(status: int, message: str | None = None) -> Response:
     """`{"error_msg": "..."}` with the status, e.g. error(404, "404 Route Not Found")."""
     if message is None:
@@ -51,7 +61,9 @@ NOT_FOUND = error(404, "404 Route Not Found")
 REQUEST_TIMEOUT = error(408)
 PAYLOAD_TOO_LARGE = error(413)
 HEADERS_TOO_LARGE = error(431)
+INTERNAL_ERROR = error(500)
 BAD_GATEWAY = error(502)
+SERVICE_UNAVAILABLE = error(503)
 GATEWAY_TIMEOUT = error(504)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

@@ -13,27 +13,30 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
+from . import responses
+from .responses import Fault
+
 
 class Route:
     """A route as requests see it: where it goes and what runs before it goes there."""
 
-    __slots__ = ("service", "name", "metrics_key", "methods", "priority", "strip", "upstream",
-                 "plugins", "order")
+    __slots__ = ("service", "name", "methods", "priority", "strip", "upstream", "plugins",
+                 "order", "stats")
 
     def __init__(self, service: str, name: str, methods: Iterable[str], priority: int,
                  strip: int, upstream, plugins: tuple):
         self.service, self.name = service, name
-        self.metrics_key = (service, name)  # labels of its request counters, built once
         self.methods = frozenset(m.encode() for m in methods) or None  # None: any method
         self.priority = priority
         self.strip = strip  # bytes of path prefix removed before going upstream
         self.upstream = upstream
         self.plugins = plugins
         self.order = 0  # declaration order, the last tie-breaker
+        self.stats: list = []  # where its requests are recorded (metrics.WorkerStats.bind)
 
-    def upstream_target(self, target: bytes) -> bytes:
-        """The request-target sent upstream: base path + path without prefix + query."""
-        rest = target[self.strip:]
+    def upstream_path(self, path: bytes) -> bytes:
+        """The path sent upstream: base path + path without the service's prefix."""
+        rest = path[self.strip:]
         if not rest or rest[0] != 47:  # "/"
             rest = b"/" + rest
         return self.upstream.base_path + rest
@@ -83,13 +86,24 @@ class PathTable:
 
 
 class RouteTable:
-    __slots__ = ("exact_hosts", "wildcard_hosts", "any_host", "has_wildcards")
+    """The routes of one configuration. `resolve` is the whole decision for a request's
+    Host, path and method; its result is remembered in `memo`, so that a request like
+    one seen before costs one dict look-up."""
+
+    __slots__ = ("exact_hosts", "wildcard_hosts", "any_host", "has_wildcards", "routes", "memo")
+
+    MEMO_SIZE = 8192  # entries; the memo is emptied when full (a flood of new paths)
+    MEMO_PATH = 512  # longer paths are resolved every time, never kept
 
     def __init__(self):
         self.exact_hosts: dict[bytes, PathTable] = {}
         self.wildcard_hosts: dict[bytes, PathTable] = {}  # ".example.com" for "*.example.com"
         self.any_host = PathTable()
         self.has_wildcards = False
+        self.routes: list[Route] = []
+        # (Host field, path, method) -> (route, upstream path, Host to forward), or
+        # (None, 404 response, Host) when no route takes it
+        self.memo: dict[tuple, tuple] = {}
 
     @classmethod
     def build(cls, entries: Iterable[tuple[list[str], str, Route]]) -> "RouteTable":
@@ -97,6 +111,8 @@ class RouteTable:
         table = cls()
         for order, (hosts, path, route) in enumerate(entries):
             route.order = order
+            if route not in table.routes:
+                table.routes.append(route)
             if not hosts:
                 table.any_host.add(path.encode(), route)
             for host in hosts:
@@ -128,6 +144,47 @@ class RouteTable:
                         return route
                 dot = host.find(b".", dot + 1)
         return self.any_host.match(path, method)
+
+    def resolve(self, host_field: bytes | None, path: bytes, method: bytes, http11: bool):
+        """(route, upstream path, Host to forward) for a request, or (None, 404, Host);
+        Fault(400) for a Host or path fastgw refuses. `path` is the request-target
+        without its query (an absolute-form one included)."""
+        memo = True
+        if path[:1] != b"/":
+            parts = absolute_form(path)
+            if parts is None:
+                raise Fault(responses.BAD_REQUEST)
+            if host_field is None and http11:
+                raise Fault(responses.BAD_REQUEST)  # RFC 9112 3.2: even with absolute-form
+            target, forwarded, host = parts
+            memo = False
+        elif host_field is None:
+            if http11:
+                raise Fault(responses.BAD_REQUEST)  # RFC 9112 3.2: HTTP/1.1 requires Host
+            target, forwarded, host = path, b"", b""
+            memo = False
+        else:
+            parts = HOST_NAMES[host_field]
+            if not parts:
+                raise Fault(responses.BAD_REQUEST)  # RFC 9112 3.2: not host[:port]
+            target = path
+            forwarded, host = parts
+        if NEEDS_NORMALIZING(target):
+            target = normalize_path(target)
+            if target is None:
+                raise Fault(responses.BAD_REQUEST)  # a backslash
+            route = self.match(host, target, method)
+            if self.match(host, lenient_reading(target), method) is not route:
+                raise Fault(responses.BAD_REQUEST)  # another route to some servers behind
+        else:
+            route = self.match(host, target, method)
+        found = ((None, responses.NOT_FOUND, forwarded) if route is None else
+                 (route, route.upstream_path(target), forwarded))
+        if memo and len(path) <= self.MEMO_PATH:
+            if len(self.memo) >= self.MEMO_SIZE:
+                self.memo.clear()
+            self.memo[host_field, path, method] = found
+        return found
 
 
 # RFC 9112 3.2 and RFC 3986 3.2.2: Host is uri-host [":" port]. fastgw takes a name of
@@ -179,6 +236,26 @@ class HostNames(dict):
 
 
 HOST_NAMES = HostNames()
+
+
+def absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(origin-form target, Host to forward, name to route on) of an absolute-form target
+    ("http://host/path"), accepted as RFC 9112 3.2.2 requires: its authority, held to the
+    same rule as Host, replaces the Host header. Anything else (authority-form, "*") is
+    not for a gateway: None."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = len(rest)
+    for stop in (b"/", b"?", b"#"):
+        at = rest.find(stop)
+        if at != -1 and at < end:
+            end = at
+    parts = HOST_NAMES[rest[:end]]
+    if not parts:
+        return None
+    path = rest[end:]
+    return (path if path[:1] == b"/" else b"/" + path), parts[0], parts[1]
 
 
 # A path holding none of these is in normal form already (the usual case: one C call).

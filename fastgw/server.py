@@ -13,16 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from itertools import chain
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from . import responses
 from .config.compile import Snapshot
 from .metrics import WorkerStats
-from .relay import (CHUNKED_FRAMING, DONE, NO_BODY_FRAMINGS, QUEUED, RESPONDING, Exchange,
-                    connection_tokens)
-from .responses import Response
-from .routing import HOST_NAMES, NEEDS_NORMALIZING, lenient_reading, normalize_path
+from .relay import CHUNKED_FRAMING, NO_BODY_FRAMINGS, QUEUED, Exchange, connection_tokens
+from .responses import Fault, Response
+from .routing import absolute_form
 from .settings import Settings
 from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
 
@@ -71,6 +71,7 @@ class Gateway:
         """Compile `conf` and put it in force; in-flight requests keep the old one."""
         old = self.snapshot
         new = self._snapshot_factory(conf, revision, self.pools, old)
+        self.stats.bind(new.router.routes)
         self.snapshot = new
         if old is not None:
             new.retire(old)
@@ -117,6 +118,7 @@ class Gateway:
             if ex is not None and ex.deadline <= now:
                 ex.on_timeout()
         self.pools.expire(now)
+        self.stats.fold()
         if self.access_log is not None:
             self.access_log.flush()
         self._ticker = self.loop.call_later(TICK, self.tick)
@@ -144,6 +146,13 @@ class Gateway:
 
 
 class ClientConnection(asyncio.Protocol):
+    """One client connection: parses requests into exchanges and answers them in order.
+
+    Parser callbacks only record: the head becomes a QUEUED `Exchange`, body bytes go to
+    it. Exchanges start (routing, plugins, upstream) after the parser returns, in
+    `_next`, where an exception is logged and answered 500 instead of surfacing as a
+    parser error."""
+
     # reasons to stop reading from the client, as bits
     PIPELINE, UPSTREAM, BODY_BUFFER = 1, 2, 4
 
@@ -151,10 +160,11 @@ class ClientConnection(asyncio.Protocol):
         # global
         "gateway", "loop", "settings",
         # per connection
-        "transport", "parser", "ip", "forwarded", "queue", "active", "reading", "read_pauses",
-        "write_paused", "deadline", "closing", "fault", "pending_head", "starting",
+        "transport", "parser", "ip", "forwarded", "forwarded_no_xff", "queue", "active",
+        "reading", "read_pauses", "write_paused", "deadline", "closing", "fault",
+        "pending_head", "starting",
         # per request being parsed
-        "url", "headers", "head_size", "current", "body_received",
+        "url", "headers", "current", "body_received",
     )
 
     def __init__(self, gateway: Gateway):
@@ -168,7 +178,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser.set_dangerous_leniencies(lenient_version=True)
         self.queue: deque[Exchange] = deque()
         self.active: Exchange | None = None
-        self.reading = HEAD
+        self.reading = IDLE
         self.read_pauses = 0
         self.write_paused = False
         self.deadline = float("inf")
@@ -178,7 +188,6 @@ class ClientConnection(asyncio.Protocol):
         self.starting = False
         self.url = b""
         self.headers: list = []
-        self.head_size = 0
         self.current: Exchange | None = None
         self.body_received = 0
 
@@ -188,17 +197,18 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         peer = transport.get_extra_info("peername")
-        self.ip = (peer[0] if peer else "unknown").encode()
+        ip = self.ip = (peer[0] if peer else "unknown").encode()
         scheme = b"https" if transport.get_extra_info("sslcontext") is not None else b"http"
-        self.forwarded = b"x-real-ip: " + self.ip + b"\r\nx-forwarded-proto: " + scheme + b"\r\n"
+        # the forwarding fields, built once per connection; X-Forwarded-Host's value follows
+        self.forwarded_no_xff = (b"x-real-ip: " + ip + b"\r\nx-forwarded-proto: " + scheme +
+                                 b"\r\nx-forwarded-for: ")
+        self.forwarded = self.forwarded_no_xff + ip + b"\r\nx-forwarded-host: "
         self.gateway.connections.add(self)
         self.deadline = self.gateway.now + self.settings.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.reading == CLOSED:
             return
-        if self.active is None and self.reading == IDLE:
-            self.deadline = self.gateway.now + self.settings.header_timeout
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -210,10 +220,12 @@ class ClientConnection(asyncio.Protocol):
                 self.pending_head += len(data)
                 if self.pending_head > 2 * self.settings.max_header_bytes + 65536:
                     self._request_fault(responses.HEADERS_TOO_LARGE)
-        if self.active is None and self.queue:
-            self._next()
-        if self.queue:
-            self.pause_reading(self.PIPELINE)
+        queue = self.queue
+        if queue:
+            if self.active is None:
+                self._next()
+            if queue:
+                self.pause_reading(self.PIPELINE)
 
     def eof_received(self):
         # A half-close after a complete request still gets its answer (HTTP/1.0 style);
@@ -222,8 +234,11 @@ class ClientConnection(asyncio.Protocol):
         if self.current is not None:
             self._request_fault(responses.BAD_REQUEST)
         self._stop_reading()
-        if self.active is None and not self.queue:
-            self.close()
+        if self.active is None:
+            if self.queue:
+                self._next()
+            else:
+                self.close()
         # A TLS transport shuts itself down after close_notify whatever this says (uvloop
         # logs a warning for True): only a plain one stays open for the answer.
         transport = self.transport
@@ -256,45 +271,47 @@ class ClientConnection(asyncio.Protocol):
         self.reading = HEAD
         self.url = b""
         self.headers = []
-        self.head_size = 0
         self.pending_head = 0
         self.body_received = 0
+        self.deadline = self.gateway.now + self.settings.header_timeout
 
     def on_url(self, url: bytes):
-        self.url += url
-        self.head_size += len(url)
-        if self.head_size > self.settings.max_header_bytes:
-            self.fault = responses.HEADERS_TOO_LARGE
-            raise Refused
+        self.url += url  # may come in pieces; its size is checked with the head's
 
     def on_header(self, name: bytes, value: bytes):
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.settings.max_header_bytes:
-            self.fault = responses.HEADERS_TOO_LARGE
-            raise Refused
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self):
         self.reading = BODY
         parser = self.parser
+        url = self.url
+        headers = self.headers
+        self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
+        if (len(url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
+                > self.settings.max_header_bytes):
+            self.fault = responses.HEADERS_TOO_LARGE
+            raise Refused
         version = parser.get_http_version()
         http11 = version == "1.1"
-        ex = Exchange(self, parser.get_method(), self.url, self.headers, http11,
+        fields = dict(headers)
+        ex = Exchange(self, parser.get_method(), url, headers, fields.get(b"host"), http11,
                       parser.should_keep_alive())
-        self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
         self.current = ex
         self.queue.append(ex)
-        if http11 or version == "1.0":
-            self._dispatch(ex)
-        else:
+        if len(fields) != len(headers) or not _SPECIAL_REQUEST_HEADERS.isdisjoint(fields):
+            self._special_fields(ex)
+        if not http11 and version != "1.0":
             # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
             ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
+        elif ex.framing:
+            self.deadline = self.gateway.now + self.settings.header_timeout  # for the body
 
     def on_body(self, chunk: bytes):
         self.body_received += len(chunk)
         if self.body_received > self.settings.max_body_bytes:
             self.fault = responses.PAYLOAD_TOO_LARGE
             raise Refused
+        self.deadline = self.gateway.now + self.settings.header_timeout  # between reads
         self.current.request_body(chunk)
 
     def on_message_complete(self):
@@ -303,87 +320,43 @@ class ClientConnection(asyncio.Protocol):
         self.current = None
         ex.request_complete()
 
-    # ------------------------------------------------------------ routing and plugins
-
-    def _dispatch(self, ex: Exchange) -> None:
-        """Decide what answers this request: a route's upstream, or the gateway itself."""
-        host_header = None
-        length = -1
+    def _special_fields(self, ex: Exchange) -> None:
+        """The fields that frame the body or shape what is forwarded, read with the RFC
+        9112 rules (rare: most requests have none of them, and no field twice)."""
+        host = None
         for name, value in ex.headers:
-            if name in _SPECIAL_REQUEST_HEADERS:
-                if name == b"host":
-                    if host_header is not None:
-                        ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: one Host only
-                        return
-                    host_header = value
-                elif name == b"content-length":
-                    length = int(value)  # llhttp has checked it: digits, and only one
-                    ex.framing = b"content-length: %d\r\n" % length
-                elif name == b"transfer-encoding":
-                    fault = _transfer_coding_fault(ex, value)
-                    if fault is not None:
-                        self.fault = fault  # and parsing stops here: the body cannot be read
-                        raise Refused
-                    ex.framing = CHUNKED_FRAMING
-                elif name == b"expect":
-                    if value.rstrip(b" \t").lower() != b"100-continue":
-                        ex.refuse(_EXPECTATION_FAILED)
-                        return
-                    ex.expect_continue = True
-                elif name == b"x-forwarded-for":
-                    ex.xff = value if ex.xff is None else ex.xff + b", " + value
-                elif name == b"connection":
-                    extra = connection_tokens(value)
-                    if extra:
-                        ex.skip = ex.skip | extra
-        target = ex.target
-        if target[:1] != b"/":
-            parts = _absolute_form(target)
-            if parts is None:
-                ex.refuse(responses.BAD_REQUEST)
-                return
-            if host_header is None and ex.http11:
-                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: even with absolute-form
-                return
-            target, ex.host, host = parts
-        elif host_header is None:
-            if ex.http11:
-                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: HTTP/1.1 requires Host
-                return
-            host = b""
-        else:
-            parts = HOST_NAMES[host_header]
-            if not parts:
-                ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: not host[:port]
-                return
-            ex.host, host = parts
-        if length > self.settings.max_body_bytes:
-            ex.refuse(responses.PAYLOAD_TOO_LARGE)
-            return
-        path, sep, query = target.partition(b"?")
-        router = self.gateway.snapshot.router
-        if NEEDS_NORMALIZING(path):
-            path = normalize_path(path)
-            if path is None:
-                ex.refuse(responses.BAD_REQUEST)  # a backslash
-                return
-            route = router.match(host, path, ex.method)
-            if router.match(host, lenient_reading(path), ex.method) is not route:
-                ex.refuse(responses.BAD_REQUEST)  # another route to some servers behind
-                return
-            target = path + sep + query
-        else:
-            route = router.match(host, path, ex.method)
-        if route is None:
-            ex.response = responses.NOT_FOUND
-            return
-        ex.route = route
-        ex.target = route.upstream_target(target)
-        for plugin in route.plugins:
-            answer = plugin.access(ex)
-            if answer is not None:
-                ex.response = answer
-                return
+            if name not in _SPECIAL_REQUEST_HEADERS and name != b"host":
+                continue
+            if name == b"host":
+                if host is not None:
+                    ex.refuse(responses.BAD_REQUEST)  # RFC 9112 3.2: one Host only
+                    return
+                host = value
+            elif name == b"content-length":
+                length = int(value)  # llhttp has checked it: digits, and only one
+                ex.framing = b"content-length: %d\r\n" % length
+                if length > self.settings.max_body_bytes:
+                    ex.refuse(responses.PAYLOAD_TOO_LARGE)
+            elif name == b"transfer-encoding":
+                fault = _transfer_coding_fault(ex, value)
+                if fault is not None:
+                    self.fault = fault  # and parsing stops here: the body cannot be read
+                    raise Refused
+                ex.framing = CHUNKED_FRAMING
+            elif name == b"expect":
+                if value.rstrip(b" \t").lower() != b"100-continue":
+                    ex.refuse(_EXPECTATION_FAILED)
+                    return
+                ex._rare().expect_continue = True
+            elif name == b"x-forwarded-for":
+                rare = ex._rare()
+                rare.xff = value if rare.xff is None else rare.xff + b", " + value
+            elif name == b"connection":
+                extra = connection_tokens(value)
+                if extra:
+                    rare = ex._rare()
+                    rare.skip = rare.skip | extra
+        ex.host = host
 
     def _upgraded(self) -> None:
         """llhttp stopped at a request that switches protocols (Connection: upgrade, or any
@@ -397,28 +370,40 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = False
         if ex.response is None and (ex.method == b"CONNECT" or
                                     ex.framing not in NO_BODY_FRAMINGS):
-            ex.refuse(_NOT_IMPLEMENTED)
+            # a target no route could take (CONNECT's authority-form) is malformed first
+            routable = ex.url[:1] == b"/" or absolute_form(ex.url.partition(b"?")[0])
+            ex.refuse(_NOT_IMPLEMENTED if routable else responses.BAD_REQUEST)
 
     # ------------------------------------------------------------ answering, in order
 
     def _next(self) -> None:
-        """Start the oldest waiting exchange; called when the connection has none active."""
+        """Start the oldest waiting exchange; called when the connection has none active.
+        A fault or an exception in routing or a plugin is answered here."""
         self.starting = True  # a loop, not recursion: a pipeline may hold thousands
-        while self.queue and self.active is None and self.transport is not None:
-            ex = self.active = self.queue.popleft()
-            if not self.queue:
+        queue = self.queue
+        while queue and self.active is None and self.transport is not None:
+            ex = self.active = queue.popleft()
+            if not queue and self.read_pauses:
                 self.resume_reading(self.PIPELINE)
-            ex.start()  # may finish at once (a fixed answer), calling exchange_done
+            try:
+                ex.start()  # may finish at once (a fixed answer), calling exchange_done
+            except Fault as fault:
+                ex.keep_alive = False
+                ex.fail(fault.response, retry=False)
+            except Exception:
+                log.exception("request %s %s failed", ex.method.decode("latin-1"),
+                              ex.url[:200].decode("latin-1"))
+                ex.fail(responses.INTERNAL_ERROR, retry=False)
         self.starting = False
 
+    def keeps_open(self, ex: Exchange) -> bool:
+        """Whether the connection stays open after `ex`'s answer: the one place that
+        decides it, when the answer's head is written. Its request must have been read
+        whole, and "connection: close" goes on the last answer only, not on one with
+        more pipelined behind it."""
+        return ex.keep_alive and ex.req_done and (not self.closing or bool(self.queue))
+
     def exchange_done(self, keep_alive: bool) -> None:
-        ex = self.active
-        if ex is not None:
-            now = self.loop.time()
-            gateway = self.gateway
-            gateway.stats.observe(ex, now)
-            if gateway.access_log is not None:
-                gateway.access_log.record(ex, self.ip, now)
         self.active = None
         if not keep_alive:
             self.queue.clear()  # requests pipelined behind this one are not answered
@@ -431,43 +416,22 @@ class ClientConnection(asyncio.Protocol):
             self.close()
         elif self.reading == IDLE:
             self.deadline = self.gateway.now + self.settings.keepalive_timeout
-        elif self.reading == HEAD:
-            self.deadline = self.gateway.now + self.settings.header_timeout
-
-    def answer(self, response: Response, keep_alive: bool) -> None:
-        """Write a fixed response for the active exchange and finish it."""
-        if self.transport is None:
-            return
-        ex = self.active
-        # "connection: close" goes on the last answer only, not on one with more to follow
-        open_after = keep_alive and (not self.closing or bool(self.queue))
-        if ex is not None and ex.method == b"HEAD":  # the head only (RFC 9110 9.3.2)
-            self.transport.write(response.head_keep_alive if open_after else response.head_close)
         else:
-            self.transport.write(response.keep_alive if open_after else response.close)
-        if ex is not None:
-            ex.response = response
-            ex.status = response.status
-        self.exchange_done(keep_alive)
+            self.deadline = self.gateway.now + self.settings.header_timeout
 
     def _request_fault(self, response: Response) -> None:
         """The client sent something unanswerable: answer in turn, then close."""
         self._stop_reading()
         ex = self.current
-        if ex is not None and ex.state != DONE:
+        if ex is not None:  # the request being received
+            self.current = None
             ex.keep_alive = False
-            if ex.state == RESPONDING:  # its answer is half sent: cut it off
-                ex.abandon()
-                self.abort()
-            elif ex.state != QUEUED:  # already relaying: abandon it, answer now
-                ex.abandon()
-                self.active = None
-                self.queue.clear()
-                self.answer(response, False)
+            if ex.state == QUEUED:
+                ex.response = response  # answered in its turn
             else:
-                ex.response = response
+                ex.fail(response, retry=False)
             return
-        ex = Exchange(self, b"", b"", [], True, False)
+        ex = Exchange(self, b"", b"", [], None, True, False)  # bytes that are no request
         ex.response = response
         self.queue.append(ex)
 
@@ -490,12 +454,20 @@ class ClientConnection(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         self.deadline = float("inf")
-        if self.active is not None or self.queue:
+        if self.current is not None:  # a request body, stalled
+            if self.read_pauses:  # by fastgw, not by the client
+                self.deadline = self.gateway.now + self.settings.header_timeout
+                return
+            self._request_fault(responses.REQUEST_TIMEOUT)
+        elif self.active is not None or self.queue:
             return
-        if self.reading == HEAD:
-            self.answer(responses.REQUEST_TIMEOUT, False)
+        elif self.reading == HEAD:
+            self._request_fault(responses.REQUEST_TIMEOUT)
         else:
             self.close()
+            return
+        if self.active is None and self.queue:
+            self._next()
 
     def close(self) -> None:
         self.reading = CLOSED
@@ -519,31 +491,12 @@ class _Trailers:
 
 
 _TRAILERS = _Trailers()
-_SPECIAL_REQUEST_HEADERS = frozenset((b"host", b"content-length", b"transfer-encoding", b"expect",
+# Fields read while parsing (besides Host): framing, forwarding, connection options.
+_SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect",
                                       b"x-forwarded-for", b"connection"))
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
 _NOT_IMPLEMENTED = responses.error(501)
-
-
-def _absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
-    """(origin-form target, Host to forward, name to route on) of an absolute-form target
-    ("http://host/path"), accepted as RFC 9112 3.2.2 requires: its authority, held to the
-    same rule as Host, replaces the Host header. Anything else (authority-form, "*") is
-    not for a gateway: None."""
-    scheme, sep, rest = target.partition(b"://")
-    if not sep or scheme.lower() not in (b"http", b"https"):
-        return None
-    end = len(rest)
-    for stop in (b"/", b"?", b"#"):
-        at = rest.find(stop)
-        if at != -1 and at < end:
-            end = at
-    parts = HOST_NAMES[rest[:end]]
-    if not parts:
-        return None
-    path = rest[end:]
-    return (path if path[:1] == b"/" else b"/" + path), parts[0], parts[1]
 
 
 def _transfer_coding_fault(ex: Exchange, value: bytes) -> Response | None:

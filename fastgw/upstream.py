@@ -9,9 +9,14 @@ connection goes back to the pool is decided in exactly one place, `release`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from httptools import HttpResponseParser
+
+from . import responses
 
 if TYPE_CHECKING:
     from .relay import Exchange
@@ -22,18 +27,27 @@ WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One TCP (or TLS) connection to a node; leased to one Exchange at a time."""
+log = logging.getLogger("fastgw")
 
-    __slots__ = ("pool", "transport", "exchange", "parser", "requests", "idle_deadline")
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP (or TLS) connection to a node; leased to one Exchange at a time.
+
+    Its `parser` checks every response that takes the fast path (relay.Exchange.
+    upstream_data) and finds nothing else: it calls back nothing, so it costs no Python.
+    `spoiled` is set when the connection must not be reused (bytes after a response)."""
+
+    __slots__ = ("pool", "transport", "exchange", "parser", "requests", "idle_deadline",
+                 "spoiled")
 
     def __init__(self, pool: "UpstreamPool"):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
-        self.parser = None
+        self.parser = HttpResponseParser(self)  # this class defines no parser callback
         self.requests = 0
         self.idle_deadline = 0.0
+        self.spoiled = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -44,7 +58,11 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:  # bytes nobody asked for: the connection cannot be trusted
             self.transport.close()
             return
-        ex.upstream_data(data)
+        try:
+            ex.upstream_data(data)
+        except Exception:
+            log.exception("relaying a response failed")
+            ex.fail(responses.INTERNAL_ERROR, retry=False)
 
     def eof_received(self):
         return False  # close our side too
@@ -53,8 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         ex = self.exchange
         if ex is not None:
-            self.exchange = None
-            ex.upstream_lost(exc)
+            ex.upstream_lost()
 
     def pause_writing(self):
         if self.exchange is not None:
@@ -78,11 +95,13 @@ class UpstreamPool:
         self.max_requests = 1000
         self.opened = 0
         self.reused = 0
+        self.head_end = b"\r\n"  # what ends a request head sent on its connections
 
     def configure(self, keepalive_pool: dict) -> None:
         self.size = keepalive_pool["size"]
         self.idle_timeout = keepalive_pool["idle_timeout"]
         self.max_requests = keepalive_pool["requests"]
+        self.head_end = b"connection: close\r\n\r\n" if self.size == 0 else b"\r\n"
 
     def acquire(self) -> UpstreamConnection | None:
         """The most recently used idle connection that is still open, if any."""
@@ -104,9 +123,8 @@ class UpstreamPool:
         read in full, request sent in full, keep-alive allowed by the server) and the
         connection has requests left; otherwise closed."""
         conn.exchange = None
-        conn.parser = None
-        if (reusable and conn.requests < self.max_requests and len(self.idle) < self.size
-                and not conn.transport.is_closing()):
+        if (reusable and not conn.spoiled and conn.requests < self.max_requests
+                and len(self.idle) < self.size and not conn.transport.is_closing()):
             conn.idle_deadline = now + self.idle_timeout
             self.idle.append(conn)
         else:
@@ -175,19 +193,23 @@ class PoolRegistry:
 
 
 class Node:
-    __slots__ = ("host", "port", "weight", "pool", "host_header")
+    """A node as one service's upstream sees it. `fixed_host` is the Host it is sent,
+    b"" when the client's is passed on (pass_host)."""
+
+    __slots__ = ("host", "port", "weight", "pool", "host_header", "fixed_host")
 
     def __init__(self, host: str, port: int, weight: int, pool: UpstreamPool, default_port: int):
         self.host, self.port, self.weight, self.pool = host, port, weight, pool
         shown = f"[{host}]" if ":" in host else host
         self.host_header = (shown if port == default_port else f"{shown}:{port}").encode()
+        self.fixed_host = b""
 
 
 class Upstream:
     """A service's upstream, compiled: nodes with pools, balancing, and per-request facts."""
 
-    __slots__ = ("nodes", "pass_host", "rewrite_host", "base_path", "connect_timeout",
-                 "send_timeout", "read_timeout", "retries", "_current", "_total", "_single")
+    __slots__ = ("nodes", "pass_host", "base_path", "connect_timeout", "send_timeout",
+                 "read_timeout", "retries", "single", "_current", "_total")
 
     def __init__(self, conf: dict, pools: PoolRegistry):
         if conf["url"] is not None:
@@ -207,21 +229,23 @@ class Upstream:
         for node in self.nodes:
             node.pool.configure(conf["keepalive_pool"])
         self.pass_host = conf["pass_host"]
-        self.rewrite_host = (conf["upstream_host"] or "").encode()
+        for node in self.nodes:
+            if self.pass_host == "node":
+                node.fixed_host = node.host_header
+            elif self.pass_host == "rewrite":
+                node.fixed_host = conf["upstream_host"].encode()
         timeout = conf["timeout"]
         self.connect_timeout = timeout["connect"]
         self.send_timeout = timeout["send"]
         self.read_timeout = timeout["read"]
         retries = conf["retries"]
         self.retries = len(self.nodes) - 1 if retries is None else retries
-        self._single = self.nodes[0] if len(self.nodes) == 1 else None
+        self.single = self.nodes[0] if len(self.nodes) == 1 else None  # no balancing
         self._current = [0] * len(self.nodes)
         self._total = sum(n.weight for n in self.nodes)
 
     def pick(self) -> Node:
         """Smooth weighted round robin (as nginx): spreads heavy nodes between light ones."""
-        if self._single is not None:
-            return self._single
         current, nodes = self._current, self.nodes
         best = 0
         for i, node in enumerate(nodes):
@@ -230,10 +254,3 @@ class Upstream:
                 best = i
         current[best] -= self._total
         return nodes[best]
-
-    def host_header(self, node: Node, client_host: bytes) -> bytes:
-        if self.pass_host == "pass":
-            return client_host or node.host_header
-        if self.pass_host == "node":
-            return node.host_header
-        return self.rewrite_host

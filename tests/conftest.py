@@ -18,6 +18,7 @@ import yaml
 from upstream import UpstreamServer
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 
 
 def free_port() -> int:
@@ -27,15 +28,23 @@ def free_port() -> int:
 
 
 class Gateway:
-    """A `fastgw serve` process on a free port, with its configuration file."""
+    """A `fastgw serve` process on a free port, with its configuration file.
 
-    def __init__(self, tmp_path: Path, config: dict, env: dict | None = None):
+    `plugins` names modules in tests/ (e.g. "faulty_plugin") registered as plugins in the
+    master and in every worker, by tests/plugin_boot/sitecustomize.py."""
+
+    def __init__(self, tmp_path: Path, config: dict, env: dict | None = None,
+                 plugins: tuple[str, ...] = ()):
         self.port = free_port()
         self.config_path = tmp_path / "fastgw.yaml"
         self.write_config(config)
         self.env = {**os.environ, "FASTGW_CONFIG": str(self.config_path),
                     "FASTGW_LISTEN": f"127.0.0.1:{self.port}", "FASTGW_WORKERS": "1",
                     "FASTGW_METRICS_LISTEN": "off", "PYTHONUNBUFFERED": "1", **(env or {})}
+        if plugins:
+            path = [str(TESTS / "plugin_boot"), str(TESTS), self.env.get("PYTHONPATH", "")]
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
+            self.env["TEST_GATEWAY_PLUGINS"] = ",".join(plugins)
         self.proc: subprocess.Popen | None = None
         self.log: list[str] = []
 
@@ -215,10 +224,11 @@ def service(upstream_url: str, routes: list[dict], **extra) -> dict:
 def gateway_factory(tmp_path):
     started: list[Gateway] = []
 
-    def make(config: dict, env: dict | None = None, start: bool = True) -> Gateway:
+    def make(config: dict, env: dict | None = None, start: bool = True,
+             plugins: tuple[str, ...] = ()) -> Gateway:
         folder = tmp_path / f"gw{len(started)}"
         folder.mkdir()
-        gw = Gateway(folder, config, env)
+        gw = Gateway(folder, config, env, plugins)
         started.append(gw)
         return gw.start() if start else gw
 

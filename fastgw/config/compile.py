@@ -37,6 +37,8 @@ class Snapshot:
                 for path in route_conf["paths"]:
                     entries.append((service["hosts"], prefix + path, route))
         self.router = RouteTable.build(entries)
+        self.routes = self.router.memo  # what requests seen before resolve to
+        self.resolve = self.router.resolve
 
     def retire(self, older: "Snapshot") -> None:
         """Called once this snapshot replaced `older`: void what no longer exists."""

@@ -1,0 +1,283 @@
+"""The request path's faults, each answered and counted as the contract says.
+
+1. A request whose body already went upstream is never sent again on another node.
+2. An exception in a plugin is a logged 500, not a silent 400.
+3. A 408 or 413 decided while the body streams is in the metrics and the access log.
+
+Every wait is for an event (a response, EOF, a log line), bounded by a socket time-out.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import free_port, service
+from faulty_plugin import MESSAGE
+from test_metrics import scrape
+
+WAIT = 5  # seconds any single event may take before the test fails
+
+
+# ---------------------------------------------------------------- 1. retries and bodies
+
+class DropNext:
+    """Shared by the nodes of one upstream: the first node to read a request head after
+    `arm()` reads that request (head and whole body), then closes without answering."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.armed = False
+        self.node = None  # the node that dropped it
+        self.head_seen = threading.Event()
+        self.dropped = threading.Event()
+        self.dropped_request = b""
+
+    def arm(self) -> None:
+        with self.lock:
+            self.armed = True
+
+    def take(self, node) -> bool:
+        with self.lock:
+            if not self.armed:
+                return False
+            self.armed = False
+            self.node = node
+            return True
+
+
+class ScriptedNode:
+    """A keep-alive HTTP/1.1 node on a raw socket: answers 200 "ok" to each request
+    (Content-Length bodies only), except the one `drop` picks. Keeps every byte it read."""
+
+    def __init__(self, drop: DropNext):
+        self.drop = drop
+        self.lock = threading.Lock()
+        self.received = bytearray()  # from every connection, in arrival order
+        self.heads: list[bytes] = []  # request heads it answered
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _recv(self, sock) -> bytes:
+        data = sock.recv(65536)
+        with self.lock:
+            self.received += data
+        return data
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.settimeout(WAIT * 2)
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = self._recv(sock)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                dropping = self.drop.take(self)
+                if dropping:
+                    self.drop.head_seen.set()
+                while len(buf) < length:  # a dropped request's body too: it reached us
+                    data = self._recv(sock)
+                    if not data:
+                        return
+                    buf += data
+                if dropping:
+                    self.drop.dropped_request = head + b"\r\n\r\n" + buf[:length]
+                    return  # close without answering
+                buf = buf[length:]
+                with self.lock:
+                    self.heads.append(head)
+                sock.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except OSError:
+            return
+        finally:
+            sock.close()
+            if self.drop.node is self:
+                self.drop.dropped.set()
+
+    def seen(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+READ_TIMEOUT = 4  # the upstream read time-out; the retry bug answered 504 after it
+
+
+@pytest.fixture
+def two_nodes(gateway_factory):
+    """A gateway with two scripted nodes, retries 1, and a keep-alive connection pooled to
+    each node (one warm-up request per node)."""
+    drop = DropNext()
+    nodes = [ScriptedNode(drop), ScriptedNode(drop)]
+    gw = gateway_factory({"services": [{
+        "name": "svc",
+        "upstream": {"nodes": [{"host": "127.0.0.1", "port": n.port} for n in nodes],
+                     "retries": 1, "timeout": {"connect": 2, "send": 5, "read": READ_TIMEOUT}},
+        "routes": [{"name": "all", "paths": ["/*"]}]}]})
+    with gw.raw(WAIT) as c:
+        for _ in nodes:
+            c.send(b"GET /warm-up HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, _, body = c.response()
+            assert (status, body) == (200, b"ok")
+    assert [len(n.heads) for n in nodes] == [1, 1]  # both nodes have a pooled connection
+    yield gw, drop, nodes
+    for n in nodes:
+        n.close()
+
+
+def other(nodes, node):
+    return nodes[1] if nodes[0] is node else nodes[0]
+
+
+# SPEC 3: "retries: null  # default: nodes - 1; only before any byte was sent upstream"
+# SPEC 5: "upstream refused or unreachable (after retries) | 502"
+@pytest.mark.parametrize("body_after", ["100-continue", "pause"])
+def test_request_whose_body_went_upstream_is_not_retried(two_nodes, body_after):
+    gw, drop, nodes = two_nodes
+    before = [n.seen() for n in nodes]
+    drop.arm()
+    with gw.raw(WAIT + READ_TIMEOUT) as c:
+        head = b"PUT /things/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        if body_after == "100-continue":
+            c.send(head + b"Expect: 100-continue\r\n\r\n")
+            status_line, _ = c.head()
+            assert status_line == b"HTTP/1.1 100 Continue\r\n"
+        else:
+            c.send(head + b"\r\n")
+            # the body follows once the head is upstream, on the pooled connection
+            assert drop.head_seen.wait(WAIT)
+        c.send(b"hello")
+        sent = time.monotonic()
+        status, _, body = c.response("PUT")
+        elapsed = time.monotonic() - sent
+    assert drop.dropped.wait(WAIT)
+    assert drop.dropped_request.endswith(b"\r\n\r\nhello")  # the body did reach the first node
+    assert status == 502, (status, body, f"after {elapsed:.2f} s")
+    assert json.loads(body) == {"error_msg": "502 Bad Gateway"}
+    assert elapsed < READ_TIMEOUT / 2, f"502 only after {elapsed:.2f} s"
+    second = other(nodes, drop.node)
+    # not a byte of the PUT on the other node: no head there without its body
+    assert second.seen() == before[nodes.index(second)], bytes(second.received)
+
+
+def test_get_on_a_dead_pooled_connection_is_retried(two_nodes):
+    gw, drop, nodes = two_nodes
+    drop.arm()
+    with gw.raw(WAIT) as c:
+        c.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, _, body = c.response()
+    assert (status, body) == (200, b"ok")
+    assert drop.dropped.wait(WAIT)
+    assert other(nodes, drop.node).heads[-1].startswith(b"GET /again HTTP/1.1\r\n")
+
+
+# ---------------------------------------------------------------- 2. exceptions in plugins
+
+# SPEC 5: "Error bodies are JSON: {"error_msg": "..."}"; SPEC says nothing of a fault of the
+# gateway's own, so SPEC 1 applies: "where this contract is silent, do what an APISIX, Envoy
+# or Kong user would expect": a plugin that throws is a 500 there, logged with its error.
+# It is no "malformed request" (SPEC 5: 400): the request was whole and well-formed.
+def test_exception_in_a_plugin_is_a_logged_500(upstream, gateway_factory):
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "boom", "paths": ["/explode"], "plugins": {"explode": {}}},
+        {"name": "all", "paths": ["/*"]}])]}, plugins=("faulty_plugin",))
+    start = len(gw.log)
+    with gw.raw(WAIT) as c:
+        c.send(b"GET /explode HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert (status, json.loads(body)) == (500, {"error_msg": "500 Internal Server Error"})
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "keep-alive"
+        # the request was complete: the connection serves the next one
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 200
+        # and the same when both come at once, pipelined
+        c.send(b"GET /explode HTTP/1.1\r\nHost: a\r\n\r\nGET /json HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 500
+        assert c.response()[0] == 200
+    gw.wait_for_log(f"RuntimeError: {MESSAGE}", WAIT, start)
+    assert any("Traceback" in line for line in gw.log[start:]), "".join(gw.log[start:])
+
+
+# ---------------------------------------------------------------- 3. 408 and 413 mid-body
+
+def counting_gateway(upstream, gateway_factory, **env):
+    """A gateway whose metrics listener is on and whose access log is its stdout."""
+    port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}",
+                              "FASTGW_ACCESS_LOG": "stdout", **env})
+    gw.metrics_port = port
+    return gw
+
+
+def recorded(gw, status: int) -> tuple[float, int]:
+    """(fastgw_requests_total summed over services and routes, access log lines) with
+    `status`, once a request made after it has been logged: whatever the gateway records
+    of an earlier request is recorded by then."""
+    assert gw.request("GET", "/json", timeout=WAIT)[0] == 200
+    gw.wait_for_log(" GET /json 200 ", WAIT)
+    counted = sum(v for (name, labels), v in scrape(gw).items()
+                  if name == "fastgw_requests_total" and dict(labels)["status"] == str(status))
+    lines = [line.split() for line in gw.log]
+    logged = sum(1 for f in lines if len(f) == 11 and f[1] == "127.0.0.1" and f[4] == str(status))
+    return counted, logged
+
+
+# SPEC 5: "body over the limit | 413", FASTGW_MAX_BODY_BYTES "larger request bodies get 413";
+# SPEC 2 (README "Metrics"): fastgw_requests_total{service,route,status};
+# README "Access log": "one line per request".
+def test_413_while_a_chunked_body_streams_is_counted_and_logged(upstream, gateway_factory):
+    gw = counting_gateway(upstream, gateway_factory, FASTGW_MAX_BODY_BYTES="1000")
+    with gw.raw(WAIT) as c:
+        # chunked: no Content-Length to refuse up front; 100-continue: the head is being
+        # relayed before any of the body arrives
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+        assert c.head()[0] == b"HTTP/1.1 100 Continue\r\n"
+        c.send(b"258\r\n" + b"x" * 600 + b"\r\n")
+        c.send(b"258\r\n" + b"x" * 600 + b"\r\n0\r\n\r\n")
+        status, _, body = c.response()
+        assert (status, json.loads(body)) == (413, {"error_msg": "413 Request Entity Too Large"})
+        assert c.closed()
+    assert recorded(gw, 413) == (1, 1)  # (metrics, access log)
+
+
+# SPEC 5: "headers not received in time | 408, connection closed". FASTGW_HEADER_TIMEOUT is
+# the only request time-out in settings.py (there is no body time-out); a body that stops
+# coming must not hold the connection and its upstream one for ever (SPEC 1: as nginx's
+# client_body_timeout, a 408).
+def test_408_while_a_body_streams_is_counted_and_logged(upstream, gateway_factory):
+    gw = counting_gateway(upstream, gateway_factory, FASTGW_HEADER_TIMEOUT="0.5")
+    with gw.raw(WAIT) as c:
+        c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        try:
+            status, _, body = c.response()  # the other 7 bytes never come
+        except TimeoutError:
+            pytest.fail(f"no answer within {WAIT} s to a body stalled past the 0.5 s time-out")
+        assert (status, json.loads(body)) == (408, {"error_msg": "408 Request Timeout"})
+        assert c.closed()
+    assert recorded(gw, 408) == (1, 1)  # (metrics, access log)
