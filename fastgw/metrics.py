@@ -85,15 +85,15 @@ class WorkerStats:
 
     def snapshot(self, gateway) -> dict:
         self.fold()
-        pools = gateway.pools.pools.values()
+        counts = gateway.pools.counts  # over every pool this worker had: only goes up
         return {
             "requests": [[*k, v] for k, v in self.requests.items()],
             "durations": [[*k, h.counts, h.sum] for k, h in self.durations.items()],
             "upstream": [self.upstream.counts, self.upstream.sum],
             "auth_failures": self.auth_failures,
             "plugins": counter_values(gateway.snapshot.state),
-            "upstream_connections": {"opened": sum(p.opened for p in pools),
-                                     "reused": sum(p.reused for p in pools)},
+            "upstream_connections": {"opened": counts.opened, "reused": counts.reused},
+            "upstream_queue": {"queued": counts.queued, "timeouts": counts.queue_timeouts},
             "tls_handshake_failures": self.tls_handshake_failures,
         }
 
@@ -135,6 +135,7 @@ class _Collector:
         fail_sum: dict[str, int] = {}
         plugin_sum = dict.fromkeys(COUNTERS, 0)
         conn_sum = {"opened": 0, "reused": 0}
+        queue_sum = {"queued": 0, "timeouts": 0}
         tls_failures = 0
         for snap in self.snapshots:
             for service, route, status, n in snap["requests"]:
@@ -152,6 +153,8 @@ class _Collector:
                 plugin_sum[name] += snap["plugins"][name]
             for name in conn_sum:
                 conn_sum[name] += snap["upstream_connections"][name]
+            for name in queue_sum:
+                queue_sum[name] += snap["upstream_queue"][name]
             tls_failures += snap["tls_handshake_failures"]
         for key, n in req_sum.items():
             requests.add_metric(list(key), n)
@@ -166,6 +169,12 @@ class _Collector:
         for name, (help_text, _) in COUNTERS.items():
             yield CounterMetricFamily(name, help_text, value=plugin_sum[name])
         yield conns
+        yield CounterMetricFamily("fastgw_upstream_queued",
+                                  "Requests that waited for a node at max_connections",
+                                  value=queue_sum["queued"])
+        yield CounterMetricFamily("fastgw_upstream_queue_timeouts",
+                                  "Requests answered 503: their node stayed at max_connections",
+                                  value=queue_sum["timeouts"])
         yield CounterMetricFamily("fastgw_tls_handshake_failures",
                                   "TLS handshakes that failed or timed out (never a request)",
                                   value=tls_failures)

@@ -95,7 +95,7 @@ class Rare:
     """The state of an exchange that only some requests need."""
 
     __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
-                 "tries", "connecting", "slow", "waiting")
+                 "tries", "connecting", "slow")
 
     def __init__(self):
         self.body: list[bytes] = []  # request body received before the upstream was ready
@@ -106,9 +106,9 @@ class Rare:
         self.extra: list[bytes] = []  # header lines plugins add
         self.resume_at = 0  # the plugin to run after a pending one
         self.tries = 0
+        # the connect under way, or the place in a full pool's queue (upstream.PoolWait)
         self.connecting: asyncio.Future | None = None
         self.slow: SlowResponse | None = None
-        self.waiting = False  # for a free connection of a full pool
 
 
 class Exchange:
@@ -265,15 +265,43 @@ class Exchange:
             rare.expect_continue = False  # once, even if retried
             if not self.req_done:
                 self.client.transport.write(responses.CONTINUE)
-        conn = node.pool.acquire()
+        pool = node.pool
+        conn = pool.acquire()
         if conn is not None:
             self._send(conn)
             return
         rare = self._rare()
         self.state = CONNECTING
-        self.deadline = self.client.gateway.now + upstream.connect_timeout
-        task = rare.connecting = asyncio.ensure_future(node.pool.connect(self.client.loop))
+        if pool.has_room():
+            self._open()
+            return
+        # the node is at max_connections: the pool calls pool_ready or pool_timeout;
+        # `connecting` is this exchange's place in its queue (cancelled like a connect)
+        self.deadline = float("inf")  # the pool's sweep times the wait out
+        rare.connecting = pool.wait(self, self.client.gateway.now + upstream.connect_timeout)
+
+    def _open(self) -> None:
+        self.deadline = self.client.gateway.now + self.route.upstream.connect_timeout
+        task = self.rare.connecting = self.node.pool.connect(self.client.loop)
         task.add_done_callback(self._connected)
+
+    def pool_ready(self, conn) -> None:
+        """From the pool whose queue this exchange waited in: `conn` to use, or None:
+        open a connection."""
+        self.rare.connecting = None
+        try:
+            if conn is not None:
+                self._send(conn)
+            else:
+                self._open()
+        except Exception:
+            log.exception("sending a request upstream failed")
+            self.fail(responses.INTERNAL_ERROR, retry=False)
+
+    def pool_timeout(self) -> None:
+        """From the pool: its node stayed full for the whole connect time-out."""
+        self.rare.connecting = None
+        self.fail(responses.SERVICE_UNAVAILABLE)
 
     def _connected(self, task: asyncio.Future) -> None:
         if task.cancelled():
@@ -464,7 +492,7 @@ class Exchange:
         """Sent again only if nothing of it can have reached the upstream but its head: a
         body streamed there is gone, and its length alone would frame the next request."""
         rare = self._rare()
-        if rare.waiting or rare.tries >= self.route.upstream.retries:
+        if rare.tries >= self.route.upstream.retries:
             return False
         if state == CONNECTING:
             return True
@@ -474,11 +502,7 @@ class Exchange:
 
     def on_timeout(self) -> None:
         """The deadline of the current state passed (connect, send or read time-out)."""
-        rare = self.rare
-        if rare is not None and rare.waiting:  # for a connection to a full node
-            self.fail(responses.SERVICE_UNAVAILABLE, retry=False)
-        else:
-            self.fail(responses.GATEWAY_TIMEOUT)
+        self.fail(responses.GATEWAY_TIMEOUT)
 
     def abandon(self) -> None:
         """The client went away: nothing more is sent either way."""

@@ -63,7 +63,7 @@ PAYLOAD_TOO_LARGE = error(413)
 HEADERS_TOO_LARGE = error(431)
 INTERNAL_ERROR = error(500)
 BAD_GATEWAY = error(502)
-SERVICE_UNAVAILABLE = error(503)
+SERVICE_UNAVAILABLE = error(503)  # the node stayed at max_connections
 GATEWAY_TIMEOUT = error(504)
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"

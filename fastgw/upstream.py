@@ -1,9 +1,40 @@
 """Upstream nodes, weighted balancing, and keep-alive connection pools.
 
-One `UpstreamPool` per node (scheme, host, port, TLS settings), shared by every
-service that points at that node and kept across configuration reloads. Idle
-connections are a LIFO stack so the warmest socket is reused first; whether a
-connection goes back to the pool is decided in exactly one place, `release`.
+One `UpstreamPool` per node (scheme, host, port, TLS settings: `node_key`), shared by
+every service that points at that node (the schema refuses services that configure
+one node's pool differently) and kept across configuration reloads. A pool owns its
+connections from the connect on: it counts them (open plus connecting), keeps the
+idle ones, hands them out, and closes what it cannot keep.
+
+The interface an `Exchange` uses, in the order of a request:
+
+    pool.acquire() -> conn | None   the most recently used idle connection (LIFO: the
+                                    warmest socket first), or None
+    pool.has_room() -> bool         a new connection may be opened now: the node is
+                                    under `max_connections` and nobody waits before us
+    pool.connect(loop) -> Task      opens one; it counts against `max_connections` from
+                                    now until the connect fails or the socket closes
+    pool.wait(exchange, deadline)   joins the node's queue (FIFO) when it is full; the
+                                    result has `cancel()`, which is `pool.cancel_wait`
+    pool.cancel_wait(exchange)      leaves the queue (the client went away)
+    pool.release(conn, reusable, now)
+                                    the one place that decides release or close
+
+and the two calls a waiting exchange gets back, exactly one of them, once:
+
+    exchange.pool_ready(conn)       `conn`: a released connection, handed over directly;
+                                    None: a connection closed, open one (`connect`)
+    exchange.pool_timeout()         `deadline` passed first (the upstream's connect
+                                    time-out): answer 503
+
+A waiter's deadline is checked by the pool sweep (`PoolRegistry.expire`, run by the
+gateway's tick with idle expiry), so no task or timer exists per waiter.
+
+A reload that no longer names a node retires its pool (`PoolRegistry.prune`): idle
+connections are closed at once, exchanges still in flight finish on theirs, and what
+they release is closed. Retired pools are swept until their last connection and waiter
+are gone. The counters the metrics show (`ConnectionCounts`) belong to the registry, so
+they only go up whatever pools come and go.
 """
 
 from __future__ import annotations
@@ -11,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -25,6 +57,42 @@ if TYPE_CHECKING:
 # reading; below LOW it resumes (uvloop's own low-water default is 16 bytes).
 WRITE_HIGH = 256 * 1024
 WRITE_LOW = 64 * 1024
+
+# The settings of a node's pool, which every service using that node must agree on.
+POOL_SETTINGS = ("keepalive_pool", "max_connections")
+
+
+def upstream_nodes(conf: dict) -> tuple[str, int, list[dict], bytes]:
+    """An upstream's scheme, default port, node specs (weight > 0: the ones that get a
+    pool) and base path, from `url` or `nodes`."""
+    if conf["url"] is not None:
+        parts = urlsplit(conf["url"])
+        scheme = parts.scheme
+        default_port = 443 if scheme == "https" else 80
+        specs = [{"host": parts.hostname, "port": parts.port or default_port, "weight": 1}]
+        return scheme, default_port, specs, parts.path.rstrip("/").encode()
+    scheme = conf["scheme"]
+    default_port = 443 if scheme == "https" else 80
+    return scheme, default_port, [n for n in conf["nodes"] if n["weight"] > 0], b""
+
+
+def node_key(scheme: str, host: str, port: int, tls: dict) -> tuple:
+    """What makes two nodes one pool: TLS settings count only for https."""
+    if scheme == "https":
+        return scheme, host, port, tls["verify"], tls["ca_file"]
+    return scheme, host, port
+
+
+class ConnectionCounts:
+    """Connections opened and reused, over every pool a worker ever had."""
+
+    __slots__ = ("opened", "reused", "queued", "queue_timeouts")
+
+    def __init__(self):
+        self.opened = 0
+        self.reused = 0
+        self.queued = 0  # exchanges that waited for a node at max_connections
+        self.queue_timeouts = 0  # ... and were answered 503 for it
 
 
 log = logging.getLogger("fastgw")
@@ -52,6 +120,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        self.pool.track(self)
 
     def data_received(self, data):
         ex = self.exchange
@@ -82,26 +151,45 @@ class UpstreamConnection(asyncio.Protocol):
             self.exchange.upstream_write_resumed()
 
 
+class PoolWait:
+    """An exchange's place in a full node's queue."""
+
+    __slots__ = ("pool", "exchange", "deadline")
+
+    def __init__(self, pool: "UpstreamPool", exchange: "Exchange", deadline: float):
+        self.pool, self.exchange, self.deadline = pool, exchange, deadline
+
+    def cancel(self) -> None:
+        self.pool.cancel_wait(self.exchange)
+
+
 class UpstreamPool:
-    """Keep-alive connections to one node."""
+    """The connections to one node: counted, kept idle, handed out, closed."""
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None,
-                 server_hostname: str | None):
+                 server_hostname: str | None, counts: ConnectionCounts):
         self.host, self.port = host, port
         self.ssl, self.server_hostname = ssl_context, server_hostname
+        self.counts = counts
         self.idle: list[UpstreamConnection] = []
+        self.open: set[UpstreamConnection] = set()  # connected, not closed by either side
+        self.connecting = 0  # connects under way
+        self.waiters: deque[PoolWait] = deque()
         self.size = 320
         self.idle_timeout = 60.0
         self.max_requests = 1000
-        self.opened = 0
-        self.reused = 0
+        self.max_connections: int | None = None  # None: no limit
+        self.retired = False
         self.head_end = b"\r\n"  # what ends a request head sent on its connections
 
-    def configure(self, keepalive_pool: dict) -> None:
+    def configure(self, keepalive_pool: dict, max_connections: int | None) -> None:
         self.size = keepalive_pool["size"]
         self.idle_timeout = keepalive_pool["idle_timeout"]
         self.max_requests = keepalive_pool["requests"]
+        self.max_connections = max_connections
         self.head_end = b"connection: close\r\n\r\n" if self.size == 0 else b"\r\n"
+
+    # ------------------------------------------------------------ for exchanges
 
     def acquire(self) -> UpstreamConnection | None:
         """The most recently used idle connection that is still open, if any."""
@@ -109,42 +197,114 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             if not conn.transport.is_closing():
-                self.reused += 1
+                self.counts.reused += 1
                 return conn
         return None
 
-    def connect(self, loop: asyncio.AbstractEventLoop):
-        self.opened += 1
-        return loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port,
-                                      ssl=self.ssl, server_hostname=self.server_hostname)
+    def has_room(self) -> bool:
+        """May a connection be opened now? Not while others wait: they come first."""
+        return self.max_connections is None or (not self.waiters and self._under_limit())
+
+    def _under_limit(self) -> bool:
+        limit = self.max_connections
+        return limit is None or len(self.open) + self.connecting < limit
+
+    def connect(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
+        self.counts.opened += 1
+        self.connecting += 1
+        task = loop.create_task(loop.create_connection(
+            lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl,
+            server_hostname=self.server_hostname))
+        task.add_done_callback(self._connect_done)  # before the exchange's own callback
+        return task
+
+    def _connect_done(self, task: asyncio.Task) -> None:
+        # connected, failed or cancelled: the connection (if any) is in `open` now
+        self.connecting -= 1
+        self._serve_waiters()
+
+    def wait(self, exchange: "Exchange", deadline: float) -> PoolWait:
+        """Queue `exchange` for the next connection this node can give it."""
+        self.counts.queued += 1
+        wait = PoolWait(self, exchange, deadline)
+        self.waiters.append(wait)
+        return wait
+
+    def cancel_wait(self, exchange: "Exchange") -> None:
+        for wait in self.waiters:
+            if wait.exchange is exchange:
+                self.waiters.remove(wait)
+                return
 
     def release(self, conn: UpstreamConnection, reusable: bool, now: float) -> None:
-        """Back to the pool only if the exchange on it ended cleanly (`reusable`: response
-        read in full, request sent in full, keep-alive allowed by the server) and the
-        connection has requests left; otherwise closed."""
+        """The one decision whether a connection is kept: only if the exchange on it ended
+        cleanly (`reusable`: response read in full, request sent in full, keep-alive
+        allowed by the server), it has requests left and its pool is not retired. A kept
+        connection goes to the first waiter, else to the idle stack if there is room in
+        it; any other is closed, which lets the first waiter open one."""
         conn.exchange = None
-        if (reusable and not conn.spoiled and conn.requests < self.max_requests
-                and len(self.idle) < self.size and not conn.transport.is_closing()):
-            conn.idle_deadline = now + self.idle_timeout
-            self.idle.append(conn)
-        else:
-            conn.transport.close()
+        if (reusable and not conn.spoiled and not self.retired
+                and conn.requests < self.max_requests and not conn.transport.is_closing()):
+            if self.waiters:
+                self.counts.reused += 1
+                self.waiters.popleft().exchange.pool_ready(conn)
+                return
+            if len(self.idle) < self.size:
+                conn.idle_deadline = now + self.idle_timeout
+                self.idle.append(conn)
+                return
+        self._close(conn)
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def track(self, conn: UpstreamConnection) -> None:
+        self.open.add(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
+        """`conn` is closed (by either side)."""
         try:
             self.idle.remove(conn)
         except ValueError:
             pass
+        if conn in self.open:
+            self.open.discard(conn)
+            self._serve_waiters()
+
+    def _close(self, conn: UpstreamConnection) -> None:
+        conn.transport.close()
+        self.forget(conn)  # it no longer counts, though its close completes later
+
+    def _serve_waiters(self) -> None:
+        """Room was made: the first waiters open connections, as many as the limit allows."""
+        waiters = self.waiters
+        while waiters and self._under_limit():
+            waiters.popleft().exchange.pool_ready(None)
 
     def expire(self, now: float) -> None:
-        """Close idle connections past their idle timeout (the oldest are at the bottom)."""
+        """Close idle connections past their idle time-out (the oldest are at the bottom);
+        answer waiters past their deadline."""
         idle = self.idle
         while idle and idle[0].idle_deadline <= now:
-            idle.pop(0).transport.close()
+            self._close(idle[0])
+        if self.waiters:
+            late = [w for w in self.waiters if w.deadline <= now]
+            for wait in late:
+                self.waiters.remove(wait)
+                self.counts.queue_timeouts += 1
+                wait.exchange.pool_timeout()
+
+    def retire(self) -> None:
+        """No configuration names this node any more: keep nothing from now on."""
+        self.retired = True
+        self.close()
+
+    def drained(self) -> bool:
+        return not self.open and not self.connecting and not self.waiters
 
     def close(self) -> None:
+        """Close the idle connections (at shutdown, or when retired)."""
         while self.idle:
-            self.idle.pop().transport.close()
+            self._close(self.idle[-1])
 
 
 class PoolRegistry:
@@ -152,6 +312,8 @@ class PoolRegistry:
 
     def __init__(self):
         self.pools: dict[tuple, UpstreamPool] = {}
+        self.retired: list[UpstreamPool] = []  # pruned, with connections or waiters left
+        self.counts = ConnectionCounts()
         self._contexts: dict[tuple, ssl.SSLContext] = {}
 
     def tls_context(self, verify: bool, ca_file: str | None) -> ssl.SSLContext:
@@ -166,26 +328,32 @@ class PoolRegistry:
         return ctx
 
     def pool(self, scheme: str, host: str, port: int, tls: dict) -> UpstreamPool:
-        key = (scheme, host, port, tls["verify"], tls["ca_file"]) if scheme == "https" else (
-            scheme, host, port)
+        key = node_key(scheme, host, port, tls)
         pool = self.pools.get(key)
         if pool is None:
             ctx = self.tls_context(tls["verify"], tls["ca_file"]) if scheme == "https" else None
             pool = self.pools[key] = UpstreamPool(host, port, ctx,
-                                                  host if scheme == "https" else None)
+                                                  host if scheme == "https" else None,
+                                                  self.counts)
         return pool
 
     def prune(self, in_use: set[UpstreamPool]) -> None:
-        """Close and drop the pools of nodes no configuration refers to any more."""
+        """Retire and drop the pools of nodes no configuration refers to any more."""
         for key, pool in list(self.pools.items()):
             if pool not in in_use:
-                pool.close()
+                pool.retire()
                 del self.pools[key]
+                if not pool.drained():
+                    self.retired.append(pool)
 
     def expire(self, now: float) -> None:
         for pool in self.pools.values():
-            if pool.idle:
+            if pool.idle or pool.waiters:
                 pool.expire(now)
+        if self.retired:
+            for pool in self.retired:
+                pool.expire(now)
+            self.retired = [p for p in self.retired if not p.drained()]
 
     def close(self) -> None:
         for pool in self.pools.values():
@@ -212,22 +380,12 @@ class Upstream:
                  "read_timeout", "retries", "single", "_current", "_total")
 
     def __init__(self, conf: dict, pools: PoolRegistry):
-        if conf["url"] is not None:
-            parts = urlsplit(conf["url"])
-            scheme = parts.scheme
-            default_port = 443 if scheme == "https" else 80
-            specs = [{"host": parts.hostname, "port": parts.port or default_port, "weight": 1}]
-            self.base_path = parts.path.rstrip("/").encode()
-        else:
-            scheme = conf["scheme"]
-            default_port = 443 if scheme == "https" else 80
-            specs = conf["nodes"]
-            self.base_path = b""
+        scheme, default_port, specs, self.base_path = upstream_nodes(conf)
         self.nodes = [Node(n["host"], n["port"], n["weight"],
                            pools.pool(scheme, n["host"], n["port"], conf["tls"]), default_port)
-                      for n in specs if n["weight"] > 0]
+                      for n in specs]
         for node in self.nodes:
-            node.pool.configure(conf["keepalive_pool"])
+            node.pool.configure(conf["keepalive_pool"], conf["max_connections"])
         self.pass_host = conf["pass_host"]
         for node in self.nodes:
             if self.pass_host == "node":

@@ -77,6 +77,17 @@ def test_services_and_routes_crud(admin_gw, upstream):
     assert admin(admin_gw, "GET", "/admin/services/public")[0] == 404
 
 
+def test_a_service_configuring_a_shared_node_pool_differently_is_refused(admin_gw, upstream):
+    status, body = admin(admin_gw, "PUT", "/admin/services/second", {
+        "upstream": {"url": upstream.url, "keepalive_pool": {"size": 8}},
+        "routes": [{"name": "r", "paths": ["/second"]}]})
+    assert status == 400 and body["path"] == "services[1].upstream.keepalive_pool"
+    assert "service 'second' and service 'api'" in body["error_msg"]
+    status, _ = admin(admin_gw, "PUT", "/admin/services/second", {
+        "upstream": {"url": upstream.url}, "routes": [{"name": "r", "paths": ["/second"]}]})
+    assert status == 200  # the same (default) settings
+
+
 def test_invalid_body_names_the_field(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
         "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})

@@ -34,6 +34,7 @@ def test_minimal_configuration_gets_defaults():
     assert s["path_prefix"] == "/" and s["strip_path_prefix"] is True and s["hosts"] == []
     assert s["upstream"]["timeout"] == {"connect": 60, "send": 60, "read": 60}
     assert s["upstream"]["keepalive_pool"] == {"size": 320, "idle_timeout": 60, "requests": 1000}
+    assert s["upstream"]["max_connections"] is None  # no limit
     assert s["routes"][0]["methods"] == [] and conf["consumers"] == []
 
 
@@ -77,6 +78,42 @@ def test_minimal_configuration_gets_defaults():
 ])
 def test_errors_name_their_path(conf, expected):
     assert expected in errors_of(conf)
+
+
+POOL = {"size": 10, "idle_timeout": 60, "requests": 1000}
+NODE_9 = {"nodes": [{"host": "127.0.0.1", "port": 9}]}  # the node UP names, as a list
+
+
+def test_services_sharing_a_node_must_agree_on_its_pool():
+    assert errors_of({"services": [
+        svc(name="a"), svc(name="b", routes=[], upstream={**UP, "keepalive_pool": POOL})]}) == [
+        "services[1].upstream.keepalive_pool: service 'b' and service 'a' "
+        "(services[0].upstream.keepalive_pool) use node http://127.0.0.1:9 with different "
+        "keepalive_pool; a node has one pool, so they must agree"]
+    assert errors_of({"services": [
+        svc(name="a"), svc(name="b", routes=[], upstream={**NODE_9, "max_connections": 4})]}) == [
+        "services[1].upstream.max_connections: service 'b' and service 'a' "
+        "(services[0].upstream.max_connections) use node http://127.0.0.1:9 with different "
+        "max_connections; a node has one pool, so they must agree"]
+
+
+@pytest.mark.parametrize("second", [
+    {**UP, "keepalive_pool": {"size": 320}},  # the defaults, spelled out
+    {"url": "http://127.0.0.1:10", "keepalive_pool": POOL},  # another port: another node
+    {"url": "https://127.0.0.1:9", "keepalive_pool": POOL},  # another scheme
+    {"nodes": [{"host": "127.0.0.1", "port": 9, "weight": 0}, {"host": "a", "port": 9}],
+     "keepalive_pool": POOL},  # a node of weight 0 gets no pool
+])
+def test_services_agreeing_on_a_node_or_not_sharing_one_are_fine(second):
+    validate({"services": [svc(name="a"), svc(name="b", upstream=second)]})
+
+
+def test_https_nodes_with_other_tls_settings_have_pools_of_their_own():
+    first = {"url": "https://127.0.0.1:9", "max_connections": 2}
+    validate({"services": [svc(name="a", upstream=first), svc(name="b", upstream={
+        "url": "https://127.0.0.1:9", "tls": {"verify": False}})]})
+    assert errors_of({"services": [svc(name="a", upstream=first), svc(name="b", upstream={
+        "url": "https://127.0.0.1:9"})]})[0].startswith("services[1].upstream.max_connections:")
 
 
 def test_all_errors_are_reported_at_once():

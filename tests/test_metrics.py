@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.client
+import signal
 
 import jwt as pyjwt
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import free_port, service
+from upstream import UpstreamServer
 
 SECRET = "metrics-secret-" + "0123456789abcdef" * 3
 
@@ -63,6 +65,29 @@ def test_metrics_move_with_requests(upstream, gateway_factory):
     assert opened + reused == 20 and opened <= 2  # at most one per worker, then kept alive
     assert value(after, "fastgw_config_revision") == 1
     assert value(after, "fastgw_workers") == 2
+
+
+def test_connection_counters_only_go_up_when_a_reload_drops_a_pool(upstream, gateway_factory):
+    port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    gw.metrics_port = port
+    for _ in range(3):
+        assert gw.request("GET", "/before")[0] == 200
+    before = scrape(gw)
+    assert value(before, "fastgw_upstream_connections_total", outcome="opened") == 1
+    assert value(before, "fastgw_upstream_connections_total", outcome="reused") == 2
+    other = UpstreamServer().start()
+    try:
+        gw.write_config({"services": [service(other.url, [{"name": "a", "paths": ["/*"]}])]})
+        gw.signal(signal.SIGHUP)
+        gw.wait_for_log("configuration reloaded")  # the first upstream's pool is gone
+        assert gw.request("GET", "/after")[0] == 200
+        after = scrape(gw)
+    finally:
+        other.stop()
+    assert value(after, "fastgw_upstream_connections_total", outcome="opened") == 2
+    assert value(after, "fastgw_upstream_connections_total", outcome="reused") == 2
 
 
 def test_healthz(upstream, gateway_factory):

@@ -6,7 +6,10 @@ import collections
 import datetime
 import ipaddress
 import json
+import signal
+import socket
 import ssl
+import struct
 
 import pytest
 from cryptography import x509
@@ -152,3 +155,116 @@ def test_https_upstream_verified_against_a_ca_file(tmp_path, gateway_factory):
         assert gw.request("GET", "/tls", host="n.test")[0] == 200
     finally:
         up.stop()
+
+
+# ---------------------------------------------------------------- pools: limits and lifecycle
+
+@pytest.fixture
+def own_upstream():
+    """An upstream for one test, whose connections and held requests it can watch."""
+    server = UpstreamServer().start()
+    yield server
+    server.stop()
+
+
+def _capped(capped_up, other_up, **upstream) -> dict:
+    """Host capped.test to `capped_up` with `upstream` settings, other.test to `other_up`."""
+    return {"services": [
+        service(capped_up.url, [{"name": "a", "paths": ["/*"]}], name="capped",
+                hosts=["capped.test"], upstream=upstream),
+        service(other_up.url, [{"name": "a", "paths": ["/*"]}], name="other",
+                hosts=["other.test"])]}
+
+
+def _send(gw, path: str, host: str = "capped.test"):
+    return gw.raw().send(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+
+
+def _barrier(gw) -> None:
+    """A request answered on a connection of its own, through another node: the one worker
+    has by then read every request sent before it (loopback delivers at send, and each
+    turn of the worker's loop reads every socket that is ready)."""
+    assert gw.request("GET", "/barrier", host="other.test")[0] == 200
+
+
+def _queue(gw, path: str):
+    """A request for capped.test, read by the gateway (and queued) when this returns."""
+    client = _send(gw, path)
+    _barrier(gw)
+    return client
+
+
+def _full_node(gateway_factory, capped_up, other_up, hold="/hold?id=1", **upstream):
+    """A gateway whose capped.test node allows one connection, busy with a held request:
+    (gateway, the client of the held request)."""
+    gw = gateway_factory(_capped(capped_up, other_up, max_connections=1, **upstream))
+    first = _send(gw, hold)
+    assert capped_up.wait_until(lambda: len(capped_up.requests) == 1)
+    return gw, first
+
+
+def _targets(up) -> list[str]:
+    return [r["target"] for r in up.requests]
+
+
+def test_full_node_hands_a_released_connection_to_the_first_waiter(
+        upstream, own_upstream, gateway_factory):
+    gw, first = _full_node(gateway_factory, own_upstream, upstream)
+    second = _queue(gw, "/second")
+    third = _queue(gw, "/third")
+    own_upstream.release("1")
+    conns = [seen(client.response()[2])["conn"] for client in (first, second, third)]
+    assert _targets(own_upstream) == ["/hold?id=1", "/second", "/third"]  # in arrival order
+    assert own_upstream.connections == 1 and len(set(conns)) == 1
+
+
+def test_full_node_lets_the_first_waiter_open_a_connection_when_one_closes(
+        upstream, own_upstream, gateway_factory):
+    gw, first = _full_node(gateway_factory, own_upstream, upstream,
+                           hold="/hold?id=1&close=1")  # the upstream closes after answering
+    second = _queue(gw, "/second")
+    own_upstream.release("1")
+    assert first.response()[0] == 200
+    status, _, body = second.response()
+    assert status == 200 and seen(body)["target"] == "/second"
+    assert own_upstream.connections == 2 and own_upstream.max_open == 1
+
+
+def test_waiter_whose_client_left_is_removed(upstream, own_upstream, gateway_factory):
+    gw, first = _full_node(gateway_factory, own_upstream, upstream)
+    gone = _queue(gw, "/gone")
+    gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    gone.close()  # a reset: the client is gone
+    _barrier(gw)
+    third = _queue(gw, "/third")
+    own_upstream.release("1")
+    assert first.response()[0] == 200
+    status, _, body = third.response()
+    assert status == 200 and seen(body)["target"] == "/third"
+    assert _targets(own_upstream) == ["/hold?id=1", "/third"]  # /gone never went upstream
+    assert own_upstream.connections == 1
+
+
+def test_waiter_past_the_connect_timeout_gets_503(upstream, own_upstream, gateway_factory):
+    gw, first = _full_node(gateway_factory, own_upstream, upstream,
+                           timeout={"connect": 0.3, "send": 10, "read": 10})
+    status, headers, body = gw.request("GET", "/late", host="capped.test")
+    assert status == 503 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"error_msg": "503 Service Unavailable"}
+    own_upstream.release("1")
+    assert first.response()[0] == 200
+    assert _targets(own_upstream) == ["/hold?id=1"] and own_upstream.connections == 1
+
+
+def test_connection_released_into_a_pruned_pool_is_closed(upstream, own_upstream,
+                                                          gateway_factory):
+    gw = gateway_factory({"services": [service(own_upstream.url, [
+        {"name": "a", "paths": ["/*"]}])]})
+    first = _send(gw, "/hold?id=1", host="api.test")
+    assert own_upstream.wait_until(lambda: len(own_upstream.requests) == 1)
+    gw.write_config({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]})
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_log("configuration reloaded")  # no configuration names own_upstream now
+    own_upstream.release("1")
+    assert first.response()[0] == 200  # the exchange in flight finishes on its connection
+    assert own_upstream.wait_until(lambda: own_upstream.closed == 1)  # and then it is closed

@@ -11,11 +11,14 @@ Behaviour is chosen by path, so one server serves every test:
     /interim               103 Early Hints, then 200
     /early                 answers 413 at once, before the request body is read
     /drop                  reads the request, then closes without answering
+    /hold?id=K[&close=1]   echoes (as below) once the test calls `release(K)`
     /connection-header     a response naming a header in its Connection field
     anything else          echoes the request as JSON: method, target, headers, body size
                            and sha256, and the id of the connection it came on
 
-Every request is recorded in `requests` as the upstream saw it.
+Every request is recorded in `requests` as the upstream saw it, and connections are
+counted (`connections` opened, `closed`, `max_open` at once); `wait_until` waits for
+any of these to reach a state.
 """
 
 from __future__ import annotations
@@ -62,7 +65,16 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        self.server.connections += 1
+        with self.server.changed:
+            self.server.connections += 1
+            self.server.max_open = max(self.server.max_open,
+                                       self.server.connections - self.server.closed)
+            self.server.changed.notify_all()
+
+    def connection_lost(self, exc):
+        with self.server.changed:
+            self.server.closed += 1
+            self.server.changed.notify_all()
 
     def data_received(self, data):
         try:
@@ -105,7 +117,9 @@ class UpstreamProtocol(asyncio.Protocol):
         record = {"method": self.method, "target": self.url.decode(), "headers": self.headers,
                   "size": self.size, "sha256": self.sha.hexdigest(), "conn": self.id,
                   "version": self.version}
-        self.server.requests.append(record)
+        with self.server.changed:
+            self.server.requests.append(record)
+            self.server.changed.notify_all()
         if not self.answered:
             self.server.loop.create_task(self.handle(record, self.parser.should_keep_alive()))
 
@@ -136,6 +150,9 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.write(pattern(n))
             await asyncio.sleep(0.05)
             self.transport.close()
+        elif path == "/hold":
+            await self.server.held(q["id"]).wait()
+            self._respond(200, json.dumps(req).encode(), close=q.get("close") == "1")
         elif path == "/drop":
             self.transport.close()
         elif path == "/slow":
@@ -182,6 +199,10 @@ class UpstreamServer:
         self.ssl = ssl_context
         self.requests: list[dict] = []
         self.connections = 0
+        self.closed = 0
+        self.max_open = 0
+        self.changed = threading.Condition()
+        self._held: dict[str, asyncio.Event] = {}
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -210,6 +231,23 @@ class UpstreamServer:
             self.loop.call_soon(self.loop.stop)
         self.loop.call_soon_threadsafe(shutdown)
         self._thread.join(5)
+
+    def held(self, key: str) -> asyncio.Event:
+        """The event /hold?id=`key` waits for (on the server's loop)."""
+        event = self._held.get(key)
+        if event is None:
+            event = self._held[key] = asyncio.Event()
+        return event
+
+    def release(self, key: str) -> None:
+        """Let the held request `key` be answered (it may not have arrived yet)."""
+        self.loop.call_soon_threadsafe(lambda: self.held(key).set())
+
+    def wait_until(self, predicate, timeout: float = 5) -> bool:
+        """Wait until predicate() holds (checked whenever a connection or request comes
+        or goes); False if it still does not after `timeout` seconds."""
+        with self.changed:
+            return self.changed.wait_for(predicate, timeout)
 
     @property
     def url(self) -> str:

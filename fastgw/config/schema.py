@@ -7,6 +7,7 @@ import re
 from urllib.parse import urlsplit
 
 from ..plugins import CREDENTIAL_TYPES, DEFAULT_CREDENTIAL_TYPE, PLUGINS, credential_type
+from ..upstream import POOL_SETTINGS, node_key, upstream_nodes
 from .types import (INVALID, Bool, ConfigError, Errors, Field, Int, List, Map, Nullable, Obj,
                     Seconds, Str, join)
 
@@ -102,6 +103,8 @@ UPSTREAM = Obj({
         "idle_timeout": Field(Seconds(), default=60),
         "requests": Field(Int(min=1), default=1000),
     }), default={"size": 320, "idle_timeout": 60, "requests": 1000}),
+    # connections (open and connecting) to each node at once; more requests wait
+    "max_connections": Field(Nullable(Int(min=1))),
     "retries": Field(Nullable(Int(min=0, max=100))),
     "tls": Field(Obj({
         "verify": Field(Bool(), default=True),
@@ -184,7 +187,8 @@ def _credential_path(ci: int, ki: int, field: str) -> str:
 
 def _cross_checks(conf: dict, errors: Errors) -> None:
     """Rules that span objects: credential ids are unique, and so is a credential's key
-    among the credentials of its type."""
+    among the credentials of its type; services sharing a node agree on its pool."""
+    _shared_pools(conf["services"], errors)
     consumers = conf["consumers"]
     usernames = {c["username"] for c in consumers}
     ids = [cred["id"] for c in consumers for cred in c["credentials"]]
@@ -203,6 +207,30 @@ def _cross_checks(conf: dict, errors: Errors) -> None:
             for name, plugin_conf in plugins.items():
                 for field, message in PLUGINS[name].cross_check(plugin_conf, usernames):
                     errors.append((join(join(where, name), field), message))
+
+
+def _shared_pools(services: list[dict], errors: Errors) -> None:
+    """A node (scheme, host, port, TLS settings) has one pool: every service using it must
+    set the pool's settings alike, or the last one compiled would silently win."""
+    first: dict[tuple, int] = {}  # node -> index of the first service using it
+    for si, service in enumerate(services):
+        up = service["upstream"]
+        scheme, default_port, specs, _ = upstream_nodes(up)
+        for spec in specs:
+            key = node_key(scheme, spec["host"], spec["port"], up["tls"])
+            fi = first.setdefault(key, si)
+            other = services[fi]["upstream"]
+            differ = [field for field in POOL_SETTINGS if up[field] != other[field]]
+            if not differ:
+                continue
+            host = f"[{spec['host']}]" if ":" in spec["host"] else spec["host"]
+            for field in differ:
+                errors.append((f"services[{si}].upstream.{field}",
+                               f"service {service['name']!r} and service "
+                               f"{services[fi]['name']!r} (services[{fi}].upstream.{field}) "
+                               f"use node {scheme}://{host}:{spec['port']} with different "
+                               f"{field}; a node has one pool, so they must agree"))
+            break  # one report per service, at its first such node
 
 
 def _duplicates(consumers: list[dict], field: str, kind: str | None, errors: Errors) -> None:
