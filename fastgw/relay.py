@@ -66,6 +66,7 @@ CHUNK_END = b"0\r\n\r\n"
 CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
 NO_BODY_FRAMINGS = (b"", b"content-length: 0\r\n")  # `framing` of a request without a body
 _SKIP_ALSO: dict[frozenset[bytes], frozenset[bytes]] = {}  # names -> REQUEST_SKIP | names
+_NEVER = float("inf")
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 # The usual response is forwarded as the upstream wrote it but for three kinds of line,
@@ -95,7 +96,7 @@ class Rare:
     """The state of an exchange that only some requests need."""
 
     __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
-                 "tries", "connecting", "slow")
+                 "tries", "connecting", "waiting", "slow", "upstream_paused")
 
     def __init__(self):
         self.body: list[bytes] = []  # request body received before the upstream was ready
@@ -108,7 +109,9 @@ class Rare:
         self.tries = 0
         # the connect under way, or the place in a full pool's queue (upstream.PoolWait)
         self.connecting: asyncio.Future | None = None
+        self.waiting = False  # in a full pool's queue, which times the wait out itself
         self.slow: SlowResponse | None = None
+        self.upstream_paused = False  # the upstream's write buffer is full
 
 
 class Exchange:
@@ -117,7 +120,7 @@ class Exchange:
         "client", "method", "url", "target", "headers", "host", "http11", "keep_alive",
         "framing", "req_done", "route", "consumer", "rare",
         # its progress
-        "state", "deadline", "node", "conn", "remaining", "response", "status", "bytes_out",
+        "state", "stall", "node", "conn", "remaining", "response", "status", "bytes_out",
         # timing, for the metrics: head parsed, request sent upstream, response head back
         "t0", "t_sent", "t_head",
     )
@@ -126,7 +129,7 @@ class Exchange:
                  http11: bool, keep_alive: bool):
         self.client = client
         self.method = method
-        self.url = self.target = target  # as the client sent it; as it goes upstream
+        self.url = target  # as the client sent it; `target` is what goes upstream
         self.headers = headers
         self.host = host  # the Host field as received; then the Host to forward
         self.http11 = http11
@@ -139,11 +142,10 @@ class Exchange:
         self.consumer = None  # an identity a plugin set: .username, .head
         self.rare: Rare | None = None
         self.state = QUEUED
-        self.deadline = float("inf")
+        self.stall = 0  # ticks without progress in this state (see timeout)
         self.conn = None
         self.response: Response | None = None  # the gateway's own answer, if any
         self.status = 0
-        self.bytes_out = 0
         self.t0 = client.loop.time()
 
     def _rare(self) -> Rare:
@@ -217,7 +219,7 @@ class Exchange:
             if self.framing is CHUNKED_FRAMING:
                 self.conn.transport.write(CHUNK_END)
             if state == SENDING:
-                self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
+                self.stall = 0  # the read time-out starts
 
     # ------------------------------------------------------------ starting
 
@@ -228,7 +230,8 @@ class Exchange:
         if self.response is not None:  # refused while its head was parsed
             self.answer(self.response)
             return
-        path, sep, query = self.target.partition(b"?")
+        url = self.url
+        path, sep, query = url.partition(b"?") if b"?" in url else (url, b"", b"")
         snapshot = self.client.gateway.snapshot
         found = snapshot.routes.get((self.host, path, self.method))
         if found is None:
@@ -238,7 +241,7 @@ class Exchange:
             self.answer(upstream_path)  # a Response: 404
             return
         self.route = route
-        self.target = upstream_path + sep + query
+        self.target = upstream_path + sep + query if sep else upstream_path
         if route.plugins:
             self._run_plugins(0)
         else:
@@ -277,11 +280,11 @@ class Exchange:
             return
         # the node is at max_connections: the pool calls pool_ready or pool_timeout;
         # `connecting` is this exchange's place in its queue (cancelled like a connect)
-        self.deadline = float("inf")  # the pool's sweep times the wait out
+        rare.waiting = True
         rare.connecting = pool.wait(self, self.client.gateway.now + upstream.connect_timeout)
 
     def _open(self) -> None:
-        self.deadline = self.client.gateway.now + self.route.upstream.connect_timeout
+        self.stall = 0
         task = self.rare.connecting = self.node.pool.connect(self.client.loop)
         task.add_done_callback(self._connected)
 
@@ -289,6 +292,7 @@ class Exchange:
         """From the pool whose queue this exchange waited in: `conn` to use, or None:
         open a connection."""
         self.rare.connecting = None
+        self.rare.waiting = False
         try:
             if conn is not None:
                 self._send(conn)
@@ -301,6 +305,7 @@ class Exchange:
     def pool_timeout(self) -> None:
         """From the pool: its node stayed full for the whole connect time-out."""
         self.rare.connecting = None
+        self.rare.waiting = False
         self.fail(responses.SERVICE_UNAVAILABLE)
 
     def _connected(self, task: asyncio.Future) -> None:
@@ -360,12 +365,9 @@ class Exchange:
             client.resume_reading(client.BODY_BUFFER)
         else:
             transport.write(b"".join(parts))
-        if self.req_done:
-            if self.framing is CHUNKED_FRAMING:
-                transport.write(CHUNK_END)
-            self.deadline = client.gateway.now + self.route.upstream.read_timeout
-        else:
-            self.deadline = float("inf")  # the client's own deadline bounds its body
+        if self.req_done and self.framing is CHUNKED_FRAMING:
+            transport.write(CHUNK_END)
+        self.stall = 0  # the read time-out starts when the request is whole (timeout)
         if client.write_paused:
             transport.pause_reading()
 
@@ -378,6 +380,7 @@ class Exchange:
             rare.slow.feed(data)
             return
         if self.state == RESPONDING:  # more of a body framed by Content-Length, as it comes
+            self.stall = 0
             remaining = self.remaining
             n = len(data)
             if n > remaining:  # bytes after the response: nobody asked for them
@@ -391,12 +394,15 @@ class Exchange:
             if not remaining:
                 self._finish(self.keep_alive, self.t_head - self.t_sent)
             return
-        self.deadline = self.client.gateway.now + self.route.upstream.read_timeout
+        self.stall = 0
+        status = _FAST_STATUS.get(data[:12])
         end = data.find(b"\r\n\r\n")
         head = data[:end]
-        status = _FAST_STATUS.get(head[:12]) if end > 0 else None
-        length = _CONTENT_LENGTH(head) if status is not None else None
-        if length is None or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
+        if status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
+            self._slow_response(data)
+            return
+        length = _CONTENT_LENGTH(head)
+        if length is None:
             self._slow_response(data)
             return
         self.status = status
@@ -441,12 +447,28 @@ class Exchange:
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading(self.client.UPSTREAM)
-        self.deadline = self.client.gateway.now + self.route.upstream.send_timeout
+        self._rare().upstream_paused = True
+        self.stall = 0  # the send time-out starts
 
     def upstream_write_resumed(self) -> None:
         self.client.resume_reading(self.client.UPSTREAM)
-        if self.state == SENDING and not self.req_done:
-            self.deadline = float("inf")
+        self._rare().upstream_paused = False
+        self.stall = 0
+
+    def timeout(self) -> float:
+        """Seconds this exchange may go without progress in its state; Gateway.tick
+        counts them in `stall`, which every step of progress sets back to 0."""
+        state = self.state
+        rare = self.rare
+        if state == SENDING or state == RESPONDING:
+            upstream = self.route.upstream
+            if rare is not None and rare.upstream_paused:
+                return upstream.send_timeout
+            if state == RESPONDING or self.req_done:
+                return upstream.read_timeout
+        elif state == CONNECTING and not rare.waiting:
+            return self.route.upstream.connect_timeout
+        return _NEVER
 
     # ------------------------------------------------------------ endings
 
@@ -521,7 +543,6 @@ class Exchange:
             self.conn = None
             conn.exchange = None
             conn.transport.abort()
-        self.deadline = float("inf")
 
     def _finish(self, keep: bool, upstream_seconds: float | None) -> None:
         """The one way an exchange ends: the upstream connection handed back (when the
@@ -561,10 +582,11 @@ class SlowResponse:
         self.close = False  # the upstream connection cannot be reused
         self.done = False
         self.head_sent = False
+        ex.bytes_out = 0
 
     def feed(self, data: bytes) -> None:
         ex = self.ex
-        ex.deadline = ex.client.gateway.now + ex.route.upstream.read_timeout
+        ex.stall = 0
         try:
             self.parser.feed_data(data)
         except HttpParserError:

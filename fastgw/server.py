@@ -1,11 +1,13 @@
 """The client side: one `ClientConnection` per accepted socket, and the `Gateway` they share.
 
-A connection parses requests with httptools, turns each parsed head into an
-`Exchange` (routed, plugins run), and answers exchanges strictly in arrival
-order: pipelined requests wait in `queue` and are started by the completion of
-the one before. Time-outs are not one timer per connection: `Gateway.tick`
-walks the connections a few times a second and compares deadlines with a
-coarse clock, so the request path never creates or cancels a timer.
+A connection parses requests with httptools; its parser callbacks only record,
+turning each parsed head into a QUEUED `Exchange` (relay.py). Exchanges are
+started, strictly in arrival order, once the parser has returned: pipelined
+requests wait in `queue` and are started by the completion of the one before.
+Time-outs are not one timer per connection: `Gateway.tick` walks the connections
+ten times a second and counts the ticks each (and its active exchange) spends
+without progress, so the request path never reads a clock or touches a timer
+for them.
 """
 
 from __future__ import annotations
@@ -110,13 +112,19 @@ class Gateway:
                 task.add_done_callback(self._accepting.discard)
 
     def tick(self) -> None:
+        """Time-outs: each connection and its active exchange count the ticks they spend
+        without progress (`stall`, set back to 0 by the request path, which so never
+        reads a clock for them) against the time-out of the state they are in."""
         now = self.now = self.loop.time()
         for conn in list(self.connections):
-            if conn.deadline <= now:
+            conn.stall += 1
+            if (conn.stall - 1) * TICK >= conn.timeout():  # never early: stall - 1 whole ticks
                 conn.on_deadline()
             ex = conn.active
-            if ex is not None and ex.deadline <= now:
-                ex.on_timeout()
+            if ex is not None:
+                ex.stall += 1
+                if (ex.stall - 1) * TICK >= ex.timeout():
+                    ex.on_timeout()
         self.pools.expire(now)
         self.stats.fold()
         if self.access_log is not None:
@@ -161,8 +169,8 @@ class ClientConnection(asyncio.Protocol):
         "gateway", "loop", "settings",
         # per connection
         "transport", "parser", "ip", "forwarded", "forwarded_no_xff", "queue", "active",
-        "reading", "read_pauses", "write_paused", "deadline", "closing", "fault",
-        "pending_head", "starting",
+        "reading", "read_pauses", "write_paused", "stall", "closing", "fault", "pending_head",
+        "chunk_size", "starting",
         # per request being parsed
         "url", "headers", "current", "body_received",
     )
@@ -181,10 +189,11 @@ class ClientConnection(asyncio.Protocol):
         self.reading = IDLE
         self.read_pauses = 0
         self.write_paused = False
-        self.deadline = float("inf")
+        self.stall = 0  # ticks without progress (see timeout)
         self.closing = False
         self.fault: Response | None = None
-        self.pending_head = 0
+        self.pending_head = 0  # bytes received while reading a head, before this read
+        self.chunk_size = 0  # bytes in the read being parsed
         self.starting = False
         self.url = b""
         self.headers: list = []
@@ -204,11 +213,11 @@ class ClientConnection(asyncio.Protocol):
                                  b"\r\nx-forwarded-for: ")
         self.forwarded = self.forwarded_no_xff + ip + b"\r\nx-forwarded-host: "
         self.gateway.connections.add(self)
-        self.deadline = self.gateway.now + self.settings.header_timeout
 
     def data_received(self, data: bytes) -> None:
         if self.reading == CLOSED:
             return
+        self.chunk_size = len(data)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -271,9 +280,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading = HEAD
         self.url = b""
         self.headers = []
-        self.pending_head = 0
-        self.body_received = 0
-        self.deadline = self.gateway.now + self.settings.header_timeout
+        self.stall = 0  # the header time-out starts
 
     def on_url(self, url: bytes):
         self.url += url  # may come in pieces; its size is checked with the head's
@@ -287,10 +294,13 @@ class ClientConnection(asyncio.Protocol):
         url = self.url
         headers = self.headers
         self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
-        if (len(url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
-                > self.settings.max_header_bytes):
+        max_size = self.settings.max_header_bytes
+        if self.pending_head + self.chunk_size > max_size and (  # else it cannot be larger
+                len(url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
+                > max_size):
             self.fault = responses.HEADERS_TOO_LARGE
             raise Refused
+        self.pending_head = 0
         version = parser.get_http_version()
         http11 = version == "1.1"
         fields = dict(headers)
@@ -304,14 +314,15 @@ class ClientConnection(asyncio.Protocol):
             # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
             ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
         elif ex.framing:
-            self.deadline = self.gateway.now + self.settings.header_timeout  # for the body
+            self.body_received = 0
+            self.stall = 0  # the body's time-out starts
 
     def on_body(self, chunk: bytes):
         self.body_received += len(chunk)
         if self.body_received > self.settings.max_body_bytes:
             self.fault = responses.PAYLOAD_TOO_LARGE
             raise Refused
-        self.deadline = self.gateway.now + self.settings.header_timeout  # between reads
+        self.stall = 0  # the body's time-out runs between reads
         self.current.request_body(chunk)
 
     def on_message_complete(self):
@@ -414,10 +425,8 @@ class ClientConnection(asyncio.Protocol):
                 self._next()
         elif self.closing:
             self.close()
-        elif self.reading == IDLE:
-            self.deadline = self.gateway.now + self.settings.keepalive_timeout
         else:
-            self.deadline = self.gateway.now + self.settings.header_timeout
+            self.stall = 0  # the keep-alive (or header) time-out starts
 
     def _request_fault(self, response: Response) -> None:
         """The client sent something unanswerable: answer in turn, then close."""
@@ -447,27 +456,32 @@ class ClientConnection(asyncio.Protocol):
             self.read_pauses &= ~reason
             if not self.read_pauses and self.transport is not None and self.reading != CLOSED:
                 self.transport.resume_reading()
+                self.stall = 0
 
     def _stop_reading(self) -> None:
         self.reading = CLOSED
         self.closing = True
 
+    def timeout(self) -> float:
+        """Seconds the client may go without progress in the connection's state (see
+        Gateway.tick): a request body between reads (unless fastgw stopped reading it), a
+        head, or an idle keep-alive connection; no limit while an exchange is answered."""
+        if self.current is not None:
+            return _NEVER if self.read_pauses else self.settings.header_timeout
+        if self.active is not None or self.queue or self.reading == CLOSED:
+            return _NEVER
+        if self.reading == HEAD:
+            return self.settings.header_timeout
+        return self.settings.keepalive_timeout
+
     def on_deadline(self) -> None:
-        self.deadline = float("inf")
-        if self.current is not None:  # a request body, stalled
-            if self.read_pauses:  # by fastgw, not by the client
-                self.deadline = self.gateway.now + self.settings.header_timeout
-                return
+        self.stall = 0
+        if self.current is not None or self.reading == HEAD:  # a body or a head, stalled
             self._request_fault(responses.REQUEST_TIMEOUT)
-        elif self.active is not None or self.queue:
-            return
-        elif self.reading == HEAD:
-            self._request_fault(responses.REQUEST_TIMEOUT)
+            if self.active is None:
+                self._next()
         else:
             self.close()
-            return
-        if self.active is None and self.queue:
-            self._next()
 
     def close(self) -> None:
         self.reading = CLOSED
@@ -491,6 +505,7 @@ class _Trailers:
 
 
 _TRAILERS = _Trailers()
+_NEVER = float("inf")
 # Fields read while parsing (besides Host): framing, forwarding, connection options.
 _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect",
                                       b"x-forwarded-for", b"connection"))
