@@ -25,14 +25,13 @@ SECRET = "micro-benchmark-secret-0123456789abcdef"
 class Request:
     """What the plugin reads and writes on an exchange."""
 
-    __slots__ = ("headers", "target", "extra_head", "consumer", "response")
+    __slots__ = ("headers", "target", "consumer", "response")
 
     def __init__(self, token: bytes):
         self.headers = [(b"host", b"api.test"), (b"user-agent", b"wrk"),
                         (b"authorization", b"Bearer " + token), (b"accept", b"*/*")]
         self.target = b"/json"
-        self.extra_head = b""
-        self.consumer = ""
+        self.consumer = None
 
     def drop_header(self, names):
         pass
@@ -43,8 +42,8 @@ class Request:
 
 class Snapshot:
     def __init__(self, conf, cache_size):
-        self.credentials = index_credentials(conf["consumers"], None)
-        self.token_cache = VerifiedTokenCache(cache_size)
+        self.credentials = {"jwt-auth": index_credentials(conf["consumers"], None)}
+        self.state = {"jwt-auth": VerifiedTokenCache(cache_size)}
 
 
 def pem(private_key):

@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from . import __version__, jwt
+from . import __version__
 from .config import ConfigError, schema
 from .config.sources import Conflict, TooLarge, Unavailable
-from .plugins import jwt_auth
+from .plugins import credential_type, issue_token
 
 MASK = "***"
 
@@ -43,9 +43,15 @@ def _masked(conf: dict) -> dict:
     return out
 
 
+def _secret_fields(cred) -> tuple[str, ...]:
+    """The fields of a credential the API never returns: its type's SECRET_FIELDS."""
+    kind = credential_type(cred) if isinstance(cred, dict) else None
+    return () if kind is None else kind.SECRET_FIELDS
+
+
 def _mask_consumer(consumer: dict) -> dict:
     for cred in consumer.get("credentials", []):
-        for field in ("secret", "private_key"):
+        for field in _secret_fields(cred):
             if cred.get(field):
                 cred[field] = MASK
     return consumer
@@ -187,13 +193,15 @@ class AdminAPI:
         current = {(c["username"], cred["id"]): cred for c in conf["consumers"]
                    for cred in c["credentials"]}
         for consumer in consumers or ():
-            if not isinstance(consumer, dict):
+            if not isinstance(consumer, dict) or not isinstance(consumer.get("credentials"),
+                                                                list):
                 continue
-            for cred in consumer.get("credentials") or ():
+            username, creds = consumer.get("username"), consumer["credentials"]
+            for cred, cred_id in zip(creds, schema.credential_ids(username, creds)):
                 if not isinstance(cred, dict):
                     continue
-                old = current.get((consumer.get("username"), cred.get("id") or cred.get("key")))
-                for field in ("secret", "private_key"):
+                old = current.get((username, cred_id))
+                for field in _secret_fields(cred):
                     if cred.get(field) == MASK:
                         if old is None:
                             raise AdminError(400, f"{field}: {MASK!r} is not a value", field)
@@ -205,16 +213,15 @@ class AdminAPI:
         consumer = self._find(new["consumers"], "username", username, "consumer")
         self._keep_masked_secrets([{"username": username, "credentials": [cred]}],
                                   self.master.conf)
-        generated = None
-        if (cred.get("algorithm", "HS256") in jwt.HMAC_ALGORITHMS and not cred.get("secret")):
-            generated = cred["secret"] = jwt.new_secret()
+        kind = credential_type(cred)
+        generated = kind.generate_secret(cred) if kind is not None else None
         consumer["credentials"] = self._upsert(consumer["credentials"], "id", cred_id, cred)
         saved = await self._commit(new)
         owner = self._find(saved["consumers"], "username", username, "consumer")
         answer = _mask_consumer({"credentials": [copy.deepcopy(
             self._find(owner["credentials"], "id", cred_id, "credential"))]})["credentials"][0]
         if generated:
-            answer["secret"] = generated  # shown this once, never again
+            answer[generated] = cred[generated]  # shown this once, never again
         return 200, answer
 
     def _token(self, username: str, cred_id: str, data) -> str:
@@ -233,12 +240,9 @@ class AdminAPI:
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
             raise AdminError(400, "ttl must be a positive integer", "ttl")
         try:
-            key = jwt_auth.signing_key(cred)
+            return issue_token(cred, claims, ttl, expires, now=time.time())
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
-        payload = jwt.token_claims("key", cred["key"], ttl or cred["exp"], expires, claims,
-                                   now=time.time())
-        return jwt.sign_token(cred["algorithm"], key, payload)
 
     async def _commit(self, new: dict) -> dict:
         """Validate whole, persist, put in force everywhere; the normalised result."""

@@ -12,7 +12,7 @@ import orjson
 
 from . import __version__, jwt
 from .config import ConfigError, load_file
-from .plugins import jwt_auth
+from .plugins import issue_token, issues_tokens
 from .settings import SettingError, Settings, add_flags
 
 
@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="print a signed token for a consumer")
     token.add_argument("--consumer", required=True, metavar="NAME")
-    token.add_argument("--credential", metavar="ID", help="default: the consumer's first")
+    token.add_argument("--credential", metavar="ID",
+                       help="default: the consumer's first that tokens are issued for")
     when = token.add_mutually_exclusive_group()
     when.add_argument("--expires", metavar="TIME", help="ISO 8601 time or unix seconds")
     when.add_argument("--ttl", type=int, metavar="SECONDS")
@@ -115,21 +116,20 @@ def _token(args) -> int:
     if consumer is None:
         print(f"fastgw: no consumer named {args.consumer!r} in {path}", file=sys.stderr)
         return 1
-    creds = [c for c in consumer["credentials"]
-             if args.credential is None or c["id"] == args.credential]
+    if args.credential is None:  # the first credential of a type that issues tokens
+        creds = [c for c in consumer["credentials"] if issues_tokens(c)]
+    else:
+        creds = [c for c in consumer["credentials"] if c["id"] == args.credential]
     if not creds:
-        which = f"credential {args.credential!r}" if args.credential else "JWT credential"
+        which = (f"credential {args.credential!r}" if args.credential
+                 else "credential that tokens are issued for")
         print(f"fastgw: consumer {args.consumer!r} has no {which}", file=sys.stderr)
         return 1
-    cred = creds[0]
     try:
-        key = jwt_auth.signing_key(cred)
+        print(issue_token(creds[0], claims, args.ttl, expires))
     except ValueError as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 1
-    lifetime = args.ttl if args.ttl is not None else cred["exp"]
-    payload = jwt.token_claims("key", cred["key"], lifetime, expires, claims)
-    print(jwt.sign_token(cred["algorithm"], key, payload))
     return 0
 
 

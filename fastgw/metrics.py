@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 
+from .plugins import COUNTERS, counter_values
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -83,14 +85,13 @@ class WorkerStats:
 
     def snapshot(self, gateway) -> dict:
         self.fold()
-        cache = gateway.snapshot.token_cache
         counts = gateway.pools.counts  # over every pool this worker had: only goes up
         return {
             "requests": [[*k, v] for k, v in self.requests.items()],
             "durations": [[*k, h.counts, h.sum] for k, h in self.durations.items()],
             "upstream": [self.upstream.counts, self.upstream.sum],
             "auth_failures": self.auth_failures,
-            "cache": {"hits": cache.hits, "misses": cache.misses, "evictions": cache.evictions},
+            "plugins": counter_values(gateway.snapshot.state),
             "upstream_connections": {"opened": counts.opened, "reused": counts.reused},
             "upstream_queue": {"queued": counts.queued, "timeouts": counts.queue_timeouts},
             "tls_handshake_failures": self.tls_handshake_failures,
@@ -123,17 +124,16 @@ class _Collector:
                                           labels=["service", "route"])
         upstream = HistogramMetricFamily("fastgw_upstream_duration_seconds",
                                          "Time from request sent upstream to response head")
-        failures = CounterMetricFamily("fastgw_auth_failures", "Requests refused by jwt-auth",
+        failures = CounterMetricFamily("fastgw_auth_failures",
+                                       "Requests refused by an authentication plugin",
                                        labels=["reason"])
-        cache = {name: CounterMetricFamily(f"fastgw_jwt_cache_{name}", f"JWT cache {name}")
-                 for name in ("hits", "misses", "evictions")}
         conns = CounterMetricFamily("fastgw_upstream_connections", "Upstream connections",
                                     labels=["outcome"])
         req_sum: dict[tuple, int] = {}
         dur_sum: dict[tuple, list] = {}
         up_counts, up_total = [0] * (len(BUCKETS) + 1), 0.0
         fail_sum: dict[str, int] = {}
-        cache_sum = {"hits": 0, "misses": 0, "evictions": 0}
+        plugin_sum = dict.fromkeys(COUNTERS, 0)
         conn_sum = {"opened": 0, "reused": 0}
         queue_sum = {"queued": 0, "timeouts": 0}
         tls_failures = 0
@@ -149,8 +149,8 @@ class _Collector:
             up_total += snap["upstream"][1]
             for reason, n in snap["auth_failures"].items():
                 fail_sum[reason] = fail_sum.get(reason, 0) + n
-            for name in cache_sum:
-                cache_sum[name] += snap["cache"][name]
+            for name in plugin_sum:
+                plugin_sum[name] += snap["plugins"][name]
             for name in conn_sum:
                 conn_sum[name] += snap["upstream_connections"][name]
             for name in queue_sum:
@@ -163,11 +163,12 @@ class _Collector:
         upstream.add_metric([], _cumulative(up_counts), up_total)
         for reason, n in fail_sum.items():
             failures.add_metric([reason], n)
-        for name, family in cache.items():
-            family.add_metric([], cache_sum[name])
         for name, n in conn_sum.items():
             conns.add_metric([name], n)
-        yield from (requests, durations, upstream, failures, *cache.values(), conns)
+        yield from (requests, durations, upstream, failures)
+        for name, (help_text, _) in COUNTERS.items():
+            yield CounterMetricFamily(name, help_text, value=plugin_sum[name])
+        yield conns
         yield CounterMetricFamily("fastgw_upstream_queued",
                                   "Requests that waited for a node at max_connections",
                                   value=queue_sum["queued"])

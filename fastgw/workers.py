@@ -42,7 +42,7 @@ from .config.compile import Snapshot
 from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
 from .metrics import render
-from .plugins.jwt_auth import VerifiedTokenCache
+from .plugins import new_states
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -350,10 +350,10 @@ class Master:
 # ---------------------------------------------------------------- the worker process
 
 def snapshot_factory(settings: Settings):
-    cache = VerifiedTokenCache(settings.jwt_cache_size)
+    state = new_states(settings)  # the plugins' own, kept across configurations
 
     def build(conf, revision, pools, previous):
-        return Snapshot(conf, revision, pools, cache, previous)
+        return Snapshot(conf, revision, pools, state, previous)
     return build
 
 

@@ -17,11 +17,11 @@ def pem_pair(private_key) -> tuple[str, str]:
 
 class PluginSide:
     """The part of an exchange the plugin reads and writes (headers, target, the consumer
-    headers to add, dropped headers, a refusal), for calling the plugin in-process."""
+    it found, dropped headers, a refusal), for calling the plugin in-process."""
 
     def __init__(self, headers: list, target: bytes = b"/"):
         self.headers, self.target = headers, target
-        self.extra_head, self.consumer, self.skip = b"", "", set()
+        self.consumer, self.skip = None, set()
         self.response, self.keep_alive = None, True
 
     def drop_header(self, names: frozenset[bytes]) -> None:

@@ -340,8 +340,8 @@ def test_verified_token_cache_drops_the_least_recently_used():
         {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
     cache = jwt_auth.VerifiedTokenCache(2)
     plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
-                            SimpleNamespace(credentials=jwt_auth.index_credentials(
-                                conf["consumers"], None), token_cache=cache))
+                            SimpleNamespace(credentials={"jwt-auth": jwt_auth.index_credentials(
+                                conf["consumers"], None)}, state={"jwt-auth": cache}))
     t0, t1, t2 = (token(n=i).encode() for i in range(3))
     for t in (t0, t1, t0, t2):  # t0 is used again before t2 comes: t1 is the one to go
         ex = PluginSide([(b"authorization", t)])

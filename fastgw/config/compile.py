@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from ..plugins import PLUGINS, jwt_auth
+from ..plugins import CREDENTIAL_TYPES, PLUGINS, in_order
 from ..routing import Route, RouteTable
 from ..upstream import PoolRegistry, Upstream
 
 
 class Snapshot:
     """Everything one configuration revision needs at request time. Swapped whole;
-    an in-flight request keeps the objects it started with."""
+    an in-flight request keeps the objects it started with. `state` is what plugins keep
+    across revisions (plugin name -> state); `credentials` each credential type's index."""
 
     def __init__(self, conf: dict, revision: int, pools: PoolRegistry,
-                 token_cache, previous: "Snapshot | None" = None):
+                 state: dict[str, object], previous: "Snapshot | None" = None):
         self.conf = conf
         self.revision = revision
-        self.token_cache = token_cache
-        self.credentials = jwt_auth.index_credentials(
-            conf["consumers"], previous.credentials if previous else None)
+        self.state = state
+        self.credentials = {
+            kind: module.index_credentials(
+                conf["consumers"], previous.credentials.get(kind) if previous else None)
+            for kind, module in CREDENTIAL_TYPES.items()}
         entries = []
         self.pools_in_use = set()
         for service in conf["services"]:
@@ -30,7 +33,7 @@ class Snapshot:
                 route = Route(service["name"], route_conf["name"], route_conf["methods"],
                               route_conf["priority"], strip, upstream,
                               tuple(PLUGINS[name].build(pconf, self)
-                                    for name, pconf in sorted(plugins.items())))
+                                    for name, pconf in in_order(plugins)))
                 for path in route_conf["paths"]:
                     entries.append((service["hosts"], prefix + path, route))
         self.router = RouteTable.build(entries)
@@ -39,4 +42,5 @@ class Snapshot:
 
     def retire(self, older: "Snapshot") -> None:
         """Called once this snapshot replaced `older`: void what no longer exists."""
-        jwt_auth.retire(older.credentials, self.credentials)
+        for kind, module in CREDENTIAL_TYPES.items():
+            module.retire(older.credentials[kind], self.credentials[kind])

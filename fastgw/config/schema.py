@@ -6,7 +6,7 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
-from ..plugins import PLUGINS, CREDENTIAL_TYPES
+from ..plugins import CREDENTIAL_TYPES, DEFAULT_CREDENTIAL_TYPE, PLUGINS, credential_type
 from ..upstream import POOL_SETTINGS, node_key, upstream_nodes
 from .types import (INVALID, Bool, ConfigError, Errors, Field, Int, List, Map, Nullable, Obj,
                     Seconds, Str, join)
@@ -138,18 +138,36 @@ class _Credential(Obj):
         super().__init__({})
 
     def convert(self, value: dict, path: str, errors: Errors):
-        kind = value.get("type", "jwt-auth")
-        if kind not in CREDENTIAL_TYPES:
-            errors.append((join(path, "type"), f"unknown credential type {kind!r}"))
+        kind = credential_type(value)
+        if kind is None:
+            errors.append((join(path, "type"),
+                           f"unknown credential type {value.get('type')!r}; one of "
+                           f"{', '.join(CREDENTIAL_TYPES)} (default {DEFAULT_CREDENTIAL_TYPE})"))
             return INVALID
-        return CREDENTIAL_TYPES[kind].CREDENTIAL_SCHEMA.convert(value, path, errors)
+        return kind.CREDENTIAL_SCHEMA.convert(value, path, errors)
+
+
+def credential_ids(username, credentials: list) -> list:
+    """Each credential's id: its own, else its type's default (None where neither is
+    known). Takes validated credentials, and raw ones from the admin API."""
+    ids, counts = [], {}
+    for cred in credentials:
+        kind = credential_type(cred) if isinstance(cred, dict) else None
+        if kind is None or cred.get("id") is not None:
+            ids.append(cred.get("id") if isinstance(cred, dict) else None)
+            continue
+        nth = counts[kind] = counts.get(kind, 0) + 1
+        try:
+            ids.append(kind.default_id(username, cred, nth))
+        except (KeyError, TypeError):  # a raw credential without what its default needs
+            ids.append(None)
+    return ids
 
 
 def _credential_ids(consumer: dict, path: str, errors: Errors) -> None:
-    """A credential's id defaults to its key."""
-    for cred in consumer["credentials"]:
-        if cred["id"] is None:
-            cred["id"] = cred["key"]
+    for cred, cred_id in zip(consumer["credentials"],
+                             credential_ids(consumer["username"], consumer["credentials"])):
+        cred["id"] = cred_id
 
 
 CONSUMER = Obj({
@@ -168,15 +186,18 @@ def _credential_path(ci: int, ki: int, field: str) -> str:
 
 
 def _cross_checks(conf: dict, errors: Errors) -> None:
-    """Rules that span objects: credential keys and ids are unique across consumers, and
-    services sharing a node agree on its pool."""
+    """Rules that span objects: credential ids are unique, and so is a credential's key
+    among the credentials of its type; services sharing a node agree on its pool."""
     _shared_pools(conf["services"], errors)
     consumers = conf["consumers"]
     usernames = {c["username"] for c in consumers}
-    for field in ("key", "id"):
-        values = [cred[field] for c in consumers for cred in c["credentials"]]
-        if len(set(values)) < len(values):  # rare: only then find where, for the message
-            _duplicates(consumers, field, errors)
+    ids = [cred["id"] for c in consumers for cred in c["credentials"]]
+    if len(set(ids)) < len(ids):  # rare: only then find where, for the message
+        _duplicates(consumers, "id", None, errors)
+    keys = [(cred["type"], cred["key"]) for c in consumers for cred in c["credentials"]]
+    if len(set(keys)) < len(keys):
+        for kind in CREDENTIAL_TYPES:
+            _duplicates(consumers, "key", kind, errors)
     for si, service in enumerate(conf["services"]):
         sp = join("services", si)
         places = [(join(sp, "plugins"), service["plugins"])]
@@ -212,14 +233,20 @@ def _shared_pools(services: list[dict], errors: Errors) -> None:
             break  # one report per service, at its first such node
 
 
-def _duplicates(consumers: list[dict], field: str, errors: Errors) -> None:
+def _duplicates(consumers: list[dict], field: str, kind: str | None, errors: Errors) -> None:
+    """The second and later credentials (of type `kind`, or any) with a value of `field`
+    seen before; a secret's value is not repeated in the message."""
+    secret = kind is not None and field in CREDENTIAL_TYPES[kind].SECRET_FIELDS
     first: dict[str, tuple[int, int]] = {}  # value -> (consumer, credential) index
     for ci, consumer in enumerate(consumers):
         for ki, cred in enumerate(consumer["credentials"]):
+            if kind is not None and cred["type"] != kind:
+                continue
             value = cred[field]
             if value in first:
-                errors.append((_credential_path(ci, ki, field), f"duplicate {field} {value!r} "
-                               f"(also at {_credential_path(*first[value], field)})"))
+                shown = f"duplicate {field}" if secret else f"duplicate {field} {value!r}"
+                errors.append((_credential_path(ci, ki, field), f"{shown} (also at "
+                               f"{_credential_path(*first[value], field)})"))
             else:
                 first[value] = (ci, ki)
 

@@ -11,34 +11,36 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from operator import itemgetter
-from urllib.parse import unquote_to_bytes
+from operator import attrgetter, itemgetter
 
 import orjson
 
 from .. import jwt
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
-from ..spelling import any_case, header_names
+from ..spelling import any_case
+from . import credentials
+from .credentials import Identity, Places, Repeated
 
-# ---------------------------------------------------------------- schemas
+# ---------------------------------------------------------------- the contract
 
-def _few_separators(name: str) -> str | None:
-    """The header is matched under every -/_ spelling (2 ** separators of them)."""
-    if name.count("-") + name.count("_") > 8:
-        return "must not hold more than 8 '-' or '_'"
-    return None
-
+NAME = "jwt-auth"
+PRIORITY = 2510  # as in APISIX: before key-auth (2500)
+UPSTREAM_HEADERS = credentials.UPSTREAM_HEADERS
+CREDENTIAL_TYPE = "jwt-auth"
+SECRET_FIELDS = ("secret", "private_key")
 
 SCHEMA = Obj({
-    "header": Field(Str(_few_separators, pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"),
+    "header": Field(Str(credentials.few_separators, pattern=credentials.HEADER_NAME),
                     default="authorization"),
     "query": Field(Str(), default="jwt"),
-    "cookie": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"), default="jwt"),
+    "cookie": Field(Str(pattern=credentials.HEADER_NAME), default="jwt"),
     "hide_credentials": Field(Bool(), default=False),
     "key_claim_name": Field(Str(), default="key"),
     "anonymous_consumer": Field(Nullable(Str())),
 })
+
+cross_check = credentials.cross_check
 
 
 def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
@@ -67,12 +69,10 @@ def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
             errors.append((join(path, "private_key"), str(exc)))
 
 
-_VISIBLE = r"[\x21-\x7e]{1,256}"  # safe to send in a header, never a line break
-
 CREDENTIAL_SCHEMA = Obj({
-    "id": Field(Nullable(Str(pattern=_VISIBLE))),
-    "type": Field(Str(choices=("jwt-auth",)), default="jwt-auth"),
-    "key": Field(Str(pattern=_VISIBLE), required=True),
+    "id": credentials.CREDENTIAL_ID,
+    "type": Field(Str(choices=(CREDENTIAL_TYPE,)), default=CREDENTIAL_TYPE),
+    "key": Field(Str(pattern=credentials.VISIBLE), required=True),
     "secret": Field(Nullable(Str())),
     "base64_secret": Field(Bool(), default=False),
     "algorithm": Field(Str(choices=jwt.ALGORITHM_NAMES), default="HS256"),
@@ -83,11 +83,40 @@ CREDENTIAL_SCHEMA = Obj({
 }, check=_credential_keys)
 
 
-def cross_check(conf: dict, usernames: set[str]):
-    """(field, message) for references to other objects that do not exist."""
-    anonymous = conf["anonymous_consumer"]
-    if anonymous is not None and anonymous not in usernames:
-        yield "anonymous_consumer", f"no consumer named {anonymous!r}"
+def default_id(username: str, cred: dict, nth: int) -> str:
+    """A JWT credential's id defaults to its key (the key is no secret: tokens carry it)."""
+    return cred["key"]
+
+
+def generate_secret(cred: dict) -> str | None:
+    """Fill in an HS* credential's missing secret (an unvalidated credential from the admin
+    API); the field generated, or None."""
+    if cred.get("algorithm", "HS256") in _HMAC_NAMES and not cred.get("secret"):
+        cred["secret"] = jwt.new_secret()
+        return "secret"
+    return None
+
+
+_HMAC_NAMES = tuple(jwt.HMAC_ALGORITHMS)  # `in` a tuple: no TypeError for an unhashable value
+
+
+def issue_token(cred: dict, claims: dict, ttl: int | None = None,
+                expires: float | None = None, now: float | None = None) -> str:
+    """A token signed for this credential, carrying its key; ValueError when fastgw cannot
+    sign one (an asymmetric credential without its private key)."""
+    payload = jwt.token_claims("key", cred["key"], cred["exp"] if ttl is None else ttl,
+                               expires, claims, now=now)
+    return jwt.sign_token(cred["algorithm"], signing_key(cred), payload)
+
+
+def new_state(settings) -> "VerifiedTokenCache":
+    """The verified-token cache, kept across reloads (each worker has its own)."""
+    return VerifiedTokenCache(settings.jwt_cache_size)
+
+
+# Prometheus counters (name without _total) -> (help, their value from the state)
+COUNTERS = {f"fastgw_jwt_cache_{name}": (f"JWT cache {name}", attrgetter(name))
+            for name in ("hits", "misses", "evictions")}
 
 
 def hmac_key(cred: dict) -> bytes:
@@ -109,23 +138,17 @@ def signing_key(cred: dict) -> bytes | str:
 
 # ---------------------------------------------------------------- credentials
 
-class Credential:
-    """A consumer's JWT credential, compiled. `revoked` is set when a new
-    configuration no longer holds it unchanged, which voids its cached tokens."""
+class Credential(credentials.Credential):
+    """A consumer's JWT credential, compiled: its key prepared for verification."""
 
-    __slots__ = ("username", "id", "key", "algorithm", "verifier", "grace", "head",
-                 "revoked", "source")
+    __slots__ = ("key", "algorithm", "verifier", "grace")
 
     def __init__(self, username: str, conf: dict):
-        self.username, self.id, self.key = username, conf["id"], conf["key"]
-        self.algorithm = conf["algorithm"]
+        super().__init__(username, conf)
+        self.key, self.algorithm = conf["key"], conf["algorithm"]
         material = hmac_key(conf) if self.algorithm in jwt.HMAC_ALGORITHMS else conf["public_key"]
         self.verifier = jwt.VerifyingKey(self.algorithm, material)
         self.grace = conf["lifetime_grace_period"]
-        self.head = (b"x-consumer-username: " + username.encode() +
-                              b"\r\nx-credential-identifier: " + self.id.encode() + b"\r\n")
-        self.revoked = False
-        self.source = (username, conf)
 
     def verifies(self, header: dict, signing_input: bytes, signature: bytes) -> bool:
         """The token's header names this credential's algorithm (never another, never
@@ -139,23 +162,11 @@ class Credential:
 def index_credentials(consumers: list[dict], previous: dict[str, Credential] | None
                       ) -> dict[str, Credential]:
     """key -> Credential; an unchanged credential keeps its object (and its cached tokens)."""
-    previous = previous or {}
-    index = {}
-    for consumer in consumers:
-        for conf in consumer["credentials"]:
-            old = previous.get(conf["key"])
-            if old is not None and old.source == (consumer["username"], conf):
-                index[conf["key"]] = old
-            else:
-                index[conf["key"]] = Credential(consumer["username"], conf)
-    return index
+    return credentials.index_credentials(consumers, previous, CREDENTIAL_TYPE, _KEY, Credential)
 
 
-def retire(old: dict[str, Credential], new: dict[str, Credential]) -> None:
-    """Void the cached tokens of every credential the new index does not carry over."""
-    for key, cred in old.items():
-        if new.get(key) is not cred:
-            cred.revoked = True
+_KEY = itemgetter("key")
+retire = credentials.retire  # void the cached tokens of every credential not carried over
 
 
 # ---------------------------------------------------------------- the cache
@@ -201,9 +212,6 @@ VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
 # ---------------------------------------------------------------- the plugin
 
 _NUMBER = (int, float)  # bool is not a number: type(True) is bool
-_NAME = itemgetter(0)
-
-
 _BEARER = any_case(b"bearer ")  # 64 spellings; the prefix is case-insensitive
 
 
@@ -222,53 +230,38 @@ def _claim_time(payload: dict, name: str) -> float | None:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("header", "is_header", "query", "cookie", "hide", "key_claim", "anonymous", "anonymous_head",
-                 "credentials", "cache")
+    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache")
 
     def __init__(self, conf: dict, snapshot):
-        # The header in every spelling a server behind may read as it (X_Token is X-Token)
-        self.header = header_names((conf["header"].lower().encode("latin-1"),))
-        self.is_header = self.header.__contains__
-        self.query = conf["query"].encode()
-        self.cookie = conf["cookie"].encode()
-        self.hide = conf["hide_credentials"]
+        self.places = Places(conf["header"], conf["query"], conf["cookie"],
+                             conf["hide_credentials"])
         self.key_claim = conf["key_claim_name"]
-        anonymous = self.anonymous = conf["anonymous_consumer"]
-        self.anonymous_head = (None if anonymous is None else _Anonymous(anonymous))
-        self.credentials = snapshot.credentials
-        self.cache = snapshot.token_cache
+        anonymous = conf["anonymous_consumer"]
+        self.anonymous = None if anonymous is None else Identity(anonymous)
+        self.credentials = snapshot.credentials[CREDENTIAL_TYPE]
+        self.cache = snapshot.state[NAME]
 
     def access(self, ex) -> Response | None:
-        """None lets the request through (consumer headers set); else the answer: a 401, or
+        """None lets the request through (ex.consumer set); else the answer: a 401, or
         a 400 (connection closed) when the credential is given twice."""
-        header = self.header
-        for name, token in ex.headers:
-            if name in header and token:
-                # A second copy would reach the upstream unverified, and which one it reads
-                # is its choice: refused. Counted in C over the names, once, after a match.
-                if sum(map(self.is_header, map(_NAME, ex.headers))) != 1:
-                    ex.refuse(BAD_REQUEST)
-                    return BAD_REQUEST
-                if self.hide:
-                    ex.drop_header(header)
-                # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
-                # keeps what ends a value, and "Bearer" may be followed by several spaces.
-                if token[:7] in _BEARER:  # "Bearer " prefix optional, any case
-                    token = token[7:].strip(b" \t")
-                else:
-                    token = token.rstrip(b" \t")
-                break
-        else:
-            try:
-                token = self._token_elsewhere(ex)
-            except _Repeated:
-                ex.refuse(BAD_REQUEST)
-                return BAD_REQUEST
+        try:
+            token = self.places.in_header(ex)
             if token is None:
-                if self.anonymous_head is None:
-                    return MISSING_TOKEN
-                ex.consumer = self.anonymous_head
-                return None
+                token = self.places.elsewhere(ex)
+                if token is None:
+                    if self.anonymous is None:
+                        return MISSING_TOKEN
+                    ex.consumer = self.anonymous
+                    return None
+            # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
+            # keeps what ends a value, and "Bearer" may be followed by several spaces.
+            elif token[:7] in _BEARER:  # "Bearer " prefix optional, any case
+                token = token[7:].strip(b" \t")
+            else:
+                token = token.rstrip(b" \t")
+        except Repeated:
+            ex.refuse(BAD_REQUEST)
+            return BAD_REQUEST
         cache = self.cache
         entry = cache.get(token)
         if entry is None or entry[3] != self.key_claim or entry[0].revoked:
@@ -312,82 +305,6 @@ class JwtAuth:
         self.cache[token] = (cred, not_before, not_after, self.key_claim)
         ex.consumer = cred
         return None
-
-    # ------------------------------------------------------------ finding the token
-
-    def _token_elsewhere(self, ex) -> bytes | None:
-        """The token from the query, else the cookie (the header had none); _Repeated when
-        the place examined holds the credential's name more than once."""
-        if sum(map(self.is_header, map(_NAME, ex.headers))) > 1:  # only empty, but twice
-            raise _Repeated
-        if b"?" in ex.target:
-            token = self._from_query(ex)
-            if token is not None:
-                return token
-        return self._from_cookies(ex)
-
-    def _from_query(self, ex) -> bytes | None:
-        """Names are compared percent-decoded, as the upstream's framework will read them
-        (`%6Awt` is `jwt`), so that no spelling of a second copy slips past."""
-        path, _, query = ex.target.partition(b"?")
-        params = query.split(b"&")
-        found = None
-        for i, param in enumerate(params):
-            name = param.partition(b"=")[0]
-            if unquote_to_bytes(name.replace(b"+", b" ")) == self.query:
-                if found is not None:
-                    raise _Repeated
-                found = i
-        if found is None:
-            return None
-        value = params[found].partition(b"=")[2]
-        if not value:
-            return None
-        if self.hide:
-            del params[found]
-            ex.target = path + b"?" + b"&".join(params) if params else path
-        return unquote_to_bytes(value.replace(b"+", b" "))
-
-    def _from_cookies(self, ex) -> bytes | None:
-        """The credential cookie, looked for in every Cookie header (RFC 6265 5.2: name and
-        value trimmed; a name is also compared percent-decoded, as some frameworks read it)."""
-        want = self.cookie
-        found = None
-        for i, (name, value) in enumerate(ex.headers):
-            if name == b"cookie":
-                pairs = value.split(b";")
-                for j, pair in enumerate(pairs):
-                    cookie = pair.partition(b"=")[0].strip()
-                    if cookie == want or b"%" in cookie and unquote_to_bytes(cookie) == want:
-                        if found is not None:
-                            raise _Repeated
-                        found = (i, j, pairs)
-        if found is None:
-            return None
-        i, j, pairs = found
-        value = pairs[j].partition(b"=")[2].strip()
-        if not value:
-            return None
-        if self.hide:
-            del pairs[j]
-            rest = b"; ".join(p.strip() for p in pairs if p.strip())
-            if rest:
-                ex.headers[i] = (b"cookie", rest)
-            else:
-                del ex.headers[i]
-        return value.strip(b'"')
-
-
-class _Anonymous:
-    __slots__ = ("username", "head")
-
-    def __init__(self, username: str):
-        self.username = username
-        self.head = b"x-consumer-username: " + username.encode() + b"\r\n"
-
-
-class _Repeated(Exception):
-    """The credential's header, query parameter or cookie is given more than once."""
 
 
 def build(conf: dict, snapshot) -> JwtAuth:

@@ -104,8 +104,8 @@ def _compiled(group: dict):
             {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}]}],
     })
     credentials = jwt_auth.index_credentials(conf["consumers"], None)
-    snapshot = SimpleNamespace(credentials=credentials,
-                               token_cache=jwt_auth.VerifiedTokenCache(64))
+    snapshot = SimpleNamespace(credentials={"jwt-auth": credentials},
+                               state={"jwt-auth": jwt_auth.VerifiedTokenCache(64)})
     plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"], snapshot)
     return credentials["wycheproof"], plugin
 
@@ -181,7 +181,7 @@ def test_vector(index, test):
     # gets into the cache. (An empty header is no token at all.)
     ex = PluginSide([(b"host", b"api.test"), (b"authorization", text.encode())])
     assert plugin.access(ex) is (jwt_auth.TOKEN_INVALID if text else jwt_auth.MISSING_TOKEN)
-    assert ex.consumer == "" and ex.extra_head == b""
+    assert ex.consumer is None
     assert len(plugin.cache) == 0
 
 
