@@ -3,6 +3,8 @@
 1. A request whose body already went upstream is never sent again on another node.
 2. An exception in a plugin is a logged 500, not a silent 400.
 3. A 408 or 413 decided while the body streams is in the metrics and the access log.
+4. A plugin that waits (PENDING) resumes or answers its exchange, in order, and one whose
+   client left is dropped.
 
 Every wait is for an event (a response, EOF, a log line), bounded by a socket time-out.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
 
@@ -281,3 +284,58 @@ def test_408_while_a_body_streams_is_counted_and_logged(upstream, gateway_factor
         assert (status, json.loads(body)) == (408, {"error_msg": "408 Request Timeout"})
         assert c.closed()
     assert recorded(gw, 408) == (1, 1)  # (metrics, access log)
+
+
+# ---------------------------------------------------------------- 4. a plugin that waits
+
+@pytest.fixture
+def waiting_gateway(upstream, gateway_factory):
+    return gateway_factory({"services": [service(upstream.url, [
+        {"name": "waits", "paths": ["/wait/*"], "plugins": {"later": {}}},
+        {"name": "refuses", "paths": ["/no/*"], "plugins": {"later": {"refuse": True}}},
+        {"name": "all", "paths": ["/*"]}])]}, plugins=("waiting_plugin",))
+
+
+def test_a_pending_plugin_resumes_the_exchange_with_its_header(upstream, waiting_gateway):
+    with waiting_gateway.raw(WAIT) as c:
+        c.send(b"GET /wait/a HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert c.response()[0] == 200
+    [seen] = [r for r in upstream.requests if r["target"] == "/wait/a"]
+    assert [v for n, v in seen["headers"] if n.lower() == "x-waited"] == ["yes"]
+
+
+def test_a_pending_plugin_answers_and_nothing_goes_upstream(upstream, waiting_gateway):
+    with waiting_gateway.raw(WAIT) as c:
+        c.send(b"GET /no/a HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers, body = c.response()
+        assert (status, json.loads(body)) == (403, {"error_msg": "refused after waiting"})
+        assert headers["connection"] == "keep-alive"
+        c.send(b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n")  # the connection goes on
+        assert c.response()[0] == 200
+    assert not [r for r in upstream.requests if r["target"].startswith("/no")]
+
+
+def test_requests_pipelined_behind_a_pending_one_are_answered_in_order(upstream,
+                                                                        waiting_gateway):
+    before = len(upstream.requests)  # the upstream serves the whole module
+    with waiting_gateway.raw(WAIT) as c:
+        c.send(b"GET /wait/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /json?n=2 HTTP/1.1\r\nHost: a\r\n\r\n"
+               b"GET /no/3 HTTP/1.1\r\nHost: a\r\n\r\nGET /json?n=4 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert [c.response()[0] for _ in range(4)] == [200, 200, 403, 200]
+    assert [r["target"] for r in upstream.requests[before:]] == ["/wait/1", "/json?n=2",
+                                                                 "/json?n=4"]
+
+
+def test_a_client_gone_while_its_plugin_waits_leaves_nothing_behind(upstream, waiting_gateway):
+    start, before = len(waiting_gateway.log), len(upstream.requests)
+    c = waiting_gateway.raw(WAIT)
+    c.send(b"GET /wait/gone HTTP/1.1\r\nHost: a\r\n\r\n")
+    # a reset, not a half-close (after which a whole request is still answered)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    # a request on a new connection, sent after the plugin resumed the abandoned one
+    with waiting_gateway.raw(WAIT) as d:
+        d.send(b"GET /wait/next HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert d.response()[0] == 200
+    assert [r["target"] for r in upstream.requests[before:]] == ["/wait/next"]
+    assert not any("Traceback" in line for line in waiting_gateway.log[start:])
