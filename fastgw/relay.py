@@ -1,11 +1,17 @@
 """One request's journey, from its parsed head to the end of its answer: `Exchange`.
 
-An exchange goes through these states; TRANSITIONS lists every step allowed:
+An exchange goes through these states:
 
     QUEUED ──> PENDING ──> CONNECTING ──> SENDING ──> RESPONDING ──> DONE
       │          a plugin   no byte sent   request     the answer's
       │          waits      upstream yet   head sent   head sent
       └──────────────── answered by the gateway (404, 401, 502, ...) ───> DONE
+
+A pooled connection skips CONNECTING (QUEUED or PENDING to SENDING); a retry goes back
+from SENDING to CONNECTING; any state but RESPONDING can be answered by the gateway,
+and any state ends in DONE. Each event is taken only in the states it belongs to
+(`resume` in PENDING, `_connected` in CONNECTING, response bytes from the connection
+the exchange holds), so no step outside these happens.
 
 QUEUED: parsed, waiting for its turn on the client connection. Its turn starts it
 (`start`): routing, then the route's plugins in priority order, then the upstream.
@@ -33,19 +39,12 @@ from . import responses
 from .plugins import PENDING, UPSTREAM_HEADERS
 from .responses import SERVER, Fault, Response, status_line
 from .spelling import header_names
+from .upstream import PoolWait
 
 log = logging.getLogger("fastgw")
 
 QUEUED, PENDING_STATE, CONNECTING, SENDING, RESPONDING, DONE = (
     "QUEUED", "PENDING", "CONNECTING", "SENDING", "RESPONDING", "DONE")
-TRANSITIONS = {
-    QUEUED: {PENDING_STATE, CONNECTING, SENDING, DONE},
-    PENDING_STATE: {CONNECTING, SENDING, DONE},
-    CONNECTING: {SENDING, DONE},
-    SENDING: {RESPONDING, CONNECTING, DONE},  # CONNECTING: retried on another connection
-    RESPONDING: {DONE},
-    DONE: set(),
-}
 
 
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
@@ -96,7 +95,7 @@ class Rare:
     """The state of an exchange that only some requests need."""
 
     __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
-                 "tries", "connecting", "waiting", "slow", "upstream_paused")
+                 "tries", "connecting", "slow", "upstream_paused")
 
     def __init__(self):
         self.body: list[bytes] = []  # request body received before the upstream was ready
@@ -109,7 +108,6 @@ class Rare:
         self.tries = 0
         # the connect under way, or the place in a full pool's queue (upstream.PoolWait)
         self.connecting: asyncio.Future | None = None
-        self.waiting = False  # in a full pool's queue, which times the wait out itself
         self.slow: SlowResponse | None = None
         self.upstream_paused = False  # the upstream's write buffer is full
 
@@ -280,7 +278,6 @@ class Exchange:
             return
         # the node is at max_connections: the pool calls pool_ready or pool_timeout;
         # `connecting` is this exchange's place in its queue (cancelled like a connect)
-        rare.waiting = True
         rare.connecting = pool.wait(self, self.client.gateway.now + upstream.connect_timeout)
 
     def _open(self) -> None:
@@ -292,7 +289,6 @@ class Exchange:
         """From the pool whose queue this exchange waited in: `conn` to use, or None:
         open a connection."""
         self.rare.connecting = None
-        self.rare.waiting = False
         try:
             if conn is not None:
                 self._send(conn)
@@ -305,7 +301,6 @@ class Exchange:
     def pool_timeout(self) -> None:
         """From the pool: its node stayed full for the whole connect time-out."""
         self.rare.connecting = None
-        self.rare.waiting = False
         self.fail(responses.SERVICE_UNAVAILABLE)
 
     def _connected(self, task: asyncio.Future) -> None:
@@ -466,8 +461,8 @@ class Exchange:
                 return upstream.send_timeout
             if state == RESPONDING or self.req_done:
                 return upstream.read_timeout
-        elif state == CONNECTING and not rare.waiting:
-            return self.route.upstream.connect_timeout
+        elif state == CONNECTING and type(rare.connecting) is not PoolWait:
+            return self.route.upstream.connect_timeout  # a full pool times its queue out
         return _NEVER
 
     # ------------------------------------------------------------ endings
