@@ -200,12 +200,17 @@ class AdminAPI:
             for cred, cred_id in zip(creds, schema.credential_ids(username, creds)):
                 if not isinstance(cred, dict):
                     continue
+                masked = [field for field in _secret_fields(cred) if cred.get(field) == MASK]
+                if not masked:
+                    continue
                 old = current.get((username, cred_id))
-                for field in _secret_fields(cred):
-                    if cred.get(field) == MASK:
-                        if old is None:
-                            raise AdminError(400, f"{field}: {MASK!r} is not a value", field)
-                        cred[field] = old[field]
+                # "***" stands for the secret of the same credential, of the same type: a
+                # masked field of another type's credential (its public key) is no secret
+                same = old is not None and credential_type(old) is credential_type(cred)
+                for field in masked:
+                    if not same:
+                        raise AdminError(400, f"{field}: {MASK!r} is not a value", field)
+                    cred[field] = old[field]
 
     async def _put_credential(self, username: str, cred_id: str, data) -> tuple[int, dict]:
         cred = self._named(data, "id", cred_id)

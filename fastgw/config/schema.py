@@ -154,7 +154,8 @@ def credential_ids(username, credentials: list) -> list:
     for cred in credentials:
         kind = credential_type(cred) if isinstance(cred, dict) else None
         if kind is None or cred.get("id") is not None:
-            ids.append(cred.get("id") if isinstance(cred, dict) else None)
+            own = cred.get("id") if isinstance(cred, dict) else None
+            ids.append(own if isinstance(own, str) else None)  # the schema refuses the rest
             continue
         nth = counts[kind] = counts.get(kind, 0) + 1
         try:
