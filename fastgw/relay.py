@@ -188,8 +188,12 @@ class Exchange:
             self.fail(fault.response)
         except Exception:
             log.exception("plugin failed while resuming %s %s", self.method.decode("latin-1"),
-                          self.url[:200].decode("latin-1"))
+                          self.logged_path())
             self.fail(responses.INTERNAL_ERROR, retry=False)
+
+    def logged_path(self) -> str:
+        """The path for a log line: never the query, which may carry a credential."""
+        return self.url.partition(b"?")[0][:200].decode("latin-1")
 
     # ------------------------------------------------------------ request side (client)
 

@@ -403,7 +403,7 @@ class ClientConnection(asyncio.Protocol):
                 ex.fail(fault.response, retry=False)
             except Exception:
                 log.exception("request %s %s failed", ex.method.decode("latin-1"),
-                              ex.url[:200].decode("latin-1"))
+                              ex.logged_path())
                 ex.fail(responses.INTERNAL_ERROR, retry=False)
         self.starting = False
 
