@@ -91,7 +91,7 @@ def default_id(username: str, cred: dict, nth: int) -> str:
 def generate_secret(cred: dict) -> str | None:
     """Fill in an HS* credential's missing secret (an unvalidated credential from the admin
     API); the field generated, or None."""
-    if cred.get("algorithm", "HS256") in _HMAC_NAMES and not cred.get("secret"):
+    if cred.get("algorithm", "HS256") in _HMAC_NAMES and cred.get("secret") in (None, ""):
         cred["secret"] = jwt.new_secret()
         return "secret"
     return None
@@ -251,7 +251,8 @@ class JwtAuth:
                 if token is None:
                     if self.anonymous is None:
                         return MISSING_TOKEN
-                    ex.consumer = self.anonymous
+                    if ex.consumer is None:  # never over a consumer a plugin verified
+                        ex.consumer = self.anonymous
                     return None
             # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
             # keeps what ends a value, and "Bearer" may be followed by several spaces.

@@ -63,7 +63,7 @@ def default_id(username: str, cred: dict, nth: int) -> str:
 def generate_secret(cred: dict) -> str | None:
     """Fill in a missing key (an unvalidated credential from the admin API); the field
     generated, or None."""
-    if not cred.get("key"):
+    if cred.get("key") in (None, ""):  # a key of another kind is the schema's to refuse
         cred["key"] = jwt.new_secret()
         return "key"
     return None
@@ -71,11 +71,15 @@ def generate_secret(cred: dict) -> str | None:
 
 # ---------------------------------------------------------------- credentials
 
-_INDEX_KEY = os.urandom(32)  # per process: the index's hashes mean nothing elsewhere
+# keyed per process (the index's hashes mean nothing elsewhere), set up once: a copy of a
+# prepared hasher costs about half of keying a new one on each request
+_HASHER = blake2b(key=os.urandom(32), digest_size=16)
 
 
 def _digest(key: bytes) -> bytes:
-    return blake2b(key, key=_INDEX_KEY, digest_size=16).digest()
+    hasher = _HASHER.copy()
+    hasher.update(key)
+    return hasher.digest()
 
 
 class Credential(credentials.Credential):
@@ -132,7 +136,8 @@ class KeyAuth:
                 if key is None:
                     if self.anonymous is None:
                         return MISSING_KEY
-                    ex.consumer = self.anonymous
+                    if ex.consumer is None:  # never over a consumer a plugin verified
+                        ex.consumer = self.anonymous
                     return None
         except Repeated:
             ex.refuse(BAD_REQUEST)
