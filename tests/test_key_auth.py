@@ -155,7 +155,7 @@ def test_header_twice_under_any_spelling_is_refused(upstream, gateway_factory):
     before = len(upstream.requests)
     for lines in ([f"X-API-Key: {API_KEY}", f"x-api-key: {API_KEY}"],
                   [f"X-API-Key: {API_KEY}", "X_Api_Key: forged"],
-                  [f"x_api-KEY: forged", f"X-API-Key: {API_KEY}"],
+                  ["x_api-KEY: forged", f"X-API-Key: {API_KEY}"],
                   ["X-API-Key:", f"X-API-Key: {API_KEY}"],  # an empty one counts
                   [f"X-API-Key: {API_KEY}", "X-API-Key:"],
                   ["X-API-Key:", "X-API-Key:"]):
@@ -217,6 +217,15 @@ def test_an_anonymous_jwt_consumer_is_replaced_by_the_key_holder(upstream, gatew
     status, _, body = get(gw, apikey=API_KEY)
     assert status == 200 and seen_headers(body)["x-consumer-username"] == "keyholder"
     assert_401(get(gw), "Missing API key in request")
+
+
+def test_an_anonymous_key_consumer_never_replaces_a_verified_jwt_one(upstream, gateway_factory):
+    gw = gateway_factory(both(upstream, key={"anonymous_consumer": "keyholder"}))
+    status, _, body = get(gw, Authorization=jwt_token(exp=int(time.time()) + 60))
+    seen = json.loads(body)["headers"]
+    assert status == 200
+    assert [v for n, v in seen if n == "x-consumer-username"] == ["jack"]
+    assert [v for n, v in seen if n == "x-credential-identifier"] == ["user-key"]
 
 
 def test_routes_run_plugins_by_priority_whatever_their_order():
@@ -375,6 +384,16 @@ def test_keys_never_reach_the_access_log(upstream, gateway_factory, tmp_path):
     assert API_KEY not in text and "wrong-key-value" not in text
 
 
+def test_a_key_in_the_query_never_reaches_the_error_log(upstream, gateway_factory):
+    gw = gateway_factory(config(upstream, plugins={"key-auth": {}, "explode": {}}),
+                         plugins=("faulty_plugin",))
+    start = len(gw.log)
+    assert get(gw, f"/boom?apikey={API_KEY}")[0] == 500  # key-auth passes, then explode
+    gw.wait_for_log("RuntimeError", 5, start)
+    assert any("GET /boom failed" in line for line in gw.log[start:])
+    assert API_KEY not in "".join(gw.log)
+
+
 def test_auth_failures_are_counted_by_reason(upstream, gateway_factory):
     from test_metrics import scrape, value
     port = free_port()
@@ -426,6 +445,7 @@ def test_admin_generates_a_key_returned_once_that_works(admin_gw):
 
 def test_admin_keeps_a_masked_key_sent_back(admin_gw):
     status, conf = admin(admin_gw, "GET", "/admin/config")
+    assert status == 200
     conf["services"][0]["routes"][0]["paths"] = ["/only"]
     status, body = admin(admin_gw, "PUT", "/admin/config", conf)
     assert status == 200 and body["consumers"][0]["credentials"][0]["key"] == "***"
@@ -436,6 +456,32 @@ def test_admin_keeps_a_masked_key_sent_back(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/consumers/new", {"credentials": [
         {"type": "key-auth", "key": "***"}]})
     assert status == 400 and body["path"] == "key"
+
+
+def test_admin_masked_field_of_a_credential_of_another_type_is_refused(admin_gw):
+    """"***" stands for the same credential's secret: sent for a credential whose type
+    changed, it would take the value of another field (a JWT credential's public key)."""
+    assert admin(admin_gw, "PUT", "/admin/consumers/jill", {"credentials": [
+        {"id": "jill-jwt", "key": "jill-jwt", "secret": SECRET}]})[0] == 200
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jill/credentials/jill-jwt",
+                         {"type": "key-auth", "key": "***"})
+    assert (status, body["error_msg"]) == (400, "key: '***' is not a value")
+    assert get(admin_gw, apikey="jill-jwt")[0] == 401
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jack/credentials/jack-key-auth",
+                         {"type": "jwt-auth", "key": "k", "secret": "***"})
+    assert (status, body["error_msg"]) == (400, "secret: '***' is not a value")
+    assert get(admin_gw, apikey=API_KEY)[0] == 200  # nothing changed
+
+
+@pytest.mark.parametrize("cred,path,message", [
+    ({"key": ["a"]}, "consumers[1].credentials[0].key", "must be a string, not a list"),
+    ({"id": [], "type": "key-auth", "key": "k-1"}, "consumers[1].credentials[0].id",
+     "must be a string, not a list"),
+    ({"id": {"x": 1}, "key": "k-2", "secret": "***"}, "secret", "'***' is not a value")])
+def test_admin_credential_of_the_wrong_kinds_is_a_400_naming_the_field(admin_gw, cred, path,
+                                                                       message):
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jill", {"credentials": [cred]})
+    assert (status, body) == (400, {"error_msg": f"{path}: {message}", "path": path})
 
 
 def test_admin_duplicate_key_is_a_conflict_that_does_not_show_it(admin_gw):
