@@ -282,7 +282,8 @@ class Exchange:
             return
         # the node is at max_connections: the pool calls pool_ready or pool_timeout;
         # `connecting` is this exchange's place in its queue (cancelled like a connect)
-        rare.connecting = pool.wait(self, self.client.gateway.now + upstream.connect_timeout)
+        # the loop clock, not the tick's (up to 0.1 s old): the wait is never cut short
+        rare.connecting = pool.wait(self, self.client.loop.time() + upstream.connect_timeout)
 
     def _open(self) -> None:
         self.stall = 0

@@ -77,7 +77,9 @@ def upstream_nodes(conf: dict) -> tuple[str, int, list[dict], bytes]:
 
 
 def node_key(scheme: str, host: str, port: int, tls: dict) -> tuple:
-    """What makes two nodes one pool: TLS settings count only for https."""
+    """What makes two nodes one pool: TLS settings count only for https. A name is one
+    node however it is spelled (DNS names are case-insensitive; a trailing dot is the root)."""
+    host = host.lower().rstrip(".")
     if scheme == "https":
         return scheme, host, port, tls["verify"], tls["ca_file"]
     return scheme, host, port
@@ -188,6 +190,7 @@ class UpstreamPool:
         self.max_requests = keepalive_pool["requests"]
         self.max_connections = max_connections
         self.head_end = b"connection: close\r\n\r\n" if self.size == 0 else b"\r\n"
+        self._serve_waiters()  # a higher limit (or none) lets those already waiting in
 
     # ------------------------------------------------------------ for exchanges
 
@@ -261,18 +264,20 @@ class UpstreamPool:
         self.open.add(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        """`conn` is closed (by either side)."""
-        try:
-            self.idle.remove(conn)
-        except ValueError:
-            pass
-        if conn in self.open:
+        """`conn` is closed by either side (connection_lost); it may have been idle."""
+        if conn in self.open:  # not closed by _close already
             self.open.discard(conn)
+            if conn in self.idle:
+                self.idle.remove(conn)
             self._serve_waiters()
 
     def _close(self, conn: UpstreamConnection) -> None:
+        """Close `conn`, which is not on the idle stack: it no longer counts, though its
+        close completes later."""
         conn.transport.close()
-        self.forget(conn)  # it no longer counts, though its close completes later
+        if conn in self.open:
+            self.open.discard(conn)
+            self._serve_waiters()
 
     def _serve_waiters(self) -> None:
         """Room was made: the first waiters open connections, as many as the limit allows."""
@@ -285,7 +290,7 @@ class UpstreamPool:
         answer waiters past their deadline."""
         idle = self.idle
         while idle and idle[0].idle_deadline <= now:
-            self._close(idle[0])
+            self._close(idle.pop(0))
         if self.waiters:
             late = [w for w in self.waiters if w.deadline <= now]
             for wait in late:
@@ -304,7 +309,7 @@ class UpstreamPool:
     def close(self) -> None:
         """Close the idle connections (at shutdown, or when retired)."""
         while self.idle:
-            self._close(self.idle[-1])
+            self._close(self.idle.pop())
 
 
 class PoolRegistry:
