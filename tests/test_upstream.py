@@ -10,6 +10,7 @@ import signal
 import socket
 import ssl
 import struct
+import time
 
 import pytest
 from cryptography import x509
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import free_port, service
+from fastgw.config import ConfigError
+from fastgw.config.schema import validate
 from upstream import UpstreamServer
 
 
@@ -248,7 +251,10 @@ def test_waiter_whose_client_left_is_removed(upstream, own_upstream, gateway_fac
 def test_waiter_past_the_connect_timeout_gets_503(upstream, own_upstream, gateway_factory):
     gw, first = _full_node(gateway_factory, own_upstream, upstream,
                            timeout={"connect": 0.3, "send": 10, "read": 10})
+    started = time.monotonic()
     status, headers, body = gw.request("GET", "/late", host="capped.test")
+    waited = time.monotonic() - started
+    assert 0.3 <= waited < 1.5, waited  # it waited in line for the connect time-out
     assert status == 503 and headers["content-type"] == "application/json"
     assert json.loads(body) == {"error_msg": "503 Service Unavailable"}
     own_upstream.release("1")
@@ -268,3 +274,33 @@ def test_connection_released_into_a_pruned_pool_is_closed(upstream, own_upstream
     own_upstream.release("1")
     assert first.response()[0] == 200  # the exchange in flight finishes on its connection
     assert own_upstream.wait_until(lambda: own_upstream.closed == 1)  # and then it is closed
+
+
+def test_reload_raising_the_limit_lets_those_waiting_in(upstream, own_upstream,
+                                                        gateway_factory):
+    gw, first = _full_node(gateway_factory, own_upstream, upstream,
+                           timeout={"connect": 5, "send": 10, "read": 10})
+    second = _queue(gw, "/second")
+    gw.write_config(_capped(own_upstream, upstream, max_connections=5,
+                            timeout={"connect": 5, "send": 10, "read": 10}))
+    started = time.monotonic()
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_log("configuration reloaded")
+    status, _, body = second.response()  # while the first still holds its connection
+    assert status == 200 and seen(body)["target"] == "/second"
+    assert time.monotonic() - started < 3  # well before the 5 s connect time-out
+    assert own_upstream.max_open == 2
+    own_upstream.release("1")
+    assert first.response()[0] == 200
+
+
+def test_one_node_however_its_name_is_spelled_has_one_pool():
+    conf = {"services": [
+        service("http://a.example", [{"name": "a", "paths": ["/a"]}], name="one",
+                upstream={"max_connections": 1}),
+        service("http://b", [{"name": "a", "paths": ["/b"]}], name="two",
+                upstream={"url": None, "nodes": [{"host": "A.Example", "port": 80}],
+                          "max_connections": 2})]}
+    with pytest.raises(ConfigError) as info:
+        validate(conf)
+    assert [path for path, _ in info.value.errors] == ["services[1].upstream.max_connections"]
