@@ -39,8 +39,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -75,27 +73,7 @@ JSON_DOC = json.dumps({"slideshow": {
     indent=1)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(port: int, timeout: float = 30) -> None:
-    """Until the server on `port` answers an HTTP request (any status): a port that
-    accepts connections is not yet a gateway that serves."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            left = max(deadline - time.monotonic(), 0.1)
-            with socket.create_connection(("127.0.0.1", port), timeout=left) as sock:
-                sock.sendall(b"GET /ready HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                if sock.recv(5) == b"HTTP/":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing answers on {port}")
+free_port = bytecodes.free_port
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
@@ -157,7 +135,7 @@ class Proc:
         self.popen = subprocess.Popen(["taskset", "-c", self.cpu, *self.argv], stdout=log,
                                       stderr=subprocess.STDOUT, env={**os.environ, **self.env},
                                       cwd=workdir, start_new_session=True)
-        wait_ready(self.port, timeout=120)
+        bytecodes.wait_ready(self.port, self.popen, 120)
         self.started_in = time.monotonic() - began
         return self
 
@@ -167,11 +145,7 @@ class Proc:
 
     def stop(self) -> None:
         if self.popen and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
+            bytecodes.stop(self.popen)
 
 
 def nginx_upstream(workdir: Path, port: int) -> Proc:
