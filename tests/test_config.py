@@ -62,6 +62,9 @@ def test_minimal_configuration_gets_defaults():
      'services[0].upstream.upstream_host: is required when pass_host is "rewrite"'),
     ({"services": [svc(upstream={"url": "http://a", "timeout": {"read": 0}})]},
      "services[0].upstream.timeout.read: must be greater than 0"),
+    ({"services": [svc(upstream={"url": "https://a", "tls": {"ca_file": "/no/such/ca.pem"}})]},
+     "services[0].upstream.tls.ca_file: cannot be read as CA certificates: No such file or "
+     "directory"),
     ({"services": [svc(routes=[{"name": "r", "paths": ["/x"], "methods": ["FETCH"]}])]},
      "services[0].routes[0].methods[0]: must be one of GET, HEAD, POST, PUT, DELETE, PATCH, "
      "OPTIONS, TRACE, CONNECT, PURGE, not 'FETCH'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from urllib.parse import urlsplit
 
 from ..plugins import CREDENTIAL_TYPES, DEFAULT_CREDENTIAL_TYPE, PLUGINS, credential_type
@@ -72,6 +73,13 @@ def _upstream_whole(up: dict, path: str, errors: Errors) -> None:
         errors.append((join(path, "nodes"), "needs a node with weight > 0"))
     if up["pass_host"] == "rewrite" and not up["upstream_host"]:
         errors.append((join(path, "upstream_host"), 'is required when pass_host is "rewrite"'))
+    ca_file = up["tls"]["ca_file"]
+    if ca_file is not None:
+        try:  # read now: a worker would fail on it at its first configuration
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            errors.append((join(join(path, "tls"), "ca_file"),
+                           f"cannot be read as CA certificates: {exc.strerror or exc}"))
 
 
 def _plugin_schema(name: str):
