@@ -15,8 +15,8 @@ The interface an `Exchange` uses, in the order of a request:
     pool.connect(loop) -> Task      opens one; it counts against `max_connections` from
                                     now until the connect fails or the socket closes
     pool.wait(exchange, deadline)   joins the node's queue (FIFO) when it is full; the
-                                    result has `cancel()`, which is `pool.cancel_wait`
-    pool.cancel_wait(exchange)      leaves the queue (the client went away)
+                                    result's `cancel()` leaves the queue (the client
+                                    went away, or the exchange failed)
     pool.release(conn, reusable, now)
                                     the one place that decides release or close
 
@@ -162,7 +162,7 @@ class PoolWait:
         self.pool, self.exchange, self.deadline = pool, exchange, deadline
 
     def cancel(self) -> None:
-        self.pool.cancel_wait(self.exchange)
+        self.pool.waiters.remove(self)  # still in it: once served, nothing cancels it
 
 
 class UpstreamPool:
@@ -206,7 +206,7 @@ class UpstreamPool:
 
     def has_room(self) -> bool:
         """May a connection be opened now? Not while others wait: they come first."""
-        return self.max_connections is None or (not self.waiters and self._under_limit())
+        return not self.waiters and self._under_limit()
 
     def _under_limit(self) -> bool:
         limit = self.max_connections
@@ -232,12 +232,6 @@ class UpstreamPool:
         wait = PoolWait(self, exchange, deadline)
         self.waiters.append(wait)
         return wait
-
-    def cancel_wait(self, exchange: "Exchange") -> None:
-        for wait in self.waiters:
-            if wait.exchange is exchange:
-                self.waiters.remove(wait)
-                return
 
     def release(self, conn: UpstreamConnection, reusable: bool, now: float) -> None:
         """The one decision whether a connection is kept: only if the exchange on it ended
@@ -381,7 +375,7 @@ class Node:
 class Upstream:
     """A service's upstream, compiled: nodes with pools, balancing, and per-request facts."""
 
-    __slots__ = ("nodes", "pass_host", "base_path", "connect_timeout", "send_timeout",
+    __slots__ = ("nodes", "base_path", "connect_timeout", "send_timeout",
                  "read_timeout", "retries", "single", "_current", "_total")
 
     def __init__(self, conf: dict, pools: PoolRegistry):
@@ -391,11 +385,11 @@ class Upstream:
                       for n in specs]
         for node in self.nodes:
             node.pool.configure(conf["keepalive_pool"], conf["max_connections"])
-        self.pass_host = conf["pass_host"]
+        pass_host = conf["pass_host"]
         for node in self.nodes:
-            if self.pass_host == "node":
+            if pass_host == "node":
                 node.fixed_host = node.host_header
-            elif self.pass_host == "rewrite":
+            elif pass_host == "rewrite":
                 node.fixed_host = conf["upstream_host"].encode()
         timeout = conf["timeout"]
         self.connect_timeout = timeout["connect"]

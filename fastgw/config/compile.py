@@ -43,4 +43,6 @@ class Snapshot:
     def retire(self, older: "Snapshot") -> None:
         """Called once this snapshot replaced `older`: void what no longer exists."""
         for kind, module in CREDENTIAL_TYPES.items():
-            module.retire(older.credentials[kind], self.credentials[kind])
+            retire = getattr(module, "retire", None)  # for types with state hanging on them
+            if retire is not None:
+                retire(older.credentials[kind], self.credentials[kind])

@@ -29,8 +29,9 @@ And may declare:
   `generate_secret(cred)`, filling in a missing secret of an unvalidated credential and
   naming the field, or None; `index_credentials(consumers, previous)`, its credentials
   compiled per configuration (`snapshot.credentials[CREDENTIAL_TYPE]`), unchanged ones keeping
-  their objects; `retire(old, new)`, told which ones went; and optionally
-  `issue_token(cred, claims, ttl, expires, now)` for `fastgw token` and the admin API.
+  their objects; and optionally `retire(old, new)`, told which ones went (when something
+  hangs on a credential: jwt-auth's cached tokens), and `issue_token(cred, claims, ttl,
+  expires, now)` for `fastgw token` and the admin API.
 """
 
 from __future__ import annotations

@@ -60,11 +60,10 @@ class Credential(Identity):
     longer holds it unchanged (jwt-auth's cached tokens of it are void from then on);
     `source` is what it was compiled from, to tell whether it changed."""
 
-    __slots__ = ("id", "revoked", "source")
+    __slots__ = ("revoked", "source")
 
     def __init__(self, username: str, conf: dict):
         super().__init__(username, conf["id"])
-        self.id = conf["id"]
         self.revoked = False
         self.source = (username, conf)
 

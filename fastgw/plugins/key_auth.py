@@ -99,7 +99,6 @@ def index_credentials(consumers: list[dict], previous: dict[bytes, Credential] |
                                          lambda conf: _digest(conf["key"].encode()), Credential)
 
 
-retire = credentials.retire  # nothing hangs on a key credential; kept for the contract
 
 
 # ---------------------------------------------------------------- responses
