@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
 from ..config.types import Field, Nullable, Str
+from ..responses import Response
 from ..spelling import header_names
 
 # The identity headers every authentication plugin sets upstream.
@@ -100,6 +101,16 @@ def retire(old: dict, new: dict) -> None:
 
 class Repeated(Exception):
     """The credential's header, query parameter or cookie is given more than once."""
+
+
+def no_credential(ex, anonymous: Identity | None, missing: Response) -> Response | None:
+    """A request that holds no credential: `missing` (a 401), or None and the anonymous
+    consumer, which never replaces a consumer another plugin verified."""
+    if anonymous is None:
+        return missing
+    if ex.consumer is None:
+        ex.consumer = anonymous
+    return None
 
 
 class Places:

@@ -20,7 +20,7 @@ from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
 from ..spelling import any_case
 from . import credentials
-from .credentials import Identity, Places, Repeated
+from .credentials import Identity, Places, Repeated, no_credential
 
 # ---------------------------------------------------------------- the contract
 
@@ -249,11 +249,7 @@ class JwtAuth:
             if token is None:
                 token = self.places.elsewhere(ex)
                 if token is None:
-                    if self.anonymous is None:
-                        return MISSING_TOKEN
-                    if ex.consumer is None:  # never over a consumer a plugin verified
-                        ex.consumer = self.anonymous
-                    return None
+                    return no_credential(ex, self.anonymous, MISSING_TOKEN)
             # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
             # keeps what ends a value, and "Bearer" may be followed by several spaces.
             elif token[:7] in _BEARER:  # "Bearer " prefix optional, any case

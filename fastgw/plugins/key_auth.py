@@ -20,7 +20,7 @@ from .. import jwt
 from ..config.types import Bool, Field, Nullable, Obj, Str
 from ..responses import BAD_REQUEST, Response
 from . import credentials
-from .credentials import Identity, Places, Repeated
+from .credentials import Identity, Places, Repeated, no_credential
 
 NAME = "key-auth"
 PRIORITY = 2500  # as in APISIX: after jwt-auth (2510)
@@ -133,11 +133,7 @@ class KeyAuth:
             if key is None:
                 key = self.places.elsewhere(ex)
                 if key is None:
-                    if self.anonymous is None:
-                        return MISSING_KEY
-                    if ex.consumer is None:  # never over a consumer a plugin verified
-                        ex.consumer = self.anonymous
-                    return None
+                    return no_credential(ex, self.anonymous, MISSING_KEY)
         except Repeated:
             ex.refuse(BAD_REQUEST)
             return BAD_REQUEST
