@@ -69,19 +69,28 @@ _NEVER = float("inf")
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 # The usual response is forwarded as the upstream wrote it but for three kinds of line,
-# found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, a
-# Content-Length, and no field that changes the framing or the connection. Any other
-# response takes the slow path, `SlowResponse`, which rebuilds its head field by field.
-_FAST_STATUS = {b"HTTP/1.1 %d" % code: code for code in range(200, 600) if code not in (204, 304)}
-_SLOW_FIELD = re.compile(
-    rb"\r\n(?:transfer-encoding|te|trailer|upgrade|proxy-[^:\r]*):"
-    rb"|\r\nconnection:(?![ \t]*keep-alive[ \t]*(?:\r|$))", re.I).search
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?:\r|$)", re.I).search
+# found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, one
+# Content-Length, and no field that changes the framing or the connection. `_FAST_HEAD`
+# matches such a head whole (groups: the head without its blank line, the status, the
+# length). Any other response takes the slow path, `SlowResponse`, which rebuilds its
+# head field by field.
+_ORDINARY_LINE = (rb"\r\n(?:(?!transfer-encoding:|te:|trailer:|upgrade:|proxy-|content-length:"
+                  rb"|connection:)[^\r\n]+|connection:[ \t]*keep-alive[ \t]*(?=\r))")
+_FAST_HEAD = re.compile(
+    rb"(HTTP/1\.1 (?!204|304)([2-5][0-9][0-9])(?=[ \r])[^\r\n]*(?:%s)*"
+    rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?=\r)(?:%s)*)\r\n\r\n"
+    % (_ORDINARY_LINE, _ORDINARY_LINE), re.I).match
+_STATUS_CODES = {b"%d" % code: code for code in range(200, 600)}
 _DROPPED_LINES = re.compile(rb"\r\n(?:server|connection|keep-alive):[^\r]*", re.I).sub
 # What ends a forwarded head: fastgw's Server field, and Connection as the client needs it.
 _END_KEEP = b"\r\n" + SERVER + b"\r\n"
 _END_KEEP_10 = b"\r\n" + SERVER + b"connection: keep-alive\r\n\r\n"
 _END_CLOSE = b"\r\n" + SERVER + b"connection: close\r\n\r\n"
+# The head of a request forwarded with its fields as they are: method, target, Host,
+# the fields, the forwarding fields up to X-Forwarded-Host's value, that value, what
+# names the consumer, and the end (`UpstreamPool.head_end`).
+_REQUEST_HEAD = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s\r\n%s%s"
+_FIELD_LINE = b"%s: %s\r\n".__mod__
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -113,38 +122,49 @@ class Rare:
 
 
 class Exchange:
-    __slots__ = (
-        # the request, as parsed and as it goes upstream
-        "client", "method", "url", "target", "headers", "host", "http11", "keep_alive",
-        "framing", "req_done", "route", "consumer", "rare",
-        # its progress
-        "state", "stall", "node", "conn", "remaining", "response", "status", "bytes_out",
-        # timing, for the metrics: head parsed, request sent upstream, response head back
-        "t0", "t_sent", "t_head",
-    )
+    """One request and its answer. The class attributes are the state an exchange starts
+    in, so creating one sets only what its request brings; an instance sets an attribute
+    when it changes. (No __slots__: CPython 3.11 keeps instance attributes inline, and
+    setting or reading them costs what a slot does, measured.)"""
 
-    def __init__(self, client, method: bytes, target: bytes, headers: list, host: bytes | None,
-                 http11: bool, keep_alive: bool):
+    # the request as it goes upstream
+    target = b""  # origin-form with the query (set by `start`; a plugin may replace it)
+    # the body's framing header as fastgw decided it (never copied): b"", a content-length
+    # line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
+    framing = b""
+    req_done = False  # the whole request has been read
+    route = None
+    node = None
+    consumer = None  # an identity a plugin set: .username, .head
+    rare: Rare | None = None
+    # its progress
+    state = QUEUED
+    stall = 0  # ticks without progress in this state (see timeout)
+    conn = None  # the upstream connection it holds
+    remaining = 0  # body bytes of a Content-Length response still to come
+    response: Response | None = None  # the gateway's own answer, if any
+    status = 0
+    bytes_out = 0
+    # timing, for the metrics: head parsed (t0), request sent upstream, response head
+    # back (None: no upstream answer), done
+    t_sent = 0.0
+    t_head: float | None = None
+    t_done = 0.0
+
+    def __init__(self, client, method: bytes, url: bytes, headers: list, fields: dict | None,
+                 host: bytes | None, http11: bool, keep_alive: bool, t0: float):
         self.client = client
         self.method = method
-        self.url = target  # as the client sent it; `target` is what goes upstream
+        self.url = url  # as the client sent it; `target` is what goes upstream
+        # (lower-case name, value) as received; `fields` the same as a dict, without Host,
+        # when every name is there once and each field but Host is forwarded as it is
+        # (else None: the fields are filtered through REQUEST_SKIP when sent)
         self.headers = headers
+        self.fields = fields
         self.host = host  # the Host field as received; then the Host to forward
         self.http11 = http11
         self.keep_alive = keep_alive  # the client's wish; then the decision (keeps_open)
-        # the body's framing header as fastgw decided it (never copied): b"", a
-        # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
-        self.framing = b""
-        self.req_done = False
-        self.route = None
-        self.consumer = None  # an identity a plugin set: .username, .head
-        self.rare: Rare | None = None
-        self.state = QUEUED
-        self.stall = 0  # ticks without progress in this state (see timeout)
-        self.conn = None
-        self.response: Response | None = None  # the gateway's own answer, if any
-        self.status = 0
-        self.t0 = client.loop.time()
+        self.t0 = t0
 
     def _rare(self) -> Rare:
         rare = self.rare
@@ -157,6 +177,7 @@ class Exchange:
     def drop_header(self, names: frozenset[bytes]) -> None:
         """Do not forward the request headers `names` (lower-case). The usual result, the
         fields fastgw writes plus one plugin's, is built once and kept."""
+        self.fields = None  # filtered when sent
         rare = self._rare()
         if rare.skip is REQUEST_SKIP:
             skip = _SKIP_ALSO.get(names)
@@ -165,6 +186,11 @@ class Exchange:
             rare.skip = skip
         else:
             rare.skip = rare.skip | names
+
+    def edit_headers(self) -> list:
+        """`headers`, for a plugin to change what is forwarded (delete or replace entries)."""
+        self.fields = None  # forwarded from `headers`, filtered, from now on
+        return self.headers
 
     def add_header(self, line: bytes) -> None:
         """Send the header line `line` ("name: value\\r\\n", built once) upstream."""
@@ -215,7 +241,7 @@ class Exchange:
             self.client.pause_reading(self.client.BODY_BUFFER)
 
     def request_complete(self) -> None:
-        self.req_done = True
+        """The rest of the request was read (`req_done`) while under way upstream."""
         state = self.state
         if state == SENDING or state == RESPONDING:
             if self.framing is CHUNKED_FRAMING:
@@ -233,17 +259,17 @@ class Exchange:
             self.answer(self.response)
             return
         url = self.url
-        path, sep, query = url.partition(b"?") if b"?" in url else (url, b"", b"")
+        path = url.partition(b"?")[0] if b"?" in url else url
         snapshot = self.client.gateway.snapshot
         found = snapshot.routes.get((self.host, path, self.method))
         if found is None:
             found = snapshot.resolve(self.host, path, self.method, self.http11)
-        route, upstream_path, self.host = found
+        route, target, self.host = found
         if route is None:
-            self.answer(upstream_path)  # a Response: 404
+            self.answer(target)  # a Response: 404
             return
         self.route = route
-        self.target = upstream_path + sep + query if sep else upstream_path
+        self.target = target if path is url else target + url[len(path):]
         if route.plugins:
             self._run_plugins(0)
         else:
@@ -265,9 +291,8 @@ class Exchange:
     def _connect(self) -> None:
         upstream = self.route.upstream
         node = self.node = upstream.single or upstream.pick()
-        rare = self.rare
-        if rare is not None and rare.expect_continue:
-            rare.expect_continue = False  # once, even if retried
+        if self.rare is not None and self.rare.expect_continue:
+            self.rare.expect_continue = False  # once, even if retried
             if not self.req_done:
                 self.client.transport.write(responses.CONTINUE)
         pool = node.pool
@@ -337,6 +362,25 @@ class Exchange:
         client = self.client
         self.t_sent = client.loop.time()
         node = self.node
+        fields = self.fields
+        transport = conn.transport
+        if fields is not None and self.rare is None:  # nearly always: one format, in C
+            consumer = self.consumer
+            transport.write(_REQUEST_HEAD % (
+                self.method, self.target, node.fixed_host or self.host or node.host_header,
+                b"".join(map(_FIELD_LINE, fields.items())), client.forwarded, self.host,
+                b"" if consumer is None else consumer.head, node.pool.head_end))
+        else:
+            self._send_filtered(transport)
+        self.stall = 0  # the read time-out starts when the request is whole (timeout)
+        if client.write_paused:
+            transport.pause_reading()
+
+    def _send_filtered(self, transport) -> None:
+        """The request head from `headers` without the fields fastgw writes itself or a
+        plugin dropped, with what plugins add; then any body buffered meanwhile."""
+        client = self.client
+        node = self.node
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\nhost: ",
                  node.fixed_host or self.host or node.host_header, b"\r\n"]
         rare = self.rare
@@ -355,7 +399,6 @@ class Exchange:
         if rare is not None:
             parts += rare.extra
         parts.append(node.pool.head_end)
-        transport = conn.transport
         if rare is not None and rare.body:
             chunks = rare.body
             if self.framing is CHUNKED_FRAMING:
@@ -367,70 +410,66 @@ class Exchange:
             transport.write(b"".join(parts))
         if self.req_done and self.framing is CHUNKED_FRAMING:
             transport.write(CHUNK_END)
-        self.stall = 0  # the read time-out starts when the request is whole (timeout)
-        if client.write_paused:
-            transport.pause_reading()
 
     # ------------------------------------------------------------ upstream side
 
     def upstream_data(self, data: bytes) -> None:
         """Bytes from the upstream: the answer's head (fast or slow path), then its body."""
+        self.stall = 0
+        rare = self.rare
+        if self.state is not SENDING or rare is not None and rare.slow is not None:
+            self._response_rest(data)
+            return
+        head = _FAST_HEAD(data)
+        if head is None or self.method == b"HEAD":
+            self._slow_response(data)
+            return
+        end = head.end()
+        total = end + int(head[3])
+        n = len(data)
+        conn = self.conn
+        if n > total:  # bytes after the response: nobody asked for them
+            data = data[:total]
+            n = total
+            conn.spoil()
+        try:
+            conn.parser.feed_data(data)  # llhttp checks the response; it calls nothing back
+        except HttpParserError:
+            self.fail(responses.BAD_GATEWAY)
+            return
+        client = self.client
+        self.state = RESPONDING
+        self.status = _STATUS_CODES[head[2]]
+        self.t_head = now = client.loop.time()
+        keep = self.keep_alive = client.keeps_open(self)
+        client.transport.writelines((
+            _DROPPED_LINES(b"", head[1]),
+            (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
+            data[end:]))
+        self.bytes_out = n
+        if n == total:
+            self._finish(keep, now)
+        else:
+            self.remaining = total - n
+
+    def _response_rest(self, data: bytes) -> None:
+        """More of a body framed by Content-Length, as it comes; or the slow path's."""
         rare = self.rare
         if rare is not None and rare.slow is not None:
             rare.slow.feed(data)
             return
-        if self.state == RESPONDING:  # more of a body framed by Content-Length, as it comes
-            self.stall = 0
-            remaining = self.remaining
-            n = len(data)
-            if n > remaining:  # bytes after the response: nobody asked for them
-                data = data[:remaining]
-                n = remaining
-                self.conn.spoiled = True
-            self.conn.parser.feed_data(data)
-            self.client.transport.write(data)
-            self.bytes_out += n
-            self.remaining = remaining = remaining - n
-            if not remaining:
-                self._finish(self.keep_alive, self.t_head - self.t_sent)
-            return
-        self.stall = 0
-        status = _FAST_STATUS.get(data[:12])
-        end = data.find(b"\r\n\r\n")
-        head = data[:end]
-        if status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
-            self._slow_response(data)
-            return
-        length = _CONTENT_LENGTH(head)
-        if length is None:
-            self._slow_response(data)
-            return
-        self.status = status
-        self.t_head = self.client.loop.time()
-        total = end + 4 + int(length[1])
+        remaining = self.remaining
         n = len(data)
-        if n > total:
-            data = data[:total]
-            n = total
-            self.conn.spoiled = True
-        conn = self.conn
-        try:
-            conn.parser.feed_data(data)
-        except HttpParserError:
-            self.fail(responses.BAD_GATEWAY)
-            return
-        self.state = RESPONDING
-        client = self.client
-        keep = self.keep_alive = client.keeps_open(self)
-        self.client.transport.writelines((
-            _DROPPED_LINES(b"", head),
-            (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
-            data[end + 4:]))
-        self.bytes_out = n
-        if n == total:
-            self._finish(keep, self.t_head - self.t_sent)
-        else:
-            self.remaining = total - n
+        if n > remaining:  # bytes after the response: nobody asked for them
+            data = data[:remaining]
+            n = remaining
+            self.conn.spoil()
+        self.conn.parser.feed_data(data)
+        self.client.transport.write(data)
+        self.bytes_out += n
+        self.remaining = remaining = remaining - n
+        if not remaining:
+            self._finish(self.keep_alive, self.client.loop.time())
 
     def _slow_response(self, data: bytes) -> None:
         slow = self._rare().slow = SlowResponse(self)
@@ -487,7 +526,7 @@ class Exchange:
         self.bytes_out = len(data)
         if response.reason is not None:
             client.gateway.stats.auth_failed(response.reason)
-        self._finish(keep, None)
+        self._finish(keep, client.loop.time())
 
     def fail(self, response: Response, retry: bool = True) -> None:
         """A fault: answered with `response` if the client has had nothing of an answer
@@ -501,7 +540,8 @@ class Exchange:
         self._drop_upstream()
         if state == RESPONDING:
             self.client.abort()  # never a truncated response passed off as whole
-            self._finish(False, None)
+            self.t_head = None  # no upstream answer to time
+            self._finish(False, self.client.loop.time())
             return
         if retry:
             self.rare.tries += 1
@@ -544,23 +584,23 @@ class Exchange:
             conn.exchange = None
             conn.transport.abort()
 
-    def _finish(self, keep: bool, upstream_seconds: float | None) -> None:
+    def _finish(self, keep: bool, now: float) -> None:
         """The one way an exchange ends: the upstream connection handed back (when the
-        exchange on it ended cleanly) or closed, the metrics and the access log, then the
-        client connection goes on (`keep`) or closes."""
+        exchange on it ended cleanly) or closed, the metrics (the exchange itself goes to
+        its route's list, `metrics.WorkerStats.fold` reads it) and the access log, then
+        the client connection goes on (`keep`) or closes."""
         self.state = DONE
+        self.t_done = now
         client = self.client
         conn = self.conn
-        gateway = client.gateway
         if conn is not None:
             self.conn = None
-            self.node.pool.release(conn, self.req_done, gateway.now)
-        now = client.loop.time()
+            self.node.pool.release(conn, self.req_done, now)
         route = self.route
-        (gateway.stats.unrouted if route is None else route.stats).append(
-            (self.status, now - self.t0, upstream_seconds))
+        gateway = client.gateway
+        (gateway.stats.unrouted if route is None else route.stats).append(self)
         if gateway.access_log is not None:
-            gateway.access_log.record(self, client.ip, now)
+            gateway.access_log.record(self, client.ip)
         client.exchange_done(keep)
 
 
@@ -613,8 +653,8 @@ class SlowResponse:
         ex = self.ex
         ex.rare.slow = None
         if self.close and ex.conn is not None:
-            ex.conn.spoiled = True
-        ex._finish(ex.keep_alive, ex.t_head - ex.t_sent)
+            ex.conn.spoil()
+        ex._finish(ex.keep_alive, ex.client.loop.time())
 
     # Parser callbacks, in the order httptools calls them
 

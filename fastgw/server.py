@@ -22,7 +22,8 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from . import responses
 from .config.compile import Snapshot
 from .metrics import WorkerStats
-from .relay import CHUNKED_FRAMING, NO_BODY_FRAMINGS, QUEUED, Exchange, connection_tokens
+from .relay import (CHUNKED_FRAMING, NO_BODY_FRAMINGS, QUEUED, REQUEST_SKIP, Exchange,
+                    connection_tokens)
 from .responses import Fault, Response
 from .routing import absolute_form
 from .settings import Settings
@@ -166,7 +167,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         # global
-        "gateway", "loop", "settings",
+        "gateway", "loop", "settings", "max_head",
         # per connection
         "transport", "parser", "ip", "forwarded", "forwarded_no_xff", "queue", "active",
         "reading", "read_pauses", "write_paused", "stall", "closing", "fault", "pending_head",
@@ -179,6 +180,7 @@ class ClientConnection(asyncio.Protocol):
         self.gateway = gateway
         self.loop = gateway.loop
         self.settings = gateway.settings
+        self.max_head = gateway.settings.max_header_bytes
         self.transport = None
         self.parser = HttpRequestParser(self)
         # Any d.d version is parsed, so that fastgw answers the ones it does not serve with
@@ -227,7 +229,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             if self.reading == HEAD:
                 self.pending_head += len(data)
-                if self.pending_head > 2 * self.settings.max_header_bytes + 65536:
+                if self.pending_head > 2 * self.max_head + 65536:
                     self._request_fault(responses.HEADERS_TOO_LARGE)
         queue = self.queue
         if queue:
@@ -278,8 +280,6 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self):
         self.reading = HEAD
-        self.url = b""
-        self.headers = []
         self.stall = 0  # the header time-out starts
 
     def on_url(self, url: bytes):
@@ -290,32 +290,37 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self):
         self.reading = BODY
-        parser = self.parser
-        url = self.url
         headers = self.headers
         self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
-        max_size = self.settings.max_header_bytes
-        if self.pending_head + self.chunk_size > max_size and (  # else it cannot be larger
-                len(url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
-                > max_size):
-            self.fault = responses.HEADERS_TOO_LARGE
-            raise Refused
+        # the head cannot be larger than what was received while reading it
+        if self.pending_head + self.chunk_size > self.max_head:
+            self._check_head_size(headers)
         self.pending_head = 0
+        parser = self.parser
         version = parser.get_http_version()
         http11 = version == "1.1"
         fields = dict(headers)
-        ex = Exchange(self, parser.get_method(), url, headers, fields.get(b"host"), http11,
-                      parser.should_keep_alive())
-        self.current = ex
+        host = fields.pop(b"host", None)
+        # plain: one Host, no name twice, and no field that frames, forwards or is
+        # forwarded otherwise (nearly every request): forwarded from `fields` as it is
+        plain = len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
+        ex = self.current = Exchange(self, parser.get_method(), self.url, headers,
+                                     fields if plain else None, host, http11,
+                                     parser.should_keep_alive(), self.loop.time())
+        self.url = b""
         self.queue.append(ex)
-        if len(fields) != len(headers) or not _SPECIAL_REQUEST_HEADERS.isdisjoint(fields):
+        if not plain:
             self._special_fields(ex)
         if not http11 and version != "1.0":
             # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
             ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
-        elif ex.framing:
-            self.body_received = 0
-            self.stall = 0  # the body's time-out starts
+
+    def _check_head_size(self, headers: list) -> None:
+        """A head received in more than one read, or in a large one: its exact size."""
+        if (len(self.url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
+                > self.max_head):
+            self.fault = responses.HEADERS_TOO_LARGE
+            raise Refused
 
     def on_body(self, chunk: bytes):
         self.body_received += len(chunk)
@@ -327,13 +332,19 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self):
         self.reading = IDLE
+        self.headers = []
         ex = self.current
         self.current = None
-        ex.request_complete()
+        ex.req_done = True
+        if ex.state is not QUEUED:  # under way upstream: the rest of its body is sent
+            ex.request_complete()
 
     def _special_fields(self, ex: Exchange) -> None:
         """The fields that frame the body or shape what is forwarded, read with the RFC
-        9112 rules (rare: most requests have none of them, and no field twice)."""
+        9112 rules (rare: most requests have none of them, and no field twice). Every
+        request with a body is one of these (Content-Length or Transfer-Encoding)."""
+        self.body_received = 0
+        self.stall = 0  # the body's time-out starts
         host = None
         for name, value in ex.headers:
             if name not in _SPECIAL_REQUEST_HEADERS and name != b"host":
@@ -392,7 +403,8 @@ class ClientConnection(asyncio.Protocol):
         A fault or an exception in routing or a plugin is answered here."""
         self.starting = True  # a loop, not recursion: a pipeline may hold thousands
         queue = self.queue
-        while queue and self.active is None and self.transport is not None:
+        # (an answer that closes the connection empties the queue: exchange_done)
+        while queue and self.active is None:
             ex = self.active = queue.popleft()
             if not queue and self.read_pauses:
                 self.resume_reading(self.PIPELINE)
@@ -440,7 +452,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 ex.fail(response, retry=False)
             return
-        ex = Exchange(self, b"", b"", [], None, True, False)  # bytes that are no request
+        ex = Exchange(self, b"", b"", [], None, None, True, False,  # bytes that are no request
+                      self.loop.time())
         ex.response = response
         self.queue.append(ex)
 
@@ -509,6 +522,9 @@ _NEVER = float("inf")
 # Fields read while parsing (besides Host): framing, forwarding, connection options.
 _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect",
                                       b"x-forwarded-for", b"connection"))
+# A request with none of these (and with one Host, and no name twice) is forwarded with
+# its fields as they are: no field read while parsing, none that fastgw writes itself.
+_NOT_PLAIN = _SPECIAL_REQUEST_HEADERS | (REQUEST_SKIP - {b"host"})
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
 _NOT_IMPLEMENTED = responses.error(501)

@@ -86,13 +86,16 @@ def node_key(scheme: str, host: str, port: int, tls: dict) -> tuple:
 
 
 class ConnectionCounts:
-    """Connections opened and reused, over every pool a worker ever had."""
+    """Connections opened and reused, over every pool a worker ever had. A reuse is a
+    request sent on a connection after its first; those of closed connections are
+    added up here when they close, the open ones' when asked (`PoolRegistry.reused`),
+    so that the request path only counts its connection's requests."""
 
-    __slots__ = ("opened", "reused", "queued", "queue_timeouts")
+    __slots__ = ("opened", "reused_closed", "queued", "queue_timeouts")
 
     def __init__(self):
         self.opened = 0
-        self.reused = 0
+        self.reused_closed = 0
         self.queued = 0  # exchanges that waited for a node at max_connections
         self.queue_timeouts = 0  # ... and were answered 503 for it
 
@@ -105,10 +108,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     Its `parser` checks every response that takes the fast path (relay.Exchange.
     upstream_data) and finds nothing else: it calls back nothing, so it costs no Python.
-    `spoiled` is set when the connection must not be reused (bytes after a response)."""
+    `limit` is how many requests it may carry: its pool's `max_requests`, 0 once it must
+    not be reused (`spoil`: bytes after a response; its pool retired)."""
 
-    __slots__ = ("pool", "transport", "exchange", "parser", "requests", "idle_deadline",
-                 "spoiled")
+    __slots__ = ("pool", "transport", "exchange", "parser", "requests", "limit", "idle_since")
 
     def __init__(self, pool: "UpstreamPool"):
         self.pool = pool
@@ -116,8 +119,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self.parser = HttpResponseParser(self)  # this class defines no parser callback
         self.requests = 0
-        self.idle_deadline = 0.0
-        self.spoiled = False
+        self.limit = pool.max_requests
+        self.idle_since = 0.0
 
     def connection_made(self, transport):
         self.transport = transport
@@ -143,6 +146,10 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is not None:
             ex.upstream_lost()
+
+    def spoil(self) -> None:
+        """Never reuse this connection: close it when its exchange ends."""
+        self.limit = 0
 
     def pause_writing(self):
         if self.exchange is not None:
@@ -188,6 +195,9 @@ class UpstreamPool:
         self.size = keepalive_pool["size"]
         self.idle_timeout = keepalive_pool["idle_timeout"]
         self.max_requests = keepalive_pool["requests"]
+        for conn in self.open:
+            if conn.limit:  # not spoiled
+                conn.limit = self.max_requests
         self.max_connections = max_connections
         self.head_end = b"connection: close\r\n\r\n" if self.size == 0 else b"\r\n"
         self._serve_waiters()  # a higher limit (or none) lets those already waiting in
@@ -200,7 +210,6 @@ class UpstreamPool:
         while idle:
             conn = idle.pop()
             if not conn.transport.is_closing():
-                self.counts.reused += 1
                 return conn
         return None
 
@@ -240,14 +249,12 @@ class UpstreamPool:
         connection goes to the first waiter, else to the idle stack if there is room in
         it; any other is closed, which lets the first waiter open one."""
         conn.exchange = None
-        if (reusable and not conn.spoiled and not self.retired
-                and conn.requests < self.max_requests and not conn.transport.is_closing()):
+        if reusable and conn.requests < conn.limit:  # not spoiled, not retired, requests left
             if self.waiters:
-                self.counts.reused += 1
                 self.waiters.popleft().exchange.pool_ready(conn)
                 return
             if len(self.idle) < self.size:
-                conn.idle_deadline = now + self.idle_timeout
+                conn.idle_since = now
                 self.idle.append(conn)
                 return
         self._close(conn)
@@ -256,11 +263,13 @@ class UpstreamPool:
 
     def track(self, conn: UpstreamConnection) -> None:
         self.open.add(conn)
+        if self.retired:  # connected after its pool was retired: one request only
+            conn.spoil()
 
     def forget(self, conn: UpstreamConnection) -> None:
         """`conn` is closed by either side (connection_lost); it may have been idle."""
         if conn in self.open:  # not closed by _close already
-            self.open.discard(conn)
+            self._closed(conn)
             if conn in self.idle:
                 self.idle.remove(conn)
             self._serve_waiters()
@@ -270,8 +279,17 @@ class UpstreamPool:
         close completes later."""
         conn.transport.close()
         if conn in self.open:
-            self.open.discard(conn)
+            self._closed(conn)
             self._serve_waiters()
+
+    def _closed(self, conn: UpstreamConnection) -> None:
+        self.open.discard(conn)
+        if conn.requests > 1:
+            self.counts.reused_closed += conn.requests - 1
+
+    def reused(self) -> int:
+        """Requests sent on this pool's open connections after their first."""
+        return sum(c.requests - 1 for c in self.open if c.requests > 1)
 
     def _serve_waiters(self) -> None:
         """Room was made: the first waiters open connections, as many as the limit allows."""
@@ -283,7 +301,8 @@ class UpstreamPool:
         """Close idle connections past their idle time-out (the oldest are at the bottom);
         answer waiters past their deadline."""
         idle = self.idle
-        while idle and idle[0].idle_deadline <= now:
+        oldest = now - self.idle_timeout
+        while idle and idle[0].idle_since <= oldest:
             self._close(idle.pop(0))
         if self.waiters:
             late = [w for w in self.waiters if w.deadline <= now]
@@ -295,6 +314,8 @@ class UpstreamPool:
     def retire(self) -> None:
         """No configuration names this node any more: keep nothing from now on."""
         self.retired = True
+        for conn in self.open:
+            conn.spoil()
         self.close()
 
     def drained(self) -> bool:
@@ -344,6 +365,11 @@ class PoolRegistry:
                 del self.pools[key]
                 if not pool.drained():
                     self.retired.append(pool)
+
+    def reused(self) -> int:
+        """Requests sent on a connection after its first, over every pool ever had."""
+        return self.counts.reused_closed + sum(
+            pool.reused() for pool in (*self.pools.values(), *self.retired))
 
     def expire(self, now: float) -> None:
         for pool in self.pools.values():

@@ -21,11 +21,20 @@ class PluginSide:
 
     def __init__(self, headers: list, target: bytes = b"/"):
         self.headers, self.target = headers, target
+        # as the gateway gives it: a dict when every name is there once (without Host)
+        fields = dict(headers)
+        fields.pop(b"host", None)
+        self.fields = fields if len(fields) == len([n for n, _ in headers if n != b"host"]) else None
         self.consumer, self.skip = None, set()
         self.response, self.keep_alive = None, True
 
     def drop_header(self, names: frozenset[bytes]) -> None:
+        self.fields = None
         self.skip |= names
+
+    def edit_headers(self) -> list:
+        self.fields = None
+        return self.headers
 
     def refuse(self, response) -> None:
         self.response, self.keep_alive = response, False

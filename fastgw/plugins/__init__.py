@@ -10,9 +10,11 @@ Every plugin module declares:
   runs on each request. It returns None (go on), a `responses.Response` (answer with it), or
   `PENDING`: the plugin will call `ex.resume(result)` later, with None or a Response.
   What it may use of `ex`: `method`, `target` (bytes, origin-form with the query, as it goes
-  upstream; it may replace it), `headers` (list of (lower-case name, value) bytes; it may
-  delete or replace entries), `route`, `drop_header(names)`, `refuse(response)` (answer,
-  then close the connection), and `consumer`: an object with `.username` (str) and `.head`
+  upstream; it may replace it), `headers` (list of (lower-case name, value) bytes, to read;
+  `edit_headers()` returns it to delete or replace entries), `fields` (the same as a dict
+  without Host, when each name is there once; else None), `route`, `drop_header(names)`,
+  `add_header(line)`, `refuse(response)` (answer, then close the connection), and
+  `consumer`: an object with `.username` (str) and `.head`
   (the upstream head lines naming it, bytes, e.g. a `credentials.Identity`). A later
   plugin's consumer replaces an earlier one's.
 - `UPSTREAM_HEADERS`: the lower-case names of the headers it sets upstream; every client

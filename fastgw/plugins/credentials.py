@@ -117,11 +117,13 @@ class Places:
     """Where one plugin configuration looks for its credential. `cookie` None: not in a
     cookie. With `hide`, the copy read is removed from what goes upstream."""
 
-    __slots__ = ("header", "is_header", "query", "cookie", "hide")
+    __slots__ = ("header", "only", "is_header", "query", "cookie", "hide")
 
     def __init__(self, header: str, query: str, cookie: str | None, hide: bool):
         # The header in every spelling a server behind may read as it (X_Token is X-Token)
         self.header = header_names((header.lower().encode("latin-1"),))
+        # its one spelling, when it has only one (no "-" or "_": Authorization)
+        self.only = next(iter(self.header)) if len(self.header) == 1 else None
         self.is_header = self.header.__contains__
         self.query = query.encode()
         self.cookie = None if cookie is None else cookie.encode()
@@ -129,6 +131,14 @@ class Places:
 
     def in_header(self, ex) -> bytes | None:
         """The header's value, None when no copy of it has one."""
+        fields = ex.fields  # each name once, when not None
+        if fields is not None and self.only is not None:
+            value = fields.get(self.only)
+            if not value:
+                return None
+            if self.hide:
+                ex.drop_header(self.header)
+            return value
         header = self.header
         for name, value in ex.headers:
             if name in header and value:
@@ -195,8 +205,9 @@ class Places:
         if self.hide:
             del pairs[j]
             rest = b"; ".join(p.strip() for p in pairs if p.strip())
+            headers = ex.edit_headers()
             if rest:
-                ex.headers[i] = (b"cookie", rest)
+                headers[i] = (b"cookie", rest)
             else:
-                del ex.headers[i]
+                del headers[i]
         return value.strip(b'"')
