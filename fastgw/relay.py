@@ -277,12 +277,12 @@ class Exchange:
 
     def _run_plugins(self, first: int) -> None:
         plugins = self.route.plugins
-        for i in range(first, len(plugins)):
-            answer = plugins[i].access(self)
+        for plugin in plugins[first:]:  # a tuple: [0:] is the tuple itself
+            answer = plugin.access(self)
             if answer is not None:
                 if answer is PENDING:
                     self.state = PENDING_STATE
-                    self._rare().resume_at = i + 1
+                    self._rare().resume_at = plugins.index(plugin) + 1
                 else:
                     self.answer(answer)
                 return
@@ -595,6 +595,8 @@ class Exchange:
         conn = self.conn
         if conn is not None:
             self.conn = None
+            if client.write_paused:  # it stopped reading for this client (pause_writing)
+                conn.transport.resume_reading()
             self.node.pool.release(conn, self.req_done, now)
         route = self.route
         gateway = client.gateway

@@ -41,8 +41,9 @@ TICK = 0.1  # seconds between deadline checks: the precision of every time-out
 # queue, so that one worker does not take a whole burst.
 ACCEPT_BATCH = 64
 
-# What the parser is doing on a connection.
-IDLE, HEAD, BODY, CLOSED = range(4)
+# What the parser is doing on a connection: between requests or in a body (IDLE), in a head,
+# or nothing more (CLOSED).
+IDLE, HEAD, CLOSED = range(3)
 
 
 class Refused(Exception):
@@ -289,7 +290,7 @@ class ClientConnection(asyncio.Protocol):
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self):
-        self.reading = BODY
+        self.reading = IDLE  # a body, if any, is read while `current` is set
         headers = self.headers
         self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
         # the head cannot be larger than what was received while reading it
@@ -331,7 +332,6 @@ class ClientConnection(asyncio.Protocol):
         self.current.request_body(chunk)
 
     def on_message_complete(self):
-        self.reading = IDLE
         self.headers = []
         ex = self.current
         self.current = None

@@ -5,6 +5,8 @@
 3. A 408 or 413 decided while the body streams is in the metrics and the access log.
 4. A plugin that waits (PENDING) resumes or answers its exchange, in order, and one whose
    client left is dropped.
+5. An upstream connection that stopped reading for a slow client reads again when it
+   goes back to the pool.
 
 Every wait is for an event (a response, EOF, a log line), bounded by a socket time-out.
 """
@@ -340,3 +342,84 @@ def test_a_client_gone_while_its_plugin_waits_leaves_nothing_behind(upstream, wa
         assert d.response()[0] == 200
     assert [r["target"] for r in upstream.requests[before:]] == ["/wait/next"]
     assert not any("Traceback" in line for line in waiting_gateway.log[start:])
+
+
+# ---------------------------------------------------------------- 5. flow control
+
+class FakeTransport:
+    """An asyncio transport that keeps what is written and whether reading is paused;
+    `on_write` runs after each write (to fill the buffer past its high-water mark)."""
+
+    def __init__(self, on_write=None):
+        self.written = []
+        self.reading = True
+        self.on_write = on_write
+
+    def write(self, data):
+        self.written.append(bytes(data))
+        if self.on_write is not None:
+            self.on_write()
+
+    def writelines(self, parts):
+        self.write(b"".join(parts))
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def is_closing(self):
+        return False
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
+
+    def close(self):
+        pass
+
+    abort = close
+
+
+def test_a_connection_released_while_its_client_is_slow_reads_again():
+    """The client's buffer fills with the last bytes of a response (pause_writing): the
+    upstream connection stops reading, and the response ends. The connection goes back
+    to the pool reading again, or it would never see its next response (nor its close).
+    The relay itself runs; only the two sockets are stand-ins, to fill a buffer at will."""
+    import asyncio
+
+    import uvloop
+
+    from fastgw.config.schema import validate
+    from fastgw.server import ClientConnection, Gateway
+    from fastgw.settings import Settings
+    from fastgw.upstream import UpstreamConnection
+    from fastgw.workers import snapshot_factory
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        settings = Settings.load(environ={})
+        gateway = Gateway(settings, snapshot_factory(settings))
+        gateway.apply(validate({"services": [{"name": "s", "upstream": {"url": "http://127.0.0.1:9"},
+                                              "routes": [{"name": "r", "paths": ["/*"]}]}]}), 1)
+        pool = next(iter(gateway.pools.pools.values()))
+        conn = UpstreamConnection(pool)
+        upstream_side = FakeTransport()
+        conn.connection_made(upstream_side)
+        pool.idle.append(conn)
+        client = ClientConnection(gateway)
+        client.connection_made(FakeTransport(on_write=client.pause_writing))
+
+        client.data_received(b"GET /big HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        assert upstream_side.written and upstream_side.written[-1].startswith(b"GET /big ")
+        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
+
+        assert pool.idle == [conn]  # kept for the next request
+        assert upstream_side.reading
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
