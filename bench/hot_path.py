@@ -97,13 +97,25 @@ def _validated(upstream: dict) -> dict:
     ], "consumers": [{"username": "hs", "credentials": [{"key": "hs", "secret": SECRET}]}]})
 
 
-def run(client, conn, req: bytes, count: int) -> float:
-    """µs per request: the request arrives, goes upstream, the response comes back."""
+SCENARIOS = {"no-auth": (b"/noauth/json", None), "jwt hot": (b"/jwt/json", TOKEN)}
+
+
+def replay(client, conn, req: bytes, count: int) -> None:
+    """`count` requests and responses, with the tick's metrics fold every 500 as in a
+    worker (the finished exchanges wait in their route's list until then)."""
     receive_request, receive_response = client.data_received, conn.data_received
-    start = time.perf_counter()
-    for _ in range(count):
+    fold = client.gateway.stats.fold
+    for done in range(1, count + 1):
         receive_request(req)
         receive_response(RESPONSE)
+        if not done % 500:
+            fold()
+
+
+def run(client, conn, req: bytes, count: int) -> float:
+    """µs per request: the request arrives, goes upstream, the response comes back."""
+    start = time.perf_counter()
+    replay(client, conn, req, count)
     return (time.perf_counter() - start) / count * 1e6
 
 
@@ -111,9 +123,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--only", choices=SCENARIOS, metavar="SCENARIO",
+                        help="run this scenario --count times and nothing else, untimed "
+                             "(for bench/instructions.py)")
     args = parser.parse_args()
     client, conn, transport = setup()
-    cases = {"no-auth": request(b"/noauth/json", None), "jwt hot": request(b"/jwt/json", TOKEN)}
+    cases = {name: request(*args_) for name, args_ in SCENARIOS.items()}
+    if args.only:
+        replay(client, conn, cases[args.only], args.count)
+        return 0
     for name, req in cases.items():
         run(client, conn, req, 2_000)  # warm the token cache and the allocator
         best = min(run(client, conn, req, args.count) for _ in range(5))

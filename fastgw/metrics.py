@@ -1,10 +1,9 @@
 """Metrics: plain counters in each worker, summed by the master into Prometheus text.
 
-A worker's request path appends each finished exchange (relay.Exchange: status, and the
-times t0, t_sent, t_head, t_done) to its route's list, bound to the route when the
-configuration is compiled; `fold` (every tick and before a scrape) counts the lists into
-counters and histogram buckets with C loops (Counter, map, attrgetter, bisect), so no
-bytecode runs per request there either. Nothing is formatted until a scrape, when the master
+A worker's request path appends one tuple (status, seconds, upstream seconds) to its
+route's list, bound to the route when the configuration is compiled; `fold` (every
+tick and before a scrape) counts the lists into counters and histogram buckets with
+C loops (Counter, map, bisect). Nothing is formatted until a scrape, when the master
 asks every worker for its counters (over the same pipe as configurations) and renders
 them with prometheus-client.
 """
@@ -14,8 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from functools import partial
-from itertools import compress, repeat
-from operator import attrgetter, is_not, sub
+from operator import is_not
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
@@ -40,8 +38,7 @@ class Histogram:
 
 
 _BUCKET = partial(bisect_left, BUCKETS)
-_STATUS, _T0, _T_SENT, _T_HEAD, _T_DONE = map(attrgetter, ("status", "t0", "t_sent", "t_head",
-                                                           "t_done"))
+_NOT_NONE = partial(is_not, None)  # in C: the gateway's own answers have no upstream time
 _UNROUTED = ("", "")  # labels of requests no route took (404, 400, ...)
 
 
@@ -54,8 +51,8 @@ class WorkerStats:
         self.upstream = Histogram()
         self.auth_failures: dict[str, int] = {}
         self.tls_handshake_failures = 0  # bumped by tls.TLSListener
-        # labels -> the exchanges finished and not yet folded; kept across
-        # configurations, so that counters only go up
+        # labels -> (status, seconds, upstream seconds or None) of requests not yet folded;
+        # kept across configurations, so that counters only go up
         self.pending: dict[tuple[str, str], list[tuple]] = {}
         self.unrouted = self.pending[_UNROUTED] = []
 
@@ -77,18 +74,16 @@ class WorkerStats:
         for key, log in self.pending.items():
             if not log:
                 continue
-            for status, n in Counter(map(_STATUS, log)).items():
+            statuses, seconds, upstream = zip(*log)
+            log.clear()
+            for status, n in Counter(statuses).items():
                 rkey = (*key, status)
                 requests[rkey] = requests.get(rkey, 0) + n
             hist = self.durations.get(key)
             if hist is None:
                 hist = self.durations[key] = Histogram()
-            hist.observe_all(list(map(sub, map(_T_DONE, log), map(_T0, log))))
-            # the gateway's own answers have no upstream time (t_head None)
-            answered = list(compress(log, map(is_not, map(_T_HEAD, log), repeat(None))))
-            self.upstream.observe_all(list(map(sub, map(_T_HEAD, answered),
-                                               map(_T_SENT, answered))))
-            log.clear()
+            hist.observe_all(seconds)
+            self.upstream.observe_all(list(filter(_NOT_NONE, upstream)))
 
     def snapshot(self, gateway) -> dict:
         self.fold()

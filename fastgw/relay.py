@@ -69,28 +69,21 @@ _NEVER = float("inf")
 _PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 # The usual response is forwarded as the upstream wrote it but for three kinds of line,
-# found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, one
-# Content-Length, and no field that changes the framing or the connection. `_FAST_HEAD`
-# matches such a head whole (groups: the head without its blank line, the status, the
-# length). Any other response takes the slow path, `SlowResponse`, which rebuilds its
-# head field by field.
-_ORDINARY_LINE = (rb"\r\n(?:(?!transfer-encoding:|te:|trailer:|upgrade:|proxy-|content-length:"
-                  rb"|connection:)[^\r\n]+|connection:[ \t]*keep-alive[ \t]*(?=\r))")
-_FAST_HEAD = re.compile(
-    rb"(HTTP/1\.1 (?!204|304)([2-5][0-9][0-9])(?=[ \r])[^\r\n]*(?:%s)*"
-    rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?=\r)(?:%s)*)\r\n\r\n"
-    % (_ORDINARY_LINE, _ORDINARY_LINE), re.I).match
-_STATUS_CODES = {b"%d" % code: code for code in range(200, 600)}
+# found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, a
+# Content-Length, and no field that changes the framing or the connection. Any other
+# response takes the slow path, `SlowResponse`, which rebuilds its head field by field.
+# (One expression matching the whole head instead cost a third more instructions.)
+_FAST_STATUS = {b"HTTP/1.1 %d" % code: code for code in range(200, 600) if code not in (204, 304)}
+_SLOW_FIELD = re.compile(
+    rb"\r\n(?:transfer-encoding|te|trailer|upgrade|proxy-[^:\r]*):"
+    rb"|\r\nconnection:(?![ \t]*keep-alive[ \t]*(?:\r|$))", re.I).search
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,18})[ \t]*(?:\r|$)", re.I).search
 _DROPPED_LINES = re.compile(rb"\r\n(?:server|connection|keep-alive):[^\r]*", re.I).sub
 # What ends a forwarded head: fastgw's Server field, and Connection as the client needs it.
 _END_KEEP = b"\r\n" + SERVER + b"\r\n"
 _END_KEEP_10 = b"\r\n" + SERVER + b"connection: keep-alive\r\n\r\n"
 _END_CLOSE = b"\r\n" + SERVER + b"connection: close\r\n\r\n"
-# The head of a request forwarded with its fields as they are: method, target, Host,
-# the fields, the forwarding fields up to X-Forwarded-Host's value, that value, what
-# names the consumer, and the end (`UpstreamPool.head_end`).
-_REQUEST_HEAD = b"%s %s HTTP/1.1\r\nhost: %s\r\n%s%s%s\r\n%s%s"
-_FIELD_LINE = b"%s: %s\r\n".__mod__
+_FIELD_LINE = b"%s: %s\r\n".__mod__  # (name, value) -> its line
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -122,34 +115,25 @@ class Rare:
 
 
 class Exchange:
-    """One request and its answer. The class attributes are the state an exchange starts
-    in, so creating one sets only what its request brings; an instance sets an attribute
-    when it changes. (No __slots__: CPython 3.11 keeps instance attributes inline, and
-    setting or reading them costs what a slot does, measured.)"""
+    """One request and its answer.
 
-    # the request as it goes upstream
-    target = b""  # origin-form with the query (set by `start`; a plugin may replace it)
-    # the body's framing header as fastgw decided it (never copied): b"", a content-length
-    # line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
-    framing = b""
-    req_done = False  # the whole request has been read
-    route = None
-    node = None
-    consumer = None  # an identity a plugin set: .username, .head
-    rare: Rare | None = None
-    # its progress
-    state = QUEUED
-    stall = 0  # ticks without progress in this state (see timeout)
-    conn = None  # the upstream connection it holds
-    remaining = 0  # body bytes of a Content-Length response still to come
-    response: Response | None = None  # the gateway's own answer, if any
-    status = 0
-    bytes_out = 0
-    # timing, for the metrics: head parsed (t0), request sent upstream, response head
-    # back (None: no upstream answer), done
-    t_sent = 0.0
-    t_head: float | None = None
-    t_done = 0.0
+    Every slot a request may read before it is written is set when the exchange is
+    created; the others are written first by the step that needs them (`target` and
+    `route` by `start`, `node` by `_connect`, `t_sent` by `_send`, `status` and
+    `bytes_out` by whatever answers, `remaining` by the fast response path). Slots, not class attributes as defaults: on CPython 3.11 reading an
+    attribute that falls through to the class is a generic look-up, several hundred
+    instructions each time (bench/instructions.py)."""
+
+    __slots__ = (
+        # the request, as parsed and as it goes upstream
+        "client", "method", "url", "headers", "fields", "host", "http11", "keep_alive",
+        "target", "framing", "req_done", "route", "node", "consumer", "rare",
+        # its progress
+        "state", "stall", "conn", "remaining", "response", "status", "bytes_out",
+        # timing, for the metrics: head parsed, request sent upstream, response head back
+        # (None: no upstream answer)
+        "t0", "t_sent", "t_head",
+    )
 
     def __init__(self, client, method: bytes, url: bytes, headers: list, fields: dict | None,
                  host: bytes | None, http11: bool, keep_alive: bool, t0: float):
@@ -165,6 +149,18 @@ class Exchange:
         self.http11 = http11
         self.keep_alive = keep_alive  # the client's wish; then the decision (keeps_open)
         self.t0 = t0
+        # the body's framing header as fastgw decided it (never copied): b"", a
+        # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
+        self.framing = b""
+        self.req_done = False  # the whole request has been read
+        self.route = None
+        self.consumer = None  # an identity a plugin set: .username, .head
+        self.rare: Rare | None = None
+        self.state = QUEUED
+        self.stall = 0  # ticks without progress in this state (see timeout)
+        self.conn = None  # the upstream connection it holds
+        self.response: Response | None = None  # the gateway's own answer, if any
+        self.t_head: float | None = None
 
     def _rare(self) -> Rare:
         rare = self.rare
@@ -364,12 +360,13 @@ class Exchange:
         node = self.node
         fields = self.fields
         transport = conn.transport
-        if fields is not None and self.rare is None:  # nearly always: one format, in C
+        if fields is not None and self.rare is None:  # nearly always: joined in C
             consumer = self.consumer
-            transport.write(_REQUEST_HEAD % (
-                self.method, self.target, node.fixed_host or self.host or node.host_header,
-                b"".join(map(_FIELD_LINE, fields.items())), client.forwarded, self.host,
-                b"" if consumer is None else consumer.head, node.pool.head_end))
+            transport.write(b"".join((
+                self.method, b" ", self.target, b" HTTP/1.1\r\nhost: ",
+                node.fixed_host or self.host or node.host_header, b"\r\n",
+                *map(_FIELD_LINE, fields.items()), client.forwarded, self.host, b"\r\n",
+                b"" if consumer is None else consumer.head, node.pool.head_end)))
         else:
             self._send_filtered(transport)
         self.stall = 0  # the read time-out starts when the request is whole (timeout)
@@ -420,12 +417,17 @@ class Exchange:
         if self.state is not SENDING or rare is not None and rare.slow is not None:
             self._response_rest(data)
             return
-        head = _FAST_HEAD(data)
-        if head is None or self.method == b"HEAD":
+        status = _FAST_STATUS.get(data[:12])
+        end = data.find(b"\r\n\r\n")
+        head = data[:end]
+        if status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
             self._slow_response(data)
             return
-        end = head.end()
-        total = end + int(head[3])
+        length = _CONTENT_LENGTH(head)
+        if length is None:
+            self._slow_response(data)
+            return
+        total = end + 4 + int(length[1])
         n = len(data)
         conn = self.conn
         if n > total:  # bytes after the response: nobody asked for them
@@ -439,13 +441,13 @@ class Exchange:
             return
         client = self.client
         self.state = RESPONDING
-        self.status = _STATUS_CODES[head[2]]
+        self.status = status
         self.t_head = now = client.loop.time()
         keep = self.keep_alive = client.keeps_open(self)
         client.transport.writelines((
-            _DROPPED_LINES(b"", head[1]),
+            _DROPPED_LINES(b"", head),
             (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
-            data[end:]))
+            data[end + 4:]))
         self.bytes_out = n
         if n == total:
             self._finish(keep, now)
@@ -586,11 +588,9 @@ class Exchange:
 
     def _finish(self, keep: bool, now: float) -> None:
         """The one way an exchange ends: the upstream connection handed back (when the
-        exchange on it ended cleanly) or closed, the metrics (the exchange itself goes to
-        its route's list, `metrics.WorkerStats.fold` reads it) and the access log, then
-        the client connection goes on (`keep`) or closes."""
+        exchange on it ended cleanly) or closed, the metrics and the access log, then the
+        client connection goes on (`keep`) or closes."""
         self.state = DONE
-        self.t_done = now
         client = self.client
         conn = self.conn
         if conn is not None:
@@ -600,9 +600,11 @@ class Exchange:
             self.node.pool.release(conn, self.req_done, now)
         route = self.route
         gateway = client.gateway
-        (gateway.stats.unrouted if route is None else route.stats).append(self)
+        t_head = self.t_head
+        (gateway.stats.unrouted if route is None else route.stats).append(
+            (self.status, now - self.t0, None if t_head is None else t_head - self.t_sent))
         if gateway.access_log is not None:
-            gateway.access_log.record(self, client.ip)
+            gateway.access_log.record(self, client.ip, now)
         client.exchange_done(keep)
 
 
