@@ -19,7 +19,7 @@ from .. import jwt
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
 from ..spelling import any_case
-from . import credentials
+from . import credentials, jwt_policy
 from .credentials import Identity, Places, Repeated, no_credential
 
 # ---------------------------------------------------------------- the contract
@@ -38,7 +38,8 @@ SCHEMA = Obj({
     "hide_credentials": Field(Bool(), default=False),
     "key_claim_name": Field(Str(), default="key"),
     "anonymous_consumer": Field(Nullable(Str())),
-})
+    **jwt_policy.FIELDS,  # audiences, required_claims, required_scopes, ...
+}, check=jwt_policy.check)
 
 cross_check = credentials.cross_check
 
@@ -80,6 +81,7 @@ CREDENTIAL_SCHEMA = Obj({
     "private_key": Field(Nullable(Str())),
     "exp": Field(Int(min=1), default=86400),
     "lifetime_grace_period": Field(Int(min=0), default=0),
+    "issuer": Field(Nullable(Str())),  # the token's `iss` must equal it
 }, check=_credential_keys)
 
 
@@ -141,7 +143,7 @@ def signing_key(cred: dict) -> bytes | str:
 class Credential(credentials.Credential):
     """A consumer's JWT credential, compiled: its key prepared for verification."""
 
-    __slots__ = ("key", "algorithm", "verifier", "grace")
+    __slots__ = ("key", "algorithm", "verifier", "grace", "issuer")
 
     def __init__(self, username: str, conf: dict):
         super().__init__(username, conf)
@@ -149,6 +151,11 @@ class Credential(credentials.Credential):
         material = hmac_key(conf) if self.algorithm in jwt.HMAC_ALGORITHMS else conf["public_key"]
         self.verifier = jwt.VerifyingKey(self.algorithm, material)
         self.grace = conf["lifetime_grace_period"]
+        self.issuer = conf["issuer"]
+
+    def identity_for(self, header: dict, signing_input: bytes, signature: bytes):
+        """Who a token with a good signature is (this credential), or None."""
+        return self if self.verifies(header, signing_input, signature) else None
 
     def verifies(self, header: dict, signing_input: bytes, signature: bytes) -> bool:
         """The token's header names this credential's algorithm (never another, never
@@ -172,13 +179,17 @@ retire = credentials.retire  # void the cached tokens of every credential not ca
 # ---------------------------------------------------------------- the cache
 
 class VerifiedTokenCache(OrderedDict):
-    """token bytes -> (credential, not_before, not_after, key claim name), at most
+    """token bytes -> (identity, not_before, not_after, context), at most
     `maxsize` of them, the least recently used first.
 
     Keyed by the whole token, so a payload changed under a signature seen before
     is a miss and gets verified in full. A hit is OrderedDict's `get`, then
     `move_to_end` by the caller (JwtAuth.access), both in C: cachetools' LRUCache ran
-    37 bytecodes in four Python frames for the same hit."""
+    37 bytecodes in four Python frames for the same hit.
+
+    The identity is what `ex.consumer` becomes (the credential, or an object that is void
+    when it is: `revoked`); the context is the key claim's name, with the token policy the
+    token passed (`JwtAuth.context`)."""
 
     def __init__(self, maxsize: int):
         super().__init__()
@@ -230,7 +241,8 @@ def _claim_time(payload: dict, name: str) -> float | None:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache")
+    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache", "policy",
+                 "context")
 
     def __init__(self, conf: dict, snapshot):
         self.places = Places(conf["header"], conf["query"], conf["cookie"],
@@ -240,6 +252,10 @@ class JwtAuth:
         self.anonymous = None if anonymous is None else Identity(anonymous)
         self.credentials = snapshot.credentials[CREDENTIAL_TYPE]
         self.cache = snapshot.state[NAME]
+        # The token policy (None: none) and the context a cached token must have been
+        # verified in: the key claim alone, or with the policy it passed.
+        self.policy = jwt_policy.build(conf, self.key_claim)
+        self.context = self.key_claim if self.policy is None else self.policy.context
 
     def access(self, ex) -> Response | None:
         """None lets the request through (ex.consumer set); else the answer: a 401, or
@@ -261,7 +277,7 @@ class JwtAuth:
             return BAD_REQUEST
         cache = self.cache
         entry = cache.get(token)
-        if entry is None or entry[3] != self.key_claim or entry[0].revoked:
+        if entry is None or entry[3] != self.context or entry[0].revoked:
             cache.misses += 1
             return self._verify(ex, token)
         cache.move_to_end(token)  # now the most recently used
@@ -286,7 +302,8 @@ class JwtAuth:
         cred = self.credentials.get(key) if type(key) is str else None
         if cred is None:
             return INVALID_KEY
-        if not cred.verifies(header, signing_input, signature):
+        who = cred.identity_for(header, signing_input, signature)
+        if who is None:
             return VERIFY_FAILED
         try:
             exp = _claim_time(payload, "exp")
@@ -299,10 +316,35 @@ class JwtAuth:
         now = time.time()
         if not not_before <= now < not_after:
             return VERIFY_FAILED
-        self.cache[token] = (cred, not_before, not_after, self.key_claim)
-        ex.consumer = cred
+        if cred.issuer is not None and payload.get("iss") != cred.issuer:
+            return VERIFY_FAILED
+        policy = self.policy
+        if policy is not None:  # SPEC 8: after the signature and the clock
+            if policy.too_long(payload, now):
+                return VERIFY_FAILED
+            answer = policy.refusal(payload, now)
+            if answer is not None:
+                return answer
+            who = policy.identity(who, payload)
+        self.cache[token] = (who, not_before, not_after, self.context)
+        ex.consumer = who
         return None
 
 
+class JwtAuthSettingHeaders(JwtAuth):
+    """With `claims_to_headers`: the client's copies of those headers are dropped from every
+    request (whatever its token, or none), then set from the verified token's claims (they
+    are part of its identity's head, `jwt_policy.ClaimsIdentity`)."""
+
+    __slots__ = ()
+
+    def access(self, ex) -> Response | None:
+        ex.drop_header(self.policy.header_names)
+        return JwtAuth.access(self, ex)
+
+
 def build(conf: dict, snapshot) -> JwtAuth:
+    """Decided here, once: a configuration without claims_to_headers runs none of it."""
+    if conf["claims_to_headers"]:
+        return JwtAuthSettingHeaders(conf, snapshot)
     return JwtAuth(conf, snapshot)
