@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import logging
 import math
 import re
@@ -40,6 +41,10 @@ RETRY_AFTER = 30.0  # a failed fetch is tried again after min(jwks_refresh, this
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})", re.I)
 _NO_CACHE = re.compile(r"(?:^|[,\s])(?:no-cache|no-store)(?:$|[,\s=])", re.I)
+# Generations of key sets, unique in the master's life: a worker that held a URL's keys
+# from an earlier fetcher (the URL left the configuration and came back) never takes a new
+# fetcher's keys for the ones it has.
+_GENERATIONS = itertools.count(1)
 
 
 # ---------------------------------------------------------------- URLs
@@ -164,8 +169,12 @@ async def http_get(url: str, context: ssl.SSLContext | None) -> tuple[int, dict,
                      "Connection: close\r\n\r\n".encode("latin-1"))
         response = _Response()
         parser = httptools.HttpResponseParser(response)
+        received = 0
         while not response.done:
             data = await reader.read(65536)
+            received += len(data)
+            if received > MAX_BYTES + 65536:  # the head and framing counted too
+                raise FetchError(f"larger than {MAX_BYTES} bytes", "invalid")
             if not data:
                 framed = "content-length" in response.headers or \
                     "transfer-encoding" in response.headers
@@ -235,7 +244,7 @@ class KeySetFetcher:
         self.url, self.settings = url, settings
         self.publish = publish  # called with this fetcher after every fetch
         self.keys: list | None = None
-        self.generation = 0
+        self.generation = next(_GENERATIONS)
         self.state = "new"
         self.fetches: dict[str, int] = {}
         self.last_success: float | None = None
@@ -314,7 +323,7 @@ class KeySetFetcher:
         now = time.time()
         before = self.state
         if keys != self.keys:
-            self.generation += 1
+            self.generation = next(_GENERATIONS)
             if before in ("fresh", "stale"):
                 log.info("key set %s: keys changed (%d keys)", self.url, len(keys))
         self.keys, self.state = keys, "fresh"
@@ -342,7 +351,7 @@ class KeySetFetcher:
                         "and its tokens refused (%s)", self.url, now - self.failing_since,
                         message)
             self.keys, self.state = None, "failing"
-            self.generation += 1
+            self.generation = next(_GENERATIONS)
         else:
             if self.state == "fresh":
                 log.warning("key set %s: refresh failed (%s); the last keys serve for up to "
@@ -388,7 +397,8 @@ class KeySetFetchers:
         for url, settings in urls.items():
             fetcher = self.fetchers.get(url)
             if fetcher is None:
-                self.fetchers[url] = KeySetFetcher(url, settings, self._publish)
+                fetcher = self.fetchers[url] = KeySetFetcher(url, settings, self._publish)
+                self.send(fetcher.message(), None)  # no keys yet: none kept from before
             elif fetcher.settings != settings:
                 fetcher.reconfigure(settings)
                 self.send(fetcher.message(), None)  # a new cooldown
@@ -407,7 +417,8 @@ class KeySetFetchers:
         refusal), unless a fetch under way will answer it."""
         fetcher = self.fetchers.get(url)
         if fetcher is None:
-            self.send({"jwks": url, "keys": None, "generation": -1, "cooldown": 30}, worker)
+            self.send({"jwks": url, "keys": None, "generation": next(_GENERATIONS),
+                       "cooldown": 30}, worker)
             return
         if fetcher.under_way:
             return

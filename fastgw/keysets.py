@@ -19,6 +19,7 @@ refused at once until the cooldown has passed, so a flood of random kids costs o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -181,7 +182,6 @@ class KeySet:
                 return False
             self.asked_at, self.asking = now, True
             ask(self.uri)
-            import asyncio  # only a worker's event loop ever waits
             self._timer = asyncio.get_running_loop().call_later(WAIT_LIMIT, self._settle)
         if len(self.waiters) >= MAX_WAITERS:
             return False

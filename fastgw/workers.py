@@ -406,13 +406,13 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
         access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
     loop.add_signal_handler(signal.SIGUSR1, access_log.reopen if access_log else lambda: None)
     gateway = Gateway(settings, snapshot_factory(settings), access_log)
+    keysets.ask = lambda url: _report(jwks_refetch=url)  # a kid its key sets lack
     with gc_paused():
         gateway.apply(first["config"], first["revision"])
     gc.freeze()  # the first configuration lives long: keep it out of every collection
     await gateway.start([socket.socket(fileno=fd) for fd in fds],
                         [socket.socket(fileno=fd) for fd in tls_fds], terminator)
     _report(ready=first["revision"])
-    keysets.ask = lambda url: _report(jwks_refetch=url)
 
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
