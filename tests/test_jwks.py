@@ -501,3 +501,118 @@ def test_admin_api_takes_a_key_set_credential(idp, upstream, gateway_factory):
     assert gw.admin.call("DELETE", "/admin/consumers/corp")[0] == 200
     assert gw.admin.call("GET", "/admin/jwks") == (200, [])
     assert_refused(get(gw, token), "Invalid user key in JWT token")
+
+
+def test_etcd_mode_and_config_push_take_a_key_set_credential(idp, upstream, tmp_path,
+                                                             gateway_factory):
+    from etcd import EtcdServer
+    from test_cluster import push
+    etcd = EtcdServer(tmp_path / "etcd-data").start()
+    try:
+        conf = gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)])
+        result = push(tmp_path, etcd.endpoint, conf)
+        assert result.returncode == 0, result.stderr
+        assert etcd.get("/fastgw/consumers/corp")["credentials"][0]["jwks_uri"] == idp.jwks_uri
+        gw = start(gateway_factory, {}, FASTGW_ETCD=etcd.endpoint,
+                   FASTGW_ETCD_CACHE=str(tmp_path / "snapshot.json"))
+        wait_state(gw, idp.jwks_uri, "fresh")
+        assert get(gw, idp.sign({}))[0] == 200
+    finally:
+        etcd.kill()
+
+
+# ---------------------------------------------------------------- one fetch per node
+
+def test_workers_share_the_masters_fetch_and_a_new_worker_gets_the_keys(idp, upstream,
+                                                                        gateway_factory):
+    import signal
+    gw = start(gateway_factory, gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)]),
+               FASTGW_WORKERS="2")
+    wait_state(gw, idp.jwks_uri, "fresh")
+    tokens = [idp.sign({"n": n}) for n in range(20)]
+    assert [get(gw, t)[0] for t in tokens] == [200] * 20  # on both workers, new connections
+    new = idp.add_key("RS256")
+    assert [get(gw, idp.sign({"n": n}, new))[0] for n in range(10)] == [200] * 10
+    assert idp.count() == 2  # the start, and one refetch for both workers
+    old = set(gw.worker_pids())
+    os.kill(sorted(old)[0], signal.SIGKILL)
+    until(lambda: len(set(gw.worker_pids()) - old) == 1 and len(gw.worker_pids()) == 2)
+    gw.wait_for_log("starting a new one")
+    until(lambda: all(get(gw, idp.sign({"m": n}, new))[0] == 200 for n in range(10)))
+    assert idp.count() == 2  # the new worker got the keys from the master, not a fetch
+
+
+def test_cache_control_max_age_sets_the_refresh_clamped(idp, upstream, gateway_factory):
+    idp.cache_control = "public, max-age=5"  # below 60: 60
+    gw = start(gateway_factory, gw_config(upstream, [
+        credential(idp.jwks_uri, key=idp.issuer, jwks_refresh=1)]))
+    state = wait_state(gw, idp.jwks_uri, "fresh")
+    assert 59 <= state["next_refresh"] - state["last_success"] <= 61
+    idp.cache_control = "max-age=999999"
+    _, sets = gw.admin.call("POST", "/admin/jwks/refresh")
+    assert 86399 <= sets[0]["next_refresh"] - sets[0]["last_success"] <= 86401
+    idp.cache_control = None
+    _, sets = gw.admin.call("POST", "/admin/jwks/refresh")
+    assert 0.5 <= sets[0]["next_refresh"] - sets[0]["last_success"] <= 1.5
+
+
+def test_a_request_waiting_for_a_refetch_gets_its_claim_headers(idp, upstream, gateway_factory):
+    gw = start(gateway_factory, gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)],
+                                          {"claims_to_headers": {"sub": "X-User-Id"}}))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    # a token of another algorithm is refused before any key is looked for: no refetch
+    assert_refused(get(gw, idp.sign({"sub": "x"}, idp.add_key("ES256"))))
+    assert idp.count() == 1
+    status, _, body = get(gw, idp.sign({"sub": "u7"}, idp.add_key("RS256")),
+                          **{"X-User-Id": "forged"})
+    assert status == 200 and idp.count() == 2
+    assert [v for n, v in json.loads(body)["headers"] if n == "x-user-id"] == ["u7"]
+
+
+# ---------------------------------------------------------------- units
+
+@pytest.mark.parametrize("jwk,alg,expected", [
+    ({"kty": "RSA"}, "RS256", True),
+    ({"kty": "RSA", "use": "sig", "alg": "PS256"}, "PS256", True),
+    ({"kty": "RSA", "use": "enc"}, "RS256", False),
+    ({"kty": "RSA", "alg": "RS512"}, "RS256", False),
+    ({"kty": "RSA", "key_ops": ["verify"]}, "RS256", True),
+    ({"kty": "RSA", "key_ops": ["sign"]}, "RS256", False),
+    ({"kty": "EC", "crv": "P-256"}, "ES256", True),
+    ({"kty": "EC", "crv": "P-384"}, "ES256", False),
+    ({"kty": "EC", "crv": "P-521"}, "ES512", True),
+    ({"kty": "EC", "crv": "P-256"}, "RS256", False),
+    ({"kty": "OKP", "crv": "Ed25519"}, "EdDSA", True),
+    ({"kty": "OKP", "crv": "X25519"}, "EdDSA", False),
+    ({"kty": "oct", "k": "c2VjcmV0"}, "RS256", False),
+    (["kty", "RSA"], "RS256", False),
+])
+def test_which_keys_serve_an_algorithm(jwk, alg, expected):
+    from fastgw.keysets import usable
+    assert usable(jwk, alg) is expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("max-age=300", 300), ("public, max-age=1", 60), ("max-age=100000000", 86400),
+    ('max-age="120"', 120), ("no-cache", 60), ("private", None), ("", None),
+    ("s-maxage=10", None),
+])
+def test_max_age_is_clamped(value, expected):
+    from fastgw.jwks import _max_age
+    assert _max_age({"cache-control": value} if value else {}) == expected
+
+
+def test_a_url_that_leaves_the_configuration_and_returns_serves_its_new_keys(
+        idp, upstream, gateway_factory):
+    consumers = [credential(idp.jwks_uri, key=idp.issuer)]
+    gw = start(gateway_factory, gw_config(upstream, consumers))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    old = idp.sign({})
+    assert get(gw, old)[0] == 200
+    assert gw.admin.call("DELETE", "/admin/consumers/corp")[0] == 200
+    idp.drop("k1")
+    idp.add_key("RS256", "k9")
+    assert gw.admin.call("PUT", "/admin/consumers/corp", consumers[0])[0] == 200
+    wait_state(gw, idp.jwks_uri, "fresh")
+    assert get(gw, idp.sign({}, "k9"))[0] == 200
+    assert_refused(get(gw, old))  # an unknown kid now: refused after the refetch it makes
