@@ -238,7 +238,8 @@ async def fetch_keys(url: str, settings: Settings, context) -> tuple[list, float
 
 class KeySetFetcher:
     """One URL's keys, as the master fetches them. `state`: new (never answered yet),
-    fresh, failing (never fetched, or dropped), stale (failing, the last keys serve)."""
+    fresh, failing (never fetched, or its keys dropped after `jwks_max_stale`), stale
+    (failing, the last keys serve)."""
 
     def __init__(self, url: str, settings: Settings, publish):
         self.url, self.settings = url, settings
@@ -270,7 +271,9 @@ class KeySetFetcher:
 
     @property
     def stale(self) -> bool:
-        return self.state == "stale"
+        """fastgw_jwks_stale: from the first failed refresh of a set that had keys until
+        the next successful fetch (its keys dropped after jwks_max_stale meanwhile or not)."""
+        return self.failing_since is not None and self.last_success is not None
 
     def refetch(self) -> None:
         """Fetch now (unless a fetch is already under way)."""

@@ -310,6 +310,9 @@ def test_keys_are_dropped_after_jwks_max_stale(idp, upstream, gateway_factory):
     wait_state(gw, idp.jwks_uri, "stale")
     until(lambda: key_set_status(gw, idp.jwks_uri)["keys"] is None, timeout=10)
     assert_refused(get(gw, token))  # the cached token too
+    text = metrics(gw)  # stale until the next success; no keys
+    assert f'fastgw_jwks_stale{{uri="{idp.jwks_uri}"}} 1.0' in text
+    assert f'fastgw_jwks_keys{{uri="{idp.jwks_uri}"}} 0.0' in text
     idp.mode = "ok"
     wait_state(gw, idp.jwks_uri, "fresh")
     assert get(gw, token)[0] == 200
