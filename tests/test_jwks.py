@@ -181,7 +181,7 @@ def test_a_key_of_another_type_under_the_token_kid_is_never_used(idp, upstream, 
     gw = start(gateway_factory, gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)]))
     wait_state(gw, idp.jwks_uri, "fresh")
     assert_refused(get(gw, idp.sign({}, "ec")))  # ES256-signed, RS256 credential
-    assert_refused(get(gw, idp.sign({}, "k1", alg="RS384")))  # the algorithm is not the credential's
+    assert_refused(get(gw, idp.sign({}, "k1", alg="RS384")))  # not the credential's algorithm
 
 
 def test_keys_named_or_carried_by_the_token_are_never_used_nor_fetched(idp, upstream,

@@ -24,7 +24,8 @@ POLICY = {
 
 
 def config(upstream, policy=None, cred=None):
-    routes = [{"name": "policy", "paths": ["/p/*"], "plugins": {"jwt-auth": POLICY if policy is None else policy}},
+    plugin = POLICY if policy is None else policy
+    routes = [{"name": "policy", "paths": ["/p/*"], "plugins": {"jwt-auth": plugin}},
               {"name": "plain", "paths": ["/plain/*"], "plugins": {"jwt-auth": {}}}]
     return {"services": [service(upstream.url, routes)],
             "consumers": [consumer(**(cred or {}))]}
@@ -157,7 +158,8 @@ def test_claim_headers_are_removed_from_requests_without_a_token(upstream, gatew
 def test_issuer_on_the_credential(upstream, gateway_factory):
     gw = gateway_factory(config(upstream, {}, {"issuer": "https://idp.example"}))
     assert get(gw, "/p/x", Authorization=token(iss="https://idp.example"))[0] == 200
-    for bad in (token(), token(iss="https://idp.example/"), signed({"iss": ["https://idp.example"]})):
+    for bad in (token(), token(iss="https://idp.example/"),
+                signed({"iss": ["https://idp.example"]})):
         assert_401(get(gw, "/p/x", Authorization=bad), "failed to verify jwt")
 
 
