@@ -453,7 +453,6 @@ class JwtAuth:
         ex.consumer = who
         return None
 
-
     def _await_keys(self, ex, token: bytes, cred, header: dict):
         """PENDING while the key set is refetched (the request is verified again once the
         master answered), or the 401 at once when no refetch may be asked for now."""
