@@ -16,6 +16,10 @@ certificate, over keep-alive connections and with a new connection for every req
 (`Connection: close`; wrk resumes the TLS session on each new connection, as a returning
 client does: a TLS 1.3 PSK handshake with a fresh ECDHE exchange, no certificate sent).
 
+Scenario 11 is an RS256 credential whose key comes from a key set (the upstream nginx serves
+it at /certs; fastgw's master fetches it once): a hot token, and all-miss (2,000 tokens cycled
+through a cache of 1,000), beside HAProxy verifying the same tokens with the PEM key.
+
 The bytecodes/request column (fastgw's rows in scenarios 1, 2 and 4, and the bare relay's) is
 counted after the timed runs, in a process of its own for each configuration, started with
 bench/bytecodes.py's counting hook (which slows it, so it is never the one timed) and sent
@@ -54,6 +58,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from jwt.algorithms import RSAAlgorithm
 
 import bytecodes
 
@@ -163,6 +168,7 @@ http {{
     listen 127.0.0.1:{port} backlog=4096;
     location = /json {{ default_type application/json; return 200 '{JSON_DOC}'; }}
     location = /big {{ default_type application/json; alias {workdir}/big.json; }}
+    location = /certs {{ default_type application/json; alias {workdir}/jwks.json; }}
   }}
 }}""")
     (workdir / "tmp").mkdir(exist_ok=True)
@@ -190,11 +196,26 @@ http {{
 
 
 def haproxy(workdir: Path, port: int, jwt_port: int, upstream: int,
-            tls: tuple[int, Path] | None = None) -> Proc:
-    """`tls` is (port, PEM file holding the certificate and its key)."""
+            tls: tuple[int, Path] | None = None,
+            rs256: tuple[int, Path] | None = None) -> Proc:
+    """`tls` is (port, PEM file holding the certificate and its key); `rs256` is (port,
+    PEM public key) for a frontend verifying RS256 tokens (HAProxy reads no key set)."""
     conf = workdir / "haproxy.cfg"
     tls_frontend = "" if tls is None else f"""frontend tls
   bind 127.0.0.1:{tls[0]} ssl crt {tls[1]} alpn http/1.1 ssl-min-ver TLSv1.2
+  default_backend up
+"""
+    if rs256 is not None:
+        tls_frontend += f"""frontend jwt_rs256
+  bind 127.0.0.1:{rs256[0]}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str RS256 }}
+  http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{rs256[1]}") -m int 1 }}
+  http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+  http-request set-var(txn.now) date()
+  http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+  http-request set-path %[path,regsub(^/jwt/,/)]
   default_backend up
 """
     conf.write_text(f"""
@@ -318,6 +339,9 @@ def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 
          "routes": [{"name": "all", "paths": ["/*"]}]},
         {"name": "jwt", "path_prefix": "/jwt", "upstream": up,
          "routes": [{"name": "all", "paths": ["/*"], "plugins": {"jwt-auth": {}}}]},
+        {"name": "keyset", "path_prefix": "/keyset", "upstream": up,
+         "routes": [{"name": "all", "paths": ["/*"],
+                     "plugins": {"jwt-auth": {"key_claim_name": "iss"}}}]},
     ]
     for s in range(routes // 100):
         services.append({"name": f"many-{s}", "path_prefix": f"/many{s}", "upstream": {"url": url},
@@ -329,6 +353,9 @@ def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 
                                             "public_key": keys["RS256"][1]}]},
         {"username": "es", "credentials": [{"key": "es", "algorithm": "ES256",
                                             "public_key": keys["ES256"][1]}]},
+        # the RS256 key again, published as a key set by the upstream nginx (/certs)
+        {"username": "idp", "credentials": [{"key": KEY_SET_ISSUER, "issuer": KEY_SET_ISSUER,
+                                             "jwks_uri": f"{url}/certs"}]},
     ]
     people += [{"username": f"user{i}", "credentials": [{"key": f"user{i}-key",
                                                          "secret": f"secret-{i:08d}-padding"}]}
@@ -345,6 +372,28 @@ def write_tokens(workdir: Path, name: str, count: int, alg: str, keys: dict,
     with open(path, "w") as f:
         for i in range(count):
             f.write(pyjwt.encode({"key": kid, "exp": exp, "n": i}, key, algorithm=alg) + "\n")
+    return path
+
+
+KEY_SET_ISSUER = "https://idp.bench.example"
+
+
+def write_key_set(workdir: Path, keys: dict) -> None:
+    """The RS256 public key as the key set nginx serves at /certs (kid "rs")."""
+    public = serialization.load_pem_public_key(keys["RS256"][1].encode())
+    jwk = {**RSAAlgorithm.to_jwk(public, as_dict=True), "kid": "rs", "use": "sig",
+           "alg": "RS256"}
+    (workdir / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+
+
+def write_key_set_tokens(workdir: Path, name: str, count: int, keys: dict) -> Path:
+    """RS256 tokens as a provider issues them: kid in the header, the issuer in iss."""
+    exp = int(time.time()) + 7 * 86400
+    path = workdir / f"tokens-{name}.txt"
+    with open(path, "w") as f:
+        for i in range(count):
+            f.write(pyjwt.encode({"iss": KEY_SET_ISSUER, "exp": exp, "n": i}, keys["RS256"][0],
+                                 algorithm="RS256", headers={"kid": "rs"}) + "\n")
     return path
 
 
@@ -484,6 +533,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
     keys = signing_keys()
+    write_key_set(workdir, keys)
     up_port = free_port()
     upstream = nginx_upstream(workdir, up_port)
     tls = tls_files(workdir)
@@ -492,11 +542,17 @@ def main() -> int:
                 tls=(gw_tls_port, tls["cert"], tls["key"]))
     big = fastgw(workdir, "fastgw-big", free_port(),
                  gateway_config(up_port, keys, routes=10_000, consumers=100_000))
-    ha_port, ha_jwt_port = free_port(), free_port()
-    ha = haproxy(workdir, ha_port, ha_jwt_port, up_port, tls=(ha_tls_port, tls["both"]))
+    # all-miss with RS256: 2,000 tokens cycled through a cache of 1,000
+    gw_miss = fastgw(workdir, "fastgw-small-cache", free_port(), gateway_config(up_port, keys),
+                     cache_size=1000)
+    ha_port, ha_jwt_port, ha_rs_port = free_port(), free_port(), free_port()
+    rs_public = workdir / "rs256-public.pem"
+    rs_public.write_text(keys["RS256"][1])
+    ha = haproxy(workdir, ha_port, ha_jwt_port, up_port, tls=(ha_tls_port, tls["both"]),
+                 rs256=(ha_rs_port, rs_public))
     ng = nginx_proxy(workdir, free_port(), up_port)
     nv = naive(workdir, free_port(), up_port)
-    procs = [upstream, gw, big, ha, ng, nv]
+    procs = [upstream, gw, big, gw_miss, ha, ng, nv]
     bare = BARE_RELAY.is_file()
     if bare:
         bare_jwt = bare_relay("bare-relay", free_port(), up_port, jwt=True)
@@ -512,6 +568,7 @@ def main() -> int:
         counters[id(bare_plain)] = lambda port: bare_relay("bare-relay-nojwt-count", port,
                                                            up_port, False)
     ha_jwt = Proc("haproxy-jwt", [], ha_jwt_port, owner=ha)
+    ha_rs = Proc("haproxy-jwt-rs256", [], ha_rs_port, owner=ha)
     gw_tls = Proc("fastgw-tls", [], gw_tls_port, owner=gw, scheme="https", ca=tls["ca"])
     ha_tls = Proc("haproxy-tls", [], ha_tls_port, owner=ha, scheme="https", ca=tls["ca"])
 
@@ -521,6 +578,8 @@ def main() -> int:
     rs_hot = write_tokens(workdir, "rs", 1, "RS256", keys)
     es_hot = write_tokens(workdir, "es", 1, "ES256", keys)
     bare_hot = write_tokens(workdir, "bare", 1, "HS256", keys, secret=BARE_RELAY_SECRET)
+    ks_hot = write_key_set_tokens(workdir, "keyset-hot", 1, keys)
+    ks_miss = write_key_set_tokens(workdir, "keyset-miss", 2000, keys)
 
     cases: list[Case] = []
     started: list[Proc] = []
@@ -559,6 +618,14 @@ def main() -> int:
                         50, True),
                        ("haproxy http, new connection each", ha, "/json", None, "GET", 0, 50,
                         True)],
+            # Keys from an identity provider's key set (fetched once by fastgw's master);
+            # HAProxy reads no key set: its row verifies the same tokens with the PEM key,
+            # and has no cache, so every request is a full verification there.
+            "11 RS256 key set": [("fastgw key set, hot", gw, "/keyset/json", ks_hot),
+                                 ("fastgw key set, all-miss", gw_miss, "/keyset/json",
+                                  ks_miss),
+                                 ("haproxy+jwt_verify RS256 (PEM)", ha_rs, "/jwt/json",
+                                  ks_miss)],
         }
         if bare:
             S["1 no-auth"].append(("bare relay", bare_plain, "/json"))

@@ -135,6 +135,10 @@ class AdminAPI:
             case ("DELETE", ["consumers", username, "credentials", cred_id]):
                 return await self._delete(conf, ("consumers", "username", username, "consumer"),
                                           ("credentials", "id", cred_id, "credential"))
+            case ("GET", ["jwks"]):
+                return 200, self.master.jwks.status()
+            case ("POST", ["jwks", "refresh"]):
+                return 200, await self.master.jwks.refresh_all()
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
                 return 200, {"token": self._token(username, cred_id, data or {})}
         raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,

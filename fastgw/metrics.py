@@ -115,9 +115,11 @@ def _add(into: list[int], counts: list[int]) -> None:
 
 
 class _Collector:
-    def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int):
+    def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int,
+                 key_sets: list[dict] = ()):
         self.snapshots, self.revision = snapshots, revision
         self.restarts, self.workers = restarts, workers
+        self.key_sets = key_sets
 
     def collect(self):
         requests = CounterMetricFamily("fastgw_requests", "Requests answered",
@@ -186,9 +188,28 @@ class _Collector:
         yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)
         yield GaugeMetricFamily("fastgw_config_revision", "Configuration revision in force",
                                 value=self.revision)
+        if self.key_sets:
+            yield from self._key_sets()
+
+    def _key_sets(self):
+        """The master's key-set fetchers (jwks.KeySetFetchers.metrics), one series per URL."""
+        fetches = CounterMetricFamily("fastgw_jwks_fetches", "Key-set fetches by outcome",
+                                      labels=["uri", "outcome"])
+        keys = GaugeMetricFamily("fastgw_jwks_keys", "Keys in the key set served",
+                                 labels=["uri"])
+        stale = GaugeMetricFamily("fastgw_jwks_stale",
+                                  "1 while a key set's refreshes fail and its last keys serve",
+                                  labels=["uri"])
+        for item in self.key_sets:
+            for outcome, n in item["fetches"].items():
+                fetches.add_metric([item["uri"], outcome], n)
+            keys.add_metric([item["uri"]], item["keys"])
+            stale.add_metric([item["uri"]], item["stale"])
+        yield from (fetches, keys, stale)
 
 
-def render(snapshots: list[dict], revision: int, restarts: int, workers: int) -> bytes:
+def render(snapshots: list[dict], revision: int, restarts: int, workers: int,
+           key_sets: list[dict] = ()) -> bytes:
     registry = CollectorRegistry()
-    registry.register(_Collector(snapshots, revision, restarts, workers))
+    registry.register(_Collector(snapshots, revision, restarts, workers, key_sets))
     return generate_latest(registry)

@@ -11,9 +11,12 @@ replaced at once.
 Master and worker talk over the worker's stdin and stdout, one JSON object a line:
 master -> worker `{"revision": N, "config": {...}}`, and with HTTPS listeners
 `{"tls": {...}, "generation": N}` (the certificate pair, before the first configuration
-and after each SIGHUP that brought a good one); worker -> master `{"ready": N}` once
-serving, `{"applied": N}` after each later configuration, `{"tls": N}` after each later
-pair. The master reports a change as in force only when every worker has applied it.
+and after each SIGHUP that brought a good one), and `{"jwks": URL, "keys": [...] | null,
+"generation": N, "cooldown": S}` (a key set's keys, after each fetch: see jwks.py);
+worker -> master `{"ready": N}` once serving, `{"applied": N}` after each later
+configuration, `{"tls": N}` after each later pair, and `{"jwks_refetch": URL}` (a token's
+kid is not in that set). The master reports a change as in force only when every worker
+has applied it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import orjson
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import tls
+from . import keysets, tls
 from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import gc_paused
 from .config.compile import Snapshot
 from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
+from .jwks import KeySetFetchers
 from .metrics import render
 from .plugins import new_states
 from .settings import Settings
@@ -122,9 +126,10 @@ def _listen(host: str, port: int) -> socket.socket:
 class WorkerHandle:
     """The master's side of one worker process."""
 
-    def __init__(self, slot: int, process: asyncio.subprocess.Process):
+    def __init__(self, slot: int, process: asyncio.subprocess.Process, on_refetch=None):
         self.slot = slot
         self.process = process
+        self.on_refetch = on_refetch  # (url, this handle): the worker asks for a key set
         self.applied = 0
         self.tls_applied = 0  # the generation of the certificate pair it serves
         self.changed = asyncio.Event()  # set whenever `applied` or `tls_applied` moves
@@ -136,6 +141,9 @@ class WorkerHandle:
 
     def send(self, revision: int, conf: dict) -> None:
         self.process.stdin.write(orjson.dumps({"revision": revision, "config": conf}) + b"\n")
+
+    def send_message(self, message: dict) -> None:
+        self.process.stdin.write(orjson.dumps(message) + b"\n")
 
     def send_tls(self, generation: int, pair: tls.CertificatePair) -> None:
         self.process.stdin.write(orjson.dumps({"tls": pair.to_message(),
@@ -154,6 +162,10 @@ class WorkerHandle:
             if "stats" in report:
                 if self.stats_waiters:
                     self.stats_waiters.pop(0).set_result(report["stats"])
+                continue
+            if "jwks_refetch" in report:
+                if self.on_refetch is not None:
+                    self.on_refetch(report["jwks_refetch"], self)
                 continue
             if "tls" in report:
                 self.tls_applied = report["tls"]
@@ -184,6 +196,13 @@ class Master:
         self._stop = asyncio.Event()
         self._change_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()  # held until done (the loop keeps weak refs)
+        # key sets are fetched here, once for the node, and sent to every worker
+        self.jwks = KeySetFetchers(self._send_jwks)
+
+    def _send_jwks(self, message: dict, worker: "WorkerHandle | None") -> None:
+        for handle in self.workers.values() if worker is None else (worker,):
+            if handle.process.returncode is None:
+                handle.send_message(message)
 
     @property
     def conf(self) -> dict:
@@ -196,6 +215,7 @@ class Master:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+        self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         self.source.follow(self.config_changed)
@@ -216,6 +236,7 @@ class Master:
         await self._stop.wait()
         log.info("fastgw stopping: draining in-flight requests")
         self.stopping = True
+        self.jwks.close()
         for worker in self.workers.values():
             worker.process.send_signal(signal.SIGTERM)
         await asyncio.gather(*(w.process.wait() for w in self.workers.values()))
@@ -240,11 +261,13 @@ class Master:
             sys.executable, "-m", "fastgw.workers", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, pass_fds=[*fds, *tls_fds, log_fd], env=env)
         os.close(log_fd)
-        worker = self.workers[slot] = WorkerHandle(slot, process)
+        worker = self.workers[slot] = WorkerHandle(slot, process, self.jwks.requested)
         if self.tls_pair is not None:
             worker.send_tls(self.tls_generation, self.tls_pair)
             worker.tls_applied = self.tls_generation  # its `ready` will say so
         worker.send(self.revision, self.conf)
+        for message in self.jwks.messages():  # the keys fetched so far
+            worker.send_message(message)
         self._background(self._supervise(worker))
 
     async def _supervise(self, worker: WorkerHandle) -> None:
@@ -282,6 +305,7 @@ class Master:
             self.revision += 1
             for worker in self.workers.values():
                 worker.send(self.revision, conf)
+            self.jwks.configure(conf)
             if not await self.wait_applied(self.revision):
                 log.error("not every worker acknowledged revision %d in time", self.revision)
             return self.revision
@@ -315,7 +339,8 @@ class Master:
                 asyncio.gather(*(w.stats() for w in self.workers.values())), APPLY_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
-        text = render(snapshots, self.source.revision, self.restarts, len(self.workers))
+        text = render(snapshots, self.source.revision, self.restarts, len(self.workers),
+                      self.jwks.metrics())
         return 200, CONTENT_TYPE_LATEST.encode(), text
 
     async def reload(self) -> None:
@@ -381,6 +406,7 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
         access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
     loop.add_signal_handler(signal.SIGUSR1, access_log.reopen if access_log else lambda: None)
     gateway = Gateway(settings, snapshot_factory(settings), access_log)
+    keysets.ask = lambda url: _report(jwks_refetch=url)  # a kid its key sets lack
     with gc_paused():
         gateway.apply(first["config"], first["revision"])
     gc.freeze()  # the first configuration lives long: keep it out of every collection
@@ -401,6 +427,8 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
                     gateway.apply(message["config"], message["revision"])
             if "stats" in message:
                 _report(stats=gateway.stats.snapshot(gateway))
+            elif "jwks" in message:
+                keysets.received(message)
             elif "tls" in message:
                 if terminator.replace(tls.CertificatePair.from_message(message["tls"])):
                     _report(tls=message["generation"])

@@ -8,19 +8,24 @@ are re-checked) or a full verification with the credential's prepared key.
 
 from __future__ import annotations
 
+import logging
 import math
+import ssl
 import time
 from collections import OrderedDict
 from operator import attrgetter, itemgetter
 
 import orjson
 
-from .. import jwt
+from .. import jwt, keysets
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
-from ..responses import BAD_REQUEST, Response
+from ..jwks import url_problem
+from ..responses import BAD_REQUEST, INTERNAL_ERROR, Response
 from ..spelling import any_case
-from . import credentials
+from . import credentials, jwt_policy
 from .credentials import Identity, Places, Repeated, no_credential
+
+log = logging.getLogger("fastgw")
 
 # ---------------------------------------------------------------- the contract
 
@@ -38,13 +43,30 @@ SCHEMA = Obj({
     "hide_credentials": Field(Bool(), default=False),
     "key_claim_name": Field(Str(), default="key"),
     "anonymous_consumer": Field(Nullable(Str())),
-})
+    **jwt_policy.FIELDS,  # audiences, required_claims, required_scopes, ...
+}, check=jwt_policy.check)
 
 cross_check = credentials.cross_check
 
 
+_KEY_SET_SOURCES = ("jwks_uri", "oidc_issuer")
+
+
+def key_set_url(cred: dict) -> str | None:
+    """The URL a (validated) credential takes its keys from, or None: static keys."""
+    return cred["jwks_uri"] or cred["oidc_issuer"]
+
+
 def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
     """Keys are parsed now, so a bad one is a configuration error, not a request-time 500."""
+    sources = [field for field in _KEY_SET_SOURCES if cred[field] is not None]
+    if cred["algorithm"] is None:  # the default: RS256 for a key set, else HS256
+        cred["algorithm"] = "RS256" if sources else "HS256"
+    if sources:
+        _key_set_source(cred, sources, path, errors)
+        return
+    if cred["jwks_ca_file"] is not None:
+        errors.append((join(path, "jwks_ca_file"), "is only for jwks_uri or oidc_issuer"))
     alg = cred["algorithm"]
     if alg in jwt.HMAC_ALGORITHMS:
         if not cred["secret"]:
@@ -69,17 +91,45 @@ def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
             errors.append((join(path, "private_key"), str(exc)))
 
 
+def _key_set_source(cred: dict, sources: list[str], path: str, errors: Errors) -> None:
+    """A credential whose keys come from a key set has no key of its own, and an algorithm
+    a published key can serve."""
+    if len(sources) > 1:
+        errors.append((join(path, "oidc_issuer"), "cannot be given with jwks_uri (one source)"))
+    for field in ("secret", "public_key", "private_key"):
+        if cred[field] is not None:
+            errors.append((join(path, field), f"must be absent: the keys come from {sources[0]}"))
+    if cred["algorithm"] not in keysets.ALGORITHMS:
+        errors.append((join(path, "algorithm"), f"{cred['algorithm']} cannot be used with a "
+                       f"key set; one of {', '.join(keysets.ALGORITHMS)}"))
+    if cred["jwks_ca_file"] is not None:
+        try:  # read now: the master would fail on it at its first fetch
+            ssl.create_default_context(cafile=cred["jwks_ca_file"])
+        except (OSError, ssl.SSLError) as exc:
+            errors.append((join(path, "jwks_ca_file"),
+                           f"cannot be read as CA certificates: {exc.strerror or exc}"))
+
+
 CREDENTIAL_SCHEMA = Obj({
     "id": credentials.CREDENTIAL_ID,
     "type": Field(Str(choices=(CREDENTIAL_TYPE,)), default=CREDENTIAL_TYPE),
     "key": Field(Str(pattern=credentials.VISIBLE), required=True),
     "secret": Field(Nullable(Str())),
     "base64_secret": Field(Bool(), default=False),
-    "algorithm": Field(Str(choices=jwt.ALGORITHM_NAMES), default="HS256"),
+    # default (null): RS256 for a key-set credential, else HS256 (_credential_keys)
+    "algorithm": Field(Nullable(Str(choices=jwt.ALGORITHM_NAMES))),
     "public_key": Field(Nullable(Str())),
     "private_key": Field(Nullable(Str())),
     "exp": Field(Int(min=1), default=86400),
     "lifetime_grace_period": Field(Int(min=0), default=0),
+    "issuer": Field(Nullable(Str())),  # the token's `iss` must equal it
+    # keys from an identity provider instead of secret/public_key (SPEC 8)
+    "jwks_uri": Field(Nullable(Str(url_problem))),
+    "oidc_issuer": Field(Nullable(Str(url_problem))),
+    "jwks_refresh": Field(Int(min=1, max=86400), default=300),
+    "jwks_max_stale": Field(Int(min=0), default=86400),
+    "jwks_refetch_cooldown": Field(Int(min=1, max=86400), default=30),
+    "jwks_ca_file": Field(Nullable(Str())),
 }, check=_credential_keys)
 
 
@@ -91,7 +141,9 @@ def default_id(username: str, cred: dict, nth: int) -> str:
 def generate_secret(cred: dict) -> str | None:
     """Fill in an HS* credential's missing secret (an unvalidated credential from the admin
     API); the field generated, or None."""
-    if cred.get("algorithm", "HS256") in _HMAC_NAMES and cred.get("secret") in (None, ""):
+    if any(cred.get(field) is not None for field in _KEY_SET_SOURCES):
+        return None  # its keys come from a key set
+    if cred.get("algorithm") in (*_HMAC_NAMES, None) and cred.get("secret") in (None, ""):
         cred["secret"] = jwt.new_secret()
         return "secret"
     return None
@@ -103,7 +155,11 @@ _HMAC_NAMES = tuple(jwt.HMAC_ALGORITHMS)  # `in` a tuple: no TypeError for an un
 def issue_token(cred: dict, claims: dict, ttl: int | None = None,
                 expires: float | None = None, now: float | None = None) -> str:
     """A token signed for this credential, carrying its key; ValueError when fastgw cannot
-    sign one (an asymmetric credential without its private key)."""
+    sign one (an asymmetric credential without its private key, or a key-set credential)."""
+    url = key_set_url(cred)
+    if url is not None:
+        raise ValueError(f"credential {cred['id']!r} takes its keys from the key set {url}: "
+                         "its tokens are signed by the identity provider, not by fastgw")
     payload = jwt.token_claims("key", cred["key"], cred["exp"] if ttl is None else ttl,
                                expires, claims, now=now)
     return jwt.sign_token(cred["algorithm"], signing_key(cred), payload)
@@ -141,7 +197,7 @@ def signing_key(cred: dict) -> bytes | str:
 class Credential(credentials.Credential):
     """A consumer's JWT credential, compiled: its key prepared for verification."""
 
-    __slots__ = ("key", "algorithm", "verifier", "grace")
+    __slots__ = ("key", "algorithm", "verifier", "grace", "issuer")
 
     def __init__(self, username: str, conf: dict):
         super().__init__(username, conf)
@@ -149,6 +205,11 @@ class Credential(credentials.Credential):
         material = hmac_key(conf) if self.algorithm in jwt.HMAC_ALGORITHMS else conf["public_key"]
         self.verifier = jwt.VerifyingKey(self.algorithm, material)
         self.grace = conf["lifetime_grace_period"]
+        self.issuer = conf["issuer"]
+
+    def identity_for(self, header: dict, signing_input: bytes, signature: bytes):
+        """Who a token with a good signature is (this credential), or None."""
+        return self if self.verifies(header, signing_input, signature) else None
 
     def verifies(self, header: dict, signing_input: bytes, signature: bytes) -> bool:
         """The token's header names this credential's algorithm (never another, never
@@ -159,26 +220,97 @@ class Credential(credentials.Credential):
                 and "b64" not in header and self.verifier.verify(signing_input, signature))
 
 
+class KeyedIdentity(Identity):
+    """A key-set credential as one key of its set verified it: what its tokens are cached
+    with, void (`revoked`) once that key leaves the set or the credential goes."""
+
+    __slots__ = ("revoked", "__weakref__")
+
+
+class KeySetCredential(credentials.Credential):
+    """A consumer's JWT credential whose keys come from a key set (`jwks_uri`, or
+    `oidc_issuer`): the token's `kid` picks the key (SPEC 8, "Which key")."""
+
+    __slots__ = ("key", "algorithm", "grace", "issuer", "keys", "identities")
+
+    def __init__(self, username: str, conf: dict):
+        super().__init__(username, conf)
+        self.key, self.algorithm = conf["key"], conf["algorithm"]
+        self.grace, self.issuer = conf["lifetime_grace_period"], conf["issuer"]
+        self.keys = keysets.key_set(key_set_url(conf))
+        self.identities: dict[keysets.SetKey, KeyedIdentity] = {}
+
+    def identity_for(self, header: dict, signing_input: bytes, signature: bytes):
+        """Who the token is (a KeyedIdentity), None for a bad token, or UNKNOWN_KEY when
+        its key is not in the set (a refetch may bring it). As for static keys, only the
+        credential's algorithm, no `crit` or `b64`; `jwk`, `jku`, `x5u` and `x5c` in the
+        header play no part, and nothing a token names is ever fetched."""
+        if header.get("alg") != self.algorithm or "crit" in header or "b64" in header:
+            return None
+        view = self.keys.view(self.algorithm)
+        kid = header.get("kid")
+        if kid is None:  # only when the set has exactly one key for the algorithm
+            candidates = () if view.single is None else (view.single,)
+        elif type(kid) is str:
+            candidates = view.by_kid.get(kid, ())
+        else:
+            return None
+        if not candidates:
+            return None if kid is None and self.keys.fetched else keysets.UNKNOWN_KEY
+        for key in candidates:
+            if key.verify(signing_input, signature):
+                return self._identity(key)
+        return None
+
+    def _identity(self, key: keysets.SetKey) -> KeyedIdentity:
+        who = self.identities.get(key)
+        if who is None:
+            who = self.identities[key] = KeyedIdentity(self.username, self.source[1]["id"])
+            who.revoked = self.revoked or key.removed
+            key.identities.add(who)
+        return who
+
+    def void(self) -> None:
+        """The credential is gone: so is every identity it verified."""
+        for who in self.identities.values():
+            who.revoked = True
+
+
+def _compile(username: str, conf: dict):
+    return (Credential if key_set_url(conf) is None else KeySetCredential)(username, conf)
+
+
 def index_credentials(consumers: list[dict], previous: dict[str, Credential] | None
                       ) -> dict[str, Credential]:
     """key -> Credential; an unchanged credential keeps its object (and its cached tokens)."""
-    return credentials.index_credentials(consumers, previous, CREDENTIAL_TYPE, _KEY, Credential)
+    return credentials.index_credentials(consumers, previous, CREDENTIAL_TYPE, _KEY, _compile)
 
 
 _KEY = itemgetter("key")
-retire = credentials.retire  # void the cached tokens of every credential not carried over
+
+
+def retire(old: dict, new: dict) -> None:
+    """Void the cached tokens of every credential not carried over."""
+    credentials.retire(old, new)
+    for cred in old.values():
+        if cred.revoked and type(cred) is KeySetCredential:
+            cred.void()
 
 
 # ---------------------------------------------------------------- the cache
 
 class VerifiedTokenCache(OrderedDict):
-    """token bytes -> (credential, not_before, not_after, key claim name), at most
+    """token bytes -> (identity, not_before, not_after, context), at most
     `maxsize` of them, the least recently used first.
 
     Keyed by the whole token, so a payload changed under a signature seen before
     is a miss and gets verified in full. A hit is OrderedDict's `get`, then
     `move_to_end` by the caller (JwtAuth.access), both in C: cachetools' LRUCache ran
-    37 bytecodes in four Python frames for the same hit."""
+    37 bytecodes in four Python frames for the same hit.
+
+    The identity is what `ex.consumer` becomes (the credential, or an object that is void
+    when it is: `revoked`); the context is the key claim's name, with the token policy the
+    token passed (`JwtAuth.context`)."""
 
     def __init__(self, maxsize: int):
         super().__init__()
@@ -230,7 +362,8 @@ def _claim_time(payload: dict, name: str) -> float | None:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache")
+    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache", "policy",
+                 "context")
 
     def __init__(self, conf: dict, snapshot):
         self.places = Places(conf["header"], conf["query"], conf["cookie"],
@@ -240,6 +373,10 @@ class JwtAuth:
         self.anonymous = None if anonymous is None else Identity(anonymous)
         self.credentials = snapshot.credentials[CREDENTIAL_TYPE]
         self.cache = snapshot.state[NAME]
+        # The token policy (None: none) and the context a cached token must have been
+        # verified in: the key claim alone, or with the policy it passed.
+        self.policy = jwt_policy.build(conf, self.key_claim)
+        self.context = self.key_claim if self.policy is None else self.policy.context
 
     def access(self, ex) -> Response | None:
         """None lets the request through (ex.consumer set); else the answer: a 401, or
@@ -261,7 +398,7 @@ class JwtAuth:
             return BAD_REQUEST
         cache = self.cache
         entry = cache.get(token)
-        if entry is None or entry[3] != self.key_claim or entry[0].revoked:
+        if entry is None or entry[3] != self.context or entry[0].revoked:
             cache.misses += 1
             return self._verify(ex, token)
         cache.move_to_end(token)  # now the most recently used
@@ -272,7 +409,7 @@ class JwtAuth:
             return None
         return VERIFY_FAILED
 
-    def _verify(self, ex, token: bytes) -> Response | None:
+    def _verify(self, ex, token: bytes, waited: bool = False) -> Response | None:
         try:
             header, body, signing_input, signature = jwt.split_token(token)
             payload = orjson.loads(body)
@@ -286,9 +423,7 @@ class JwtAuth:
         cred = self.credentials.get(key) if type(key) is str else None
         if cred is None:
             return INVALID_KEY
-        if not cred.verifies(header, signing_input, signature):
-            return VERIFY_FAILED
-        try:
+        try:  # the clock and the issuer first: no refetch for a token that fails them
             exp = _claim_time(payload, "exp")
             nbf = _claim_time(payload, "nbf")
             _claim_time(payload, "iat")  # not required, not compared; a number if present
@@ -299,10 +434,57 @@ class JwtAuth:
         now = time.time()
         if not not_before <= now < not_after:
             return VERIFY_FAILED
-        self.cache[token] = (cred, not_before, not_after, self.key_claim)
-        ex.consumer = cred
+        if cred.issuer is not None and payload.get("iss") != cred.issuer:
+            return VERIFY_FAILED
+        who = cred.identity_for(header, signing_input, signature)
+        if who is None:
+            return VERIFY_FAILED
+        if who is keysets.UNKNOWN_KEY:  # a key-set credential without the token's key
+            return VERIFY_FAILED if waited else self._await_keys(ex, token, cred, header)
+        policy = self.policy
+        if policy is not None:  # SPEC 8: after the signature and the clock
+            if policy.too_long(payload, now):
+                return VERIFY_FAILED
+            answer = policy.refusal(payload, now)
+            if answer is not None:
+                return answer
+            who = policy.identity(who, payload)
+        self.cache[token] = (who, not_before, not_after, self.context)
+        ex.consumer = who
         return None
+
+    def _await_keys(self, ex, token: bytes, cred, header: dict):
+        """PENDING while the key set is refetched (the request is verified again once the
+        master answered), or the 401 at once when no refetch may be asked for now."""
+        from . import PENDING  # defined after this module is imported
+
+        def again() -> None:
+            try:
+                answer = self._verify(ex, token, waited=True)
+            except Exception:
+                log.exception("jwt-auth failed verifying a request after a key-set refetch")
+                answer = INTERNAL_ERROR
+            ex.resume(answer)
+        kid = header.get("kid")
+        if cred.keys.await_refetch(kid if type(kid) is str else None, again):
+            return PENDING
+        return VERIFY_FAILED
+
+
+class JwtAuthSettingHeaders(JwtAuth):
+    """With `claims_to_headers`: the client's copies of those headers are dropped from every
+    request (whatever its token, or none), then set from the verified token's claims (they
+    are part of its identity's head, `jwt_policy.ClaimsIdentity`)."""
+
+    __slots__ = ()
+
+    def access(self, ex) -> Response | None:
+        ex.drop_header(self.policy.header_names)
+        return JwtAuth.access(self, ex)
 
 
 def build(conf: dict, snapshot) -> JwtAuth:
+    """Decided here, once: a configuration without claims_to_headers runs none of it."""
+    if conf["claims_to_headers"]:
+        return JwtAuthSettingHeaders(conf, snapshot)
     return JwtAuth(conf, snapshot)
