@@ -1,0 +1,350 @@
+"""The web console (SPEC section 10) in a real browser: Debian's Chromium, headless,
+driven by Playwright; the gateway's answers checked with a plain HTTP client.
+
+Elements are found by their role and label, as a user (or a screen reader) finds them.
+The README's screenshots (docs/console-*.png) are taken here.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import jwt as pyjwt
+import pytest
+
+from conftest import ROOT, Gateway, free_port
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+KEY = "console-admin-key-for-tests"
+SHOTS = ROOT / "docs"
+
+pytestmark = [pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="no " + CHROMIUM),
+              pytest.mark.timeout(60)]
+
+expect.set_options(timeout=5000)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def start_gateway(tmp_path: Path, config: dict) -> Gateway:
+    gw = Gateway(tmp_path, config, {"FASTGW_ADMIN_KEY": KEY, "FASTGW_WORKERS": "1",
+                                    "FASTGW_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"})
+    gw.admin_port = int(gw.env["FASTGW_ADMIN_LISTEN"].rsplit(":", 1)[1])
+    gw.start()
+    gw.wait_for_log("admin API on")
+    gw.console = f"http://127.0.0.1:{gw.admin_port}/ui/"
+    return gw
+
+
+@pytest.fixture(scope="module")
+def files_gw(tmp_path_factory):
+    """A gateway for the tests that only read files and send no change."""
+    gw = start_gateway(tmp_path_factory.mktemp("files"), {})
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    started = []
+
+    def make(config=None):
+        gw = start_gateway(tmp_path, config or {})
+        started.append(gw)
+        return gw
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+class Page:
+    """A fresh browser context on the console, recording every request the page makes."""
+
+    def __init__(self, browser, gw):
+        self.context = browser.new_context(viewport={"width": 1000, "height": 720},
+                                           timezone_id="UTC", locale="en-GB")
+        self.page = self.context.new_page()
+        self.requests = []  # every playwright Request the page made
+        self.page.on("request", lambda r: self.requests.append(r))
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # a CSP refusal is logged as an error; an answer's 4xx is the test's to check
+        self.page.on("console", lambda m: m.type == "error" and not m.text.startswith(
+            "Failed to load resource") and self.errors.append(m.text))
+        self.gw = gw
+
+    def open(self, sign_in=True):
+        self.page.goto(self.gw.console)
+        if sign_in:
+            self.page.get_by_label("Admin key").fill(KEY)
+            self.page.get_by_role("button", name="Sign in").click()
+            expect(self.page.get_by_role("heading", name="Services")).to_be_visible()
+        return self.page
+
+    def close(self):
+        self.context.close()
+
+
+@pytest.fixture
+def console(browser):
+    opened = []
+
+    def make(gw):
+        page = Page(browser, gw)
+        opened.append(page)
+        return page
+    yield make
+    for page in opened:
+        page.close()
+
+
+def admin(gw, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=10)
+    conn.request(method, path, body=None if body is None else json.dumps(body).encode(),
+                 headers={"X-API-KEY": KEY})
+    resp = conn.getresponse()
+    out = resp.status, json.loads(resp.read() or b"null")
+    conn.close()
+    return out
+
+
+def raw_get(port, target):
+    """A request as sent, unnormalised (http.client keeps the target as given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", target, skip_accept_encoding=True)
+    conn.endheaders()
+    resp = conn.getresponse()
+    out = resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    conn.close()
+    return out
+
+
+def screenshot(page, name):
+    """docs/console-NAME.png for the README, when FASTGW_SCREENSHOTS is set (the PNGs in
+    the repository are refreshed with `FASTGW_SCREENSHOTS=1 make test`)."""
+    if os.environ.get("FASTGW_SCREENSHOTS"):
+        path = SHOTS / f"console-{name}.png"
+        page.screenshot(path=str(path), full_page=False)
+        if shutil.which("optipng"):
+            os.system(f"optipng -quiet -o2 {path}")
+
+
+# ---------------------------------------------------------------- serving the files
+
+def test_console_files_are_served_with_a_strict_policy(files_gw):
+    gw = files_gw
+    status, headers, body = raw_get(gw.admin_port, "/ui/")
+    assert status == 200 and headers["content-type"] == "text/html; charset=utf-8"
+    csp = headers["content-security-policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
+                      "connect-src 'self'", "img-src 'self'", "base-uri 'none'",
+                      "form-action 'none'", "frame-ancestors 'none'"):
+        assert directive in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert b"<script type=\"module\" src=\"app.js\">" in body
+    assert b"style=" not in body and b"<style" not in body and b"onclick" not in body
+    for name, kind in (("app.js", "text/javascript"), ("console.css", "text/css"),
+                       ("index.html", "text/html"), ("favicon.svg", "image/svg+xml")):
+        status, headers, _ = raw_get(gw.admin_port, "/ui/" + name)
+        assert status == 200 and headers["content-type"].startswith(kind), name
+        assert headers["x-content-type-options"] == "nosniff"
+    status, headers, _ = raw_get(gw.admin_port, "/ui")
+    assert status == 301 and headers["location"] == "/ui/"
+
+
+@pytest.mark.parametrize("target", [
+    "/ui/../admin/status", "/ui/..%2fadmin%2fstatus", "/ui/%2e%2e/%2e%2e/etc/passwd",
+    "/ui/..%2F..%2F__init__.py", "/ui/__init__.py", "/ui/%2e%2e%2f__init__.py",
+    "/ui/./index.html/..", "/ui/..\\__init__.py", "/ui/%5c..%5c__init__.py", "/ui/nope.js",
+    "/ui/index.html%00.js", "/ui//etc/passwd", "/ui/%2Fetc%2Fpasswd", "/ui/.../",
+])
+def test_no_path_reaches_outside_the_console_files(files_gw, target):
+    gw = files_gw
+    status, headers, body = raw_get(gw.admin_port, target)
+    assert status in (401, 404), (target, status)  # 401: the admin API's, never a file
+    assert b"import" not in body and b"root:" not in body
+    if status == 404:
+        assert headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_page_needs_no_key_but_the_api_still_does(files_gw):
+    gw = files_gw
+    assert raw_get(gw.admin_port, "/ui/app.js")[0] == 200
+    assert raw_get(gw.admin_port, "/admin/status")[0] == 401
+    assert raw_get(gw.admin_port, "/admin/ui/")[0] == 401
+
+
+# ---------------------------------------------------------------- the guide, end to end
+
+def test_the_walkthrough_in_the_console(gateway, console, upstream):
+    gw = gateway()
+    c = console(gw)
+    page = c.open(sign_in=False)
+
+    # a wrong key: an error, and nothing else
+    page.get_by_label("Admin key").fill("not-the-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert").filter(has_text="Wrong admin key")).to_be_visible()
+    expect(page.get_by_role("navigation")).to_be_hidden()
+    expect(page.get_by_role("main")).to_be_hidden()
+    page.get_by_label("Admin key").fill(KEY)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Services")).to_be_visible()
+
+    # 1. the service
+    page.get_by_role("button", name="Create Service").click()
+    page.get_by_label("Name", exact=True).fill("jwt-auth-app")
+    page.get_by_label("Hosts").fill("cloud.httpbin.org")
+    page.get_by_label("Path prefix", exact=True).fill("/v1")
+    page.get_by_label("Upstream URL").fill(upstream.url)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Service jwt-auth-app")).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("Service created.")
+    assert gw.request("GET", "/v1/json", host="cloud.httpbin.org")[0] == 404  # no route yet
+
+    # 2. the route
+    page.get_by_role("button", name="Add Route").click()
+    page.get_by_label("Name", exact=True).fill("json")
+    page.get_by_label("Paths").fill("/json")
+    page.get_by_label("GET", exact=True).check()
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Route json")).to_be_visible()
+    status, _, body = gw.request("GET", "/v1/json", host="cloud.httpbin.org")
+    assert status == 200 and body == upstream_json()
+    assert gw.request("POST", "/v1/json", host="cloud.httpbin.org")[0] == 404  # GET only
+
+    # 3. Add Plugin -> Authentication -> JWT Auth, on the route
+    page.get_by_role("button", name="Add Plugin").click()
+    chooser = page.get_by_role("dialog", name="Add Plugin")
+    chooser.get_by_role("button", name="Authentication").click()
+    chooser.get_by_role("button", name="JWT Auth").click()
+    dialog = page.get_by_role("dialog", name="JWT Auth on route json")
+    expect(dialog.get_by_label("Header")).to_have_value("Authorization")
+    expect(dialog.get_by_label("Query")).to_have_value("jwt")
+    expect(dialog.get_by_label("Cookie")).to_have_value("jwt")
+    expect(dialog.get_by_label("Strip Credentials")).not_to_be_checked()
+    screenshot(page, "jwt-auth-plugin")
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("button", name="Edit JWT Auth")).to_be_visible()
+
+    # 4. no token
+    status, headers, body = gw.request("GET", "/v1/json", host="cloud.httpbin.org")
+    assert status == 401 and json.loads(body) == {"message": "Missing JWT token in request"}
+
+    # 5. the consumer and its credential, the secret generated by the server
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="Create Consumer").click()
+    page.get_by_label("Username").fill("oiloil")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Consumer oiloil")).to_be_visible()
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to oiloil")
+    expect(dialog.get_by_label("Type")).to_have_value("jwt-auth")
+    expect(dialog.get_by_label("Algorithm")).to_have_value("HS256")
+    dialog.get_by_label("Key", exact=True).fill("oiloil_key")
+    dialog.get_by_role("button", name="Add").click()
+    shown = page.get_by_role("dialog", name="Generated secret")
+    expect(shown).to_contain_text("will not be shown again")
+    secret = shown.get_by_label("Secret").input_value()
+    assert len(secret) >= 40
+    shown.get_by_role("button", name="Close").click()
+    cred = admin(gw, "GET", "/admin/consumers/oiloil")[1]["credentials"][0]
+    assert cred["key"] == "oiloil_key" and cred["secret"] == "***"
+    assert cred["algorithm"] == "HS256"
+    expect(page.get_by_role("table", name="Credentials")).to_contain_text("oiloil_key")
+
+    # 6. Generate JSON Web Token: an expiry, user "oiloil" and age 18 (a number)
+    page.get_by_role("button", name="Generate JSON Web Token").click()
+    dialog = page.get_by_role("dialog", name="Generate JSON Web Token for oiloil")
+    dialog.get_by_label("Expires at").fill("2030-01-01T00:00:00")
+    dialog.get_by_label("Payload field 1 name").fill("user")
+    dialog.get_by_label("Payload field 1 value").fill("oiloil")
+    dialog.get_by_role("button", name="Add payload field").click()
+    dialog.get_by_label("Payload field 2 name").fill("age")
+    dialog.get_by_label("Payload field 2 value").fill("18")
+    dialog.get_by_role("button", name="Add payload field").click()
+    dialog.get_by_label("Payload field 3 name").fill("admin")
+    dialog.get_by_label("Payload field 3 value").fill("true")
+    dialog.get_by_role("button", name="Add payload field").click()
+    dialog.get_by_label("Payload field 4 name").fill("code")
+    dialog.get_by_label("Payload field 4 value").fill('"18"')
+    dialog.get_by_role("button", name="Generate").click()
+    shown = page.get_by_role("dialog", name="JSON Web Token")
+    expect(shown).to_contain_text("This token will not be shown again")
+    token = shown.get_by_label("Token").input_value()
+    screenshot(page, "token")
+    c.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    shown.get_by_role("button", name="Copy").click()
+    expect(shown.get_by_role("status")).to_have_text("Copied.")
+    assert page.evaluate("navigator.clipboard.readText()") == token
+    shown.get_by_role("button", name="Close").click()
+    claims = pyjwt.decode(token, secret.encode(), algorithms=["HS256"])
+    assert claims["exp"] == 1893456000 and claims["key"] == "oiloil_key"
+    assert claims["user"] == "oiloil" and claims["age"] == 18 and claims["admin"] is True
+    assert claims["code"] == "18"
+
+    # 7. with the token (and with Bearer): the upstream's body, byte for byte
+    for value in (token, f"Bearer {token}"):
+        status, _, body = gw.request("GET", "/v1/json", host="cloud.httpbin.org",
+                                     headers={"Authorization": value})
+        assert status == 200 and body == upstream_json()
+
+    # 8. a wrong token
+    status, _, body = gw.request("GET", "/v1/json", host="cloud.httpbin.org",
+                                 headers={"Authorization": "wrong token"})
+    assert status == 401 and json.loads(body) == {"message": "JWT token invalid"}
+
+    # Status
+    page.get_by_role("navigation").get_by_role("button", name="Status").click()
+    status_list = page.get_by_role("definition")
+    expect(page.get_by_role("heading", name="Status")).to_be_visible()
+    revision = admin(gw, "GET", "/admin/status")[1]["revision"]
+    expect(page.get_by_text(re.compile(r"^1 \(pids \d+\)$"))).to_be_visible()
+    expect(status_list.filter(has_text=str(revision)).first).to_be_visible()
+    expect(page.get_by_text("not used (configuration from a file)")).to_be_visible()
+
+    # the key never in a URL or a cookie, and no request to another host
+    assert_only_its_own_host(c, gw)
+
+
+def assert_only_its_own_host(c, gw):
+    """Every request went to the admin listener, the key only ever in X-API-KEY, never in
+    a URL or a cookie; and the page logged no error (a CSP violation included)."""
+    origin = f"http://127.0.0.1:{gw.admin_port}/"
+    assert c.requests and all(r.url.startswith(origin) for r in c.requests), \
+        [r.url for r in c.requests if not r.url.startswith(origin)]
+    assert not any(KEY in r.url for r in c.requests)
+    assert c.context.cookies() == [] and c.page.evaluate("document.cookie") == ""
+    for r in c.requests:
+        headers = r.all_headers()
+        assert "cookie" not in headers
+        if "/admin/" in r.url:
+            assert headers.get("x-api-key") in (KEY, "not-the-key")
+        else:
+            assert "x-api-key" not in headers
+    assert not c.errors, c.errors
+
+
+def upstream_json() -> bytes:
+    from upstream import JSON_DOC
+    return JSON_DOC
