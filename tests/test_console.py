@@ -137,6 +137,13 @@ def raw_get(port, target):
     return out
 
 
+def expect_error(control, message):
+    """The control is marked invalid, and the error is part of its description."""
+    expect(control).to_have_attribute("aria-invalid", "true")
+    pattern = message if isinstance(message, re.Pattern) else re.compile(re.escape(message))
+    expect(control).to_have_accessible_description(pattern)
+
+
 def screenshot(page, name):
     """docs/console-NAME.png for the README, when FASTGW_SCREENSHOTS is set (the PNGs in
     the repository are refreshed with `FASTGW_SCREENSHOTS=1 make test`)."""
@@ -348,3 +355,229 @@ def assert_only_its_own_host(c, gw):
 def upstream_json() -> bytes:
     from upstream import JSON_DOC
     return JSON_DOC
+
+
+# ---------------------------------------------------------------- a round trip changes nothing
+
+RICH = {
+    "services": [{
+        "name": "orders", "hosts": ["api.test", "*.orders.test"], "path_prefix": "/orders",
+        "strip_path_prefix": False, "plugins": {"key-auth": {"header": "x-key"}},
+        "upstream": {"nodes": [{"host": "127.0.0.1", "port": 1, "weight": 3},
+                               {"host": "127.0.0.2", "port": 2}],
+                     "pass_host": "rewrite", "upstream_host": "orders.internal",
+                     "timeout": {"connect": 1.5, "send": 7, "read": 9},
+                     "keepalive_pool": {"size": 5, "idle_timeout": 11, "requests": 50},
+                     "retries": 1, "max_connections": 20},
+        "routes": [{"name": "list", "paths": ["/list", "/all/*"], "methods": ["GET", "HEAD"],
+                    "priority": 7, "plugins": {"jwt-auth": {
+                        "header": "x-token", "query": "t", "cookie": "c",
+                        "hide_credentials": True, "key_claim_name": "kid2",
+                        "anonymous_consumer": "guest"}}}],
+    }],
+    "consumers": [
+        {"username": "guest"},
+        {"username": "jack", "credentials": [
+            {"id": "jack-jwt", "key": "jack-key", "secret": base64.b64encode(b"s3cr3t" * 8).decode(),
+             "base64_secret": True, "algorithm": "HS384", "exp": 600,
+             "lifetime_grace_period": 5},
+            {"type": "key-auth", "key": "jack-api-key-0123456789"}]},
+    ],
+}
+
+
+def test_opening_and_saving_unchanged_changes_nothing(gateway, console, upstream):
+    gw = gateway(RICH)
+    before = admin(gw, "GET", "/admin/config")[1]
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("button", name="orders", exact=True).click()
+    expect(page.get_by_role("radio", name="Nodes")).to_be_checked()
+    expect(page.get_by_role("textbox", name="Nodes")).to_have_value("127.0.0.1:1 3\n127.0.0.2:2")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Service saved.")
+    # the service's plugin, opened and saved as it is
+    page.get_by_role("button", name="Edit Key Auth").click()
+    dialog = page.get_by_role("dialog", name="Key Auth on service orders")
+    expect(dialog.get_by_label("Header")).to_have_value("x-key")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    # the route and its plugin
+    page.get_by_role("table", name="Routes").get_by_role("button", name="list", exact=True).click()
+    expect(page.get_by_label("GET", exact=True)).to_be_checked()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Route saved.")
+    page.get_by_role("button", name="Edit JWT Auth").click()
+    dialog = page.get_by_role("dialog", name="JWT Auth on route list")
+    expect(dialog.get_by_label("Strip Credentials")).to_be_checked()
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    # both credentials, whose secrets the page never had
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="jack", exact=True).click()
+    for cred in ("jack-jwt", "jack-key-auth"):
+        page.get_by_role("button", name=f"Edit credential {cred}").click()
+        dialog = page.get_by_role("dialog", name=f"Credential {cred}")
+        dialog.get_by_role("button", name="Save").click()
+        expect(dialog).to_be_hidden()
+        expect(page.get_by_role("status")).to_have_text("Credential saved.")
+    status = admin(gw, "GET", "/admin/status")[1]
+    assert status["revision"] >= 7  # every save went through the admin API
+    assert admin(gw, "GET", "/admin/config")[1] == before
+    # and the secrets still verify
+    token = pyjwt.encode({"kid2": "jack-key"}, base64.b64decode(
+        RICH["consumers"][1]["credentials"][0]["secret"]), algorithm="HS384")
+    status, _, _ = gw.request("GET", "/orders/list", host="api.test",
+                              headers={"x-token": token, "x-key": "jack-api-key-0123456789"})
+    assert status == 502  # authenticated, then the unreachable nodes
+    assert_only_its_own_host(c, gw)
+
+
+# ---------------------------------------------------------------- errors at their fields
+
+def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
+    gw = gateway({"services": [{"name": "svc", "upstream": {"url": upstream.url},
+                                "routes": [{"name": "r", "paths": ["/r"]}]}],
+                  "consumers": [{"username": "taken", "credentials": [{"key": "k1", "secret": "s" * 32}]},
+                                {"username": "other"}]})
+    before = admin(gw, "GET", "/admin/config")[1]
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("button", name="svc", exact=True).click()
+    prefix = page.get_by_label("Path prefix", exact=True)
+    prefix.fill("v1")
+    page.get_by_role("button", name="Save").click()
+    expect(prefix).to_have_attribute("aria-invalid", "true")
+    expect_error(prefix, 'must start with "/"')
+    expect(prefix).to_be_focused()
+    prefix.fill("/v1")
+    hosts = page.get_by_label("Hosts")
+    hosts.fill("good.test, bad_host!")
+    page.get_by_role("button", name="Save").click()
+    expect_error(hosts, re.compile("is not a host name"))
+    expect(prefix).not_to_have_attribute("aria-invalid", "true")
+    page.get_by_role("radio", name="Nodes").check()
+    page.get_by_role("textbox", name="Nodes").fill("10.0.0.1")
+    hosts.fill("good.test")
+    page.get_by_role("button", name="Save").click()
+    nodes = page.get_by_role("textbox", name="Nodes")
+    expect_error(nodes, re.compile("expected host:port"))
+    page.get_by_role("radio", name="URL").check()
+    page.get_by_label("Upstream URL").fill("ftp://x")
+    page.get_by_role("button", name="Save").click()
+    expect_error(page.get_by_label("Upstream URL"), 
+        "must start with http:// or https://")
+    assert admin(gw, "GET", "/admin/config")[1] == before
+
+    # a route's path, and a plugin's header in its dialog
+    page.get_by_role("table", name="Routes").get_by_role("button", name="r", exact=True).click()
+    paths = page.get_by_label("Paths")
+    paths.fill("/ok, nope")
+    page.get_by_role("button", name="Save").click()
+    expect_error(paths, 'must start with "/"')
+    page.get_by_role("button", name="Add Plugin").click()
+    page.get_by_role("button", name="Authentication").click()
+    page.get_by_role("button", name="JWT Auth").click()
+    dialog = page.get_by_role("dialog", name="JWT Auth on route r")
+    dialog.get_by_label("Header").fill("two words")
+    dialog.get_by_label("Anonymous consumer").fill("nobody")
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog.get_by_label("Header")).to_have_attribute("aria-invalid", "true")
+    dialog.get_by_label("Header").fill("Authorization")
+    dialog.get_by_role("button", name="Add").click()
+    expect_error(dialog.get_by_label("Anonymous consumer"), 
+        re.compile("no consumer named 'nobody'"))
+    dialog.get_by_role("button", name="Cancel").click()
+    assert admin(gw, "GET", "/admin/config")[1] == before
+
+    # a credential's key that another consumer has: 409, at the key
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="other", exact=True).click()
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to other")
+    dialog.get_by_label("ID").fill("other-jwt")
+    dialog.get_by_label("Key", exact=True).fill("k1")
+    dialog.get_by_role("button", name="Add").click()
+    expect_error(dialog.get_by_label("Key", exact=True), 
+        "duplicate key 'k1'")
+    assert admin(gw, "GET", "/admin/config")[1] == before
+    assert_only_its_own_host(c, gw)
+
+
+# ---------------------------------------------------------------- names are text
+
+HTML_KEY = "<img/src=x/onerror=window.pwned=1>"
+HTML_ID = "<b>bold</b>&amp;"
+
+
+def test_a_name_holding_html_is_shown_as_text(gateway, console, upstream):
+    gw = gateway({"consumers": [{"username": "mallory"}]})
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="mallory", exact=True).click()
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to mallory")
+    dialog.get_by_label("ID").fill(HTML_ID)
+    dialog.get_by_label("Key", exact=True).fill(HTML_KEY)
+    dialog.get_by_label("Secret", exact=True).fill("x" * 40)
+    dialog.get_by_role("button", name="Add").click()
+    table = page.get_by_role("table", name="Credentials")
+    expect(table.get_by_role("cell", name=HTML_ID, exact=True)).to_be_visible()
+    expect(table.get_by_role("cell", name=HTML_KEY, exact=True)).to_be_visible()
+    assert table.locator("img, b").count() == 0
+    cred = admin(gw, "GET", "/admin/consumers/mallory")[1]["credentials"][0]
+    assert cred["id"] == HTML_ID and cred["key"] == HTML_KEY  # named in its URL, encoded
+    # an error message echoing a value shows it as text too
+    page.get_by_role("navigation").get_by_role("button", name="Services").click()
+    page.get_by_role("button", name="Create Service").click()
+    page.get_by_label("Name", exact=True).fill("svc")
+    page.get_by_label("Hosts").fill("<i>x</i>")
+    page.get_by_label("Upstream URL").fill(upstream.url)
+    page.get_by_role("button", name="Create").click()
+    expect_error(page.get_by_label("Hosts"), 
+        re.compile(re.escape("'<i>x</i>' is not a host name")))
+    assert page.locator("main i, main img").count() == 0
+    # the credential is edited and deleted through its encoded id
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    expect(page.get_by_role("table", name="Consumers")).to_contain_text(HTML_KEY)
+    page.get_by_role("button", name="mallory", exact=True).click()
+    page.get_by_role("button", name=f"Delete credential {HTML_ID}").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No credentials yet.")).to_be_visible()
+    assert admin(gw, "GET", "/admin/consumers/mallory")[1]["credentials"] == []
+    assert page.evaluate("window.pwned") is None
+    assert_only_its_own_host(c, gw)
+
+
+# ---------------------------------------------------------------- many consumers
+
+def test_a_thousand_consumers_are_listed_and_searched_in_under_a_second(gateway, console):
+    gw = gateway()
+    consumers = [{"username": f"user-{i:04d}", "credentials": [
+        {"key": f"key-{i:04d}", "secret": f"secret-{i:04d}-" + "x" * 32}]} for i in range(1000)]
+    assert admin(gw, "PUT", "/admin/config", {"services": [], "consumers": consumers})[0] == 200
+    c = console(gw)
+    page = c.open()
+    rows = page.get_by_role("table", name="Consumers").locator("tbody tr:visible")
+    started = page.evaluate("performance.now()")
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    listed = page.wait_for_function(
+        "() => document.querySelectorAll('table[aria-label=Consumers] tbody tr').length === 1000"
+        " && performance.now()", polling="raf").json_value()
+    expect(rows).to_have_count(1000)
+    expect(page.get_by_role("status")).to_have_text("1000 of 1000 consumers")
+    search = page.get_by_label("Search consumers")
+    typed = page.evaluate("performance.now()")
+    search.fill("key-0777")
+    found = page.wait_for_function(
+        "() => document.querySelectorAll('table[aria-label=Consumers] tbody tr:not([hidden])')"
+        ".length === 1 && performance.now()", polling="raf").json_value()
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("user-0777")
+    search.fill("user-09")
+    expect(rows).to_have_count(100)
+    assert listed - started < 1000, f"listed in {listed - started:.0f} ms"
+    assert found - typed < 1000, f"searched in {found - typed:.0f} ms"
+    rows.get_by_role("button", name="user-0901", exact=True).click()
+    expect(page.get_by_role("heading", name="Consumer user-0901")).to_be_visible()
