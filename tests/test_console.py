@@ -581,3 +581,151 @@ def test_a_thousand_consumers_are_listed_and_searched_in_under_a_second(gateway,
     assert found - typed < 1000, f"searched in {found - typed:.0f} ms"
     rows.get_by_role("button", name="user-0901", exact=True).click()
     expect(page.get_by_role("heading", name="Consumer user-0901")).to_be_visible()
+
+
+# ---------------------------------------------------------------- the rest of the screens
+
+def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, console, upstream):
+    gw = gateway({"services": [{"name": "old", "upstream": {"url": upstream.url}}]})
+    c = console(gw)
+    page = c.open()
+    # a service on nodes, Key Auth on the whole service
+    page.get_by_role("button", name="Create Service").click()
+    page.get_by_label("Name", exact=True).fill("echo")
+    page.get_by_label("Path prefix", exact=True).fill("/e")
+    page.get_by_role("radio", name="Nodes").check()
+    host, port = upstream.url.removeprefix("http://").rsplit(":", 1)
+    page.get_by_role("textbox", name="Nodes").fill(f"{host}:{port} 2")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Service echo")).to_be_visible()
+    up = admin(gw, "GET", "/admin/services/echo")[1]["upstream"]
+    assert up["url"] is None and up["nodes"] == [{"host": host, "port": int(port), "weight": 2}]
+    page.get_by_role("button", name="Add Route").click()
+    page.get_by_label("Name", exact=True).fill("all")
+    page.get_by_label("Paths").fill("/*")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Route all")).to_be_visible()
+    assert gw.request("GET", "/e/x")[0] == 200
+    page.get_by_role("button", name="Back to service echo").click()
+    page.get_by_role("button", name="Add Plugin").click()
+    page.get_by_role("button", name="Authentication").click()
+    page.get_by_role("button", name="Key Auth").click()
+    dialog = page.get_by_role("dialog", name="Key Auth on service echo")
+    expect(dialog.get_by_label("Header")).to_have_value("apikey")
+    dialog.get_by_label("Strip Credentials").check()
+    dialog.get_by_role("button", name="Add").click()
+    expect(dialog).to_be_hidden()
+    status, _, body = gw.request("GET", "/e/x")
+    assert status == 401 and json.loads(body) == {"message": "Missing API key in request"}
+
+    # a consumer with a key-auth credential whose key the server generates, shown once
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="Create Consumer").click()
+    page.get_by_label("Username").fill("robot")
+    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to robot")
+    dialog.get_by_label("Type").select_option(label="Key Auth")
+    dialog.get_by_role("button", name="Add").click()
+    shown = page.get_by_role("dialog", name="Generated API key")
+    api_key = shown.get_by_label("API key").input_value()
+    shown.get_by_role("button", name="Close").click()
+    expect(page.get_by_role("table", name="Credentials")).to_contain_text("robot-key-auth")
+    expect(page.get_by_role("button", name="Generate JSON Web Token")).to_be_disabled()
+    status, _, body = gw.request("GET", "/e/x", headers={"apikey": api_key})
+    assert status == 200, body
+    assert "apikey" not in json.loads(body)["headers"]  # stripped
+
+    # the plugin edited (a header of our choosing), then removed; the service's prefix edited
+    page.get_by_role("navigation").get_by_role("button", name="Services").click()
+    page.get_by_role("button", name="echo", exact=True).click()
+    page.get_by_role("button", name="Edit Key Auth").click()
+    page.get_by_role("dialog").get_by_label("Header").fill("x-robot-key")
+    page.get_by_role("dialog").get_by_role("button", name="Save").click()
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    assert gw.request("GET", "/e/x", headers={"x-robot-key": api_key})[0] == 200
+    assert gw.request("GET", "/e/x", headers={"apikey": api_key})[0] == 401
+    page.get_by_role("button", name="Remove Key Auth").click()
+    expect(page.get_by_text("No plugins.")).to_be_visible()
+    assert gw.request("GET", "/e/x")[0] == 200
+    page.get_by_label("Path prefix", exact=True).fill("/echo")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Service saved.")
+    assert gw.request("GET", "/echo/x")[0] == 200 and gw.request("GET", "/e/x")[0] == 404
+
+    # deletions, each confirmed, and one cancelled
+    page.get_by_role("button", name="Delete route all").click()
+    page.get_by_role("dialog", name="Delete route all?").get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("table", name="Routes")).to_be_visible()
+    page.get_by_role("button", name="Delete route all").click()
+    page.get_by_role("dialog", name="Delete route all?").get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("No routes yet.")).to_be_visible()
+    assert gw.request("GET", "/echo/x")[0] == 404
+    page.get_by_role("button", name="Back to services").click()
+    page.get_by_role("button", name="Delete service old").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("button", name="old", exact=True)).to_be_hidden()
+    assert [s["name"] for s in admin(gw, "GET", "/admin/services")[1]] == ["echo"]
+    page.get_by_role("navigation").get_by_role("button", name="Consumers").click()
+    page.get_by_role("button", name="Delete consumer robot").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status")).to_have_text("0 of 0 consumers")
+    assert admin(gw, "GET", "/admin/consumers")[1] == []
+    assert_only_its_own_host(c, gw)
+
+
+def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
+    gw = gateway()
+    c = console(gw)
+    page = c.open()
+    assert page.evaluate("sessionStorage.getItem('fastgw.adminKey')") == KEY
+    assert page.evaluate("localStorage.length") == 0
+    page.reload()
+    expect(page.get_by_role("heading", name="Services")).to_be_visible()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_label("Admin key")).to_be_focused()
+    assert page.evaluate("sessionStorage.length") == 0
+    page.reload()
+    expect(page.get_by_label("Admin key")).to_be_visible()
+    expect(page.get_by_role("main")).to_be_hidden()
+    assert_only_its_own_host(c, gw)
+
+
+def test_the_console_is_used_with_the_keyboard(gateway, console, upstream):
+    gw = gateway({"services": [{"name": "svc", "upstream": {"url": upstream.url},
+                                "routes": [{"name": "r", "paths": ["/r"]}]}]})
+    c = console(gw)
+    page = c.open(sign_in=False)
+    page.get_by_label("Admin key").focus()
+    page.keyboard.type(KEY)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Services")).to_be_focused()
+    page.keyboard.press("Tab")  # the first control after the heading
+    expect(page.get_by_role("button", name="Create Service")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="svc", exact=True)).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Service svc")).to_be_focused()
+    page.get_by_role("button", name="Add Plugin").focus()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="Add Plugin")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.get_by_role("button", name="Add Plugin").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Authentication")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="JWT Auth")).to_be_focused()
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="JWT Auth on service svc")
+    expect(dialog.get_by_label("Header")).to_be_focused()
+    page.keyboard.press("Enter")  # submits the form
+    expect(dialog).to_be_hidden()
+    assert "jwt-auth" in admin(gw, "GET", "/admin/services/svc")[1]["plugins"]
+    # every control on the page has a name
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea, button')]
+        .filter(el => !el.labels?.length && !el.getAttribute('aria-label') && !el.textContent.trim())
+        .map(el => el.outerHTML)""")
+    assert unnamed == []
+    assert_only_its_own_host(c, gw)

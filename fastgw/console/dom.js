@@ -264,6 +264,9 @@ export function openDialog(title, ...content) {
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+  // the first control takes the focus (the dialog itself would, without it)
+  dialog.querySelector("input:not([readonly]):not([disabled]), select:not([disabled]), "
+                       + "textarea:not([readonly]), button:not([disabled])")?.focus();
   return dialog;
 }
 

@@ -91,10 +91,8 @@ export function pluginSection(owner) {
 }
 
 function chooser(owner, render) {
-  const body = h("div", { class: "chooser" });
-  const dialog = openDialog("Add Plugin", body,
-    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
-  for (const { category, plugins } of CATALOGUE) {
+  let dialog;
+  const body = h("div", { class: "chooser" }, CATALOGUE.map(({ category, plugins }) => {
     const listId = `${category}-plugins`.toLowerCase();
     const items = h("ul", { id: listId, class: "choices", hidden: true },
       plugins.map((info) => h("li", {},
@@ -109,8 +107,10 @@ function chooser(owner, render) {
       toggle.setAttribute("aria-expanded", String(!items.hidden));
       if (!items.hidden) items.querySelector("button").focus();
     } }, category);
-    body.append(toggle, items);
-  }
+    return [toggle, items];
+  }));
+  dialog = openDialog("Add Plugin", body,
+    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
 }
 
 // Add (conf undefined) or edit one plugin; its conf is kept as fetched and only the

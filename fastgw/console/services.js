@@ -139,6 +139,7 @@ export async function serviceView(main, go, name) {
       plugins: () => current.plugins ?? {},
       save: async (plugins) => {
         current = await api.put(["services", name], { ...current, plugins });
+        form.original.plugins = structuredClone(current.plugins); // the form saves these next
       },
       errorPrefix: (plugin) => new RegExp(`^services\\[\\d+\\]\\.plugins\\.${plugin}\\.?`),
       report: (error) => form.showError(error, SERVICE_PREFIX),
@@ -228,6 +229,7 @@ export async function routeView(main, go, serviceName, name) {
       plugins: () => current.plugins ?? {},
       save: async (plugins) => {
         current = await api.put(["services", serviceName, "routes", name], { ...current, plugins });
+        form.original.plugins = structuredClone(current.plugins); // the form saves these next
       },
       errorPrefix: (plugin) => new RegExp(`^services\\[\\d+\\]\\.routes\\[\\d+\\]\\.plugins\\.${plugin}\\.?`),
       report: (error) => form.showError(error, ROUTE_PREFIX),
