@@ -13,7 +13,7 @@ import json
 import os
 import re
 import shutil
-import time
+import subprocess
 from pathlib import Path
 
 import jwt as pyjwt
@@ -79,7 +79,7 @@ class Page:
     """A fresh browser context on the console, recording every request the page makes."""
 
     def __init__(self, browser, gw):
-        self.context = browser.new_context(viewport={"width": 1000, "height": 720},
+        self.context = browser.new_context(viewport={"width": 800, "height": 600},
                                            timezone_id="UTC", locale="en-GB")
         self.page = self.context.new_page()
         self.requests = []  # every playwright Request the page made
@@ -145,13 +145,18 @@ def expect_error(control, message):
 
 
 def screenshot(page, name):
-    """docs/console-NAME.png for the README, when FASTGW_SCREENSHOTS is set (the PNGs in
-    the repository are refreshed with `FASTGW_SCREENSHOTS=1 make test`)."""
-    if os.environ.get("FASTGW_SCREENSHOTS"):
-        path = SHOTS / f"console-{name}.png"
-        page.screenshot(path=str(path), full_page=False)
-        if shutil.which("optipng"):
-            os.system(f"optipng -quiet -o2 {path}")
+    """docs/console-NAME.png for the README, taken when FASTGW_SCREENSHOTS is set
+    (`FASTGW_SCREENSHOTS=1 .venv/bin/python -m pytest tests/test_console.py -k walkthrough`),
+    made small with pngquant and optipng when they are installed."""
+    if not os.environ.get("FASTGW_SCREENSHOTS"):
+        return
+    path = SHOTS / f"console-{name}.png"
+    page.screenshot(path=str(path))
+    if shutil.which("pngquant"):
+        subprocess.run(["pngquant", "--force", "--skip-if-larger", "--output", str(path), "64",
+                        str(path)], check=False)
+    if shutil.which("optipng"):
+        subprocess.run(["optipng", "-quiet", "-o2", str(path)], check=False)
 
 
 # ---------------------------------------------------------------- serving the files
@@ -269,6 +274,7 @@ def test_the_walkthrough_in_the_console(gateway, console, upstream):
     expect(dialog.get_by_label("Type")).to_have_value("jwt-auth")
     expect(dialog.get_by_label("Algorithm")).to_have_value("HS256")
     dialog.get_by_label("Key", exact=True).fill("oiloil_key")
+    screenshot(page, "credential")
     dialog.get_by_role("button", name="Add").click()
     shown = page.get_by_role("dialog", name="Generated secret")
     expect(shown).to_contain_text("will not be shown again")
