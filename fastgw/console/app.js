@@ -1,7 +1,7 @@
 // The console's frame: sign-in, the sections, and which view is shown.
 
 import { ApiError, adminKey, call, whenUnauthorised } from "./api.js";
-import { h } from "./dom.js";
+import { ARITY, h, parseHash, viewHash } from "./dom.js";
 import { consumerView, consumersList } from "./consumers.js";
 import { routeView, serviceView, servicesList } from "./services.js";
 import { statusView } from "./status.js";
@@ -23,12 +23,25 @@ const VIEWS = {
   status: { section: "status", show: () => statusView(main) },
 };
 
-// Show a view; a trailing string argument is a notice shown above it ("Service saved.").
-async function go(view, ...args) {
+// Show a view: its address goes in the fragment, and the fragment decides what is shown.
+// A trailing string argument is a notice shown above it ("Service saved.").
+let notice = null;
+function go(view, ...args) {
+  if (args.length > ARITY[view]) notice = args.pop();
+  const hash = viewHash(view, ...args);
+  if (location.hash === hash) render();
+  else location.hash = hash; // hashchange renders it
+}
+
+let rendering = 0;
+async function render() {
+  if (!adminKey.get()) return;
+  const [view, args] = parseHash(location.hash);
   const { section, show } = VIEWS[view];
-  const arity = { services: 0, consumers: 0, status: 0, service: 1, consumer: 1, route: 2 }[view];
-  const notice = args.length > arity ? args.pop() : null;
-  for (const button of nav.querySelectorAll("button")) {
+  const message = notice;
+  notice = null;
+  const mine = ++rendering;
+  for (const button of nav.querySelectorAll("a")) {
     if (button.dataset.view === section) button.setAttribute("aria-current", "page");
     else button.removeAttribute("aria-current");
   }
@@ -36,12 +49,15 @@ async function go(view, ...args) {
     await show(...args);
   } catch (error) {
     if (!(error instanceof ApiError)) throw error;
-    if (error.status === 401) return;
+    if (error.status === 401 || mine !== rendering) return;
     main.replaceChildren(h("h1", { tabindex: "-1" }, "Error"), h("p", { class: "form-error", role: "alert" }, error.message));
   }
-  if (notice) main.prepend(h("p", { class: "notice", role: "status" }, notice));
+  if (mine !== rendering) return;
+  if (message) main.prepend(h("p", { class: "notice", role: "status" }, message));
   main.querySelector("h1")?.focus();
 }
+
+window.addEventListener("hashchange", render);
 
 function signedIn(yes) {
   signIn.hidden = yes;
@@ -73,7 +89,7 @@ signInForm.addEventListener("submit", async (event) => {
   adminKey.set(key);
   keyInput.value = "";
   signedIn(true);
-  go("services");
+  render();
 });
 
 signOut.addEventListener("click", () => {
@@ -81,14 +97,9 @@ signOut.addEventListener("click", () => {
   signedIn(false);
 });
 
-nav.addEventListener("click", (event) => {
-  const view = event.target.closest("button")?.dataset.view;
-  if (view) go(view);
-});
-
 if (adminKey.get()) {
   signedIn(true);
-  go("services");
+  render();
 } else {
   signedIn(false);
 }

@@ -1,7 +1,7 @@
 // Consumers and their credentials; Generate JSON Web Token.
 
 import { api } from "./api.js";
-import { FieldError, Form, clear, confirmDialog, h, openDialog, showOnce, uid } from "./dom.js";
+import { FieldError, Form, clear, confirmDialog, h, openDialog, showOnce, uid, viewLink } from "./dom.js";
 import { CONSUMER_ACTIONS, CREDENTIAL_GROUPS } from "./extensions.js";
 import { tokenDialog } from "./token.js";
 
@@ -27,15 +27,9 @@ export async function consumersList(main, go) {
   const rows = consumers.map((c) => {
     const keys = c.credentials.filter((k) => typeOf(k) === "jwt-auth").map((k) => k.key);
     const row = h("tr", {},
-      h("td", {}, h("button", { type: "button", class: "link", onclick: () => go("consumer", c.username) }, c.username)),
+      h("td", {}, viewLink(c.username, "consumer", c.username)),
       h("td", {}, c.credentials.map((k) => TYPES[typeOf(k)] ?? typeOf(k)).join(", ")),
-      h("td", {}, keys.join(", ")),
-      h("td", { class: "row-actions" },
-        h("button", { type: "button", class: "danger", "aria-label": `Delete consumer ${c.username}`, onclick: async () => {
-          if (!(await confirmDialog(`Delete consumer ${c.username}?`, "Delete"))) return;
-          await api.remove("consumers", c.username);
-          go("consumers");
-        } }, "Delete")));
+      h("td", {}, keys.join(", ")));
     row.dataset.search = [c.username, ...keys].join("\n").toLowerCase();
     return row;
   });
@@ -55,15 +49,15 @@ export async function consumersList(main, go) {
     h("div", { class: "actions" }, h("button", { type: "button", onclick: () => go("consumer", null) }, "Create Consumer")),
     h("div", { class: "field search" }, h("label", { for: search.id }, "Search consumers"), search),
     count,
-    h("table", { "aria-label": "Consumers" },
-      h("thead", {}, h("tr", {}, ["Username", "Credentials", "JWT keys", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h("table", { "aria-label": "Consumers", class: "list" },
+      h("thead", {}, h("tr", {}, ["Username", "Credentials", "JWT keys"].map((t) => h("th", { scope: "col" }, t)))),
       tbody));
   filter();
 }
 
 // ------------------------------------------------------------------ one consumer
 
-export async function consumerView(main, go, username, notice) {
+export async function consumerView(main, go, username) {
   if (username === null) return createConsumer(main, go);
   const consumer = await api.get("consumers", username);
   const jwtCreds = consumer.credentials.filter((k) => typeOf(k) === "jwt-auth");
@@ -95,7 +89,13 @@ export async function consumerView(main, go, username, notice) {
         h("button", { type: "button", disabled: jwtCreds.length === 0,
                       onclick: () => tokenDialog(consumer, jwtCreds) }, "Generate JSON Web Token"),
         CONSUMER_ACTIONS.map((action) => h("button", { type: "button", onclick: () => action.run(consumer, refresh) }, action.label)))),
-    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => go("consumers") }, "Back to consumers")));
+    h("div", { class: "actions" },
+      h("button", { type: "button", onclick: () => go("consumers") }, "Back to consumers"),
+      h("button", { type: "button", class: "danger", onclick: async () => {
+        if (!(await confirmDialog(`Delete consumer ${username}?`, "Delete"))) return;
+        await api.remove("consumers", username);
+        go("consumers", "Consumer deleted.");
+      } }, "Delete Consumer")));
 }
 
 function createConsumer(main, go) {

@@ -25,6 +25,29 @@ export function clear(el, ...children) {
   return el;
 }
 
+// ------------------------------------------------------------------ views by address
+
+// Each view has an address in the fragment (#consumer/oiloil, #route/svc/json): links are
+// plain links, and the browser's back button and a reload keep the place. Never a key.
+export const ARITY = { services: 0, consumers: 0, status: 0, service: 1, consumer: 1, route: 2 };
+
+export function viewHash(view, ...args) {
+  return `#${[view, ...args.filter((a) => a !== null && a !== undefined)].map(encodeURIComponent).join("/")}`;
+}
+
+export function parseHash(hash) {
+  const [view, ...args] = hash.replace(/^#/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  if (!(view in ARITY)) return ["services", []];
+  const wanted = ARITY[view];
+  const given = args.slice(0, wanted);
+  while (given.length < wanted) given.push(null);
+  return [view, given];
+}
+
+export function viewLink(text, view, ...args) {
+  return h("a", { href: viewHash(view, ...args) }, text);
+}
+
 // ------------------------------------------------------------------ paths in objects
 
 export function pathParts(path) {

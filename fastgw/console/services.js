@@ -1,7 +1,7 @@
 // Services and their routes: list, create, edit, delete; their plugins.
 
 import { api } from "./api.js";
-import { FieldError, Form, clear, confirmDialog, h, uid } from "./dom.js";
+import { FieldError, Form, clear, confirmDialog, h, uid, viewLink } from "./dom.js";
 import { pluginSection } from "./plugins.js";
 
 const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PURGE"];
@@ -23,7 +23,7 @@ function upstreamText(up) {
 export async function servicesList(main, go) {
   const services = await api.get("services");
   const rows = services.map((s) => h("tr", {},
-    h("td", {}, h("button", { type: "button", class: "link", onclick: () => go("service", s.name) }, s.name)),
+    h("td", {}, viewLink(s.name, "service", s.name)),
     h("td", {}, (s.hosts ?? []).join(", ") || "any host"),
     h("td", {}, s.path_prefix),
     h("td", {}, upstreamText(s.upstream)),
@@ -157,7 +157,7 @@ function routesSection(go, service) {
       ? h("table", { "aria-label": "Routes" },
           h("thead", {}, h("tr", {}, ["Name", "Paths", "Methods", "Plugins", ""].map((t) => h("th", { scope: "col" }, t)))),
           h("tbody", {}, routes.map((r) => h("tr", {},
-            h("td", {}, h("button", { type: "button", class: "link", onclick: () => go("route", service.name, r.name) }, r.name)),
+            h("td", {}, viewLink(r.name, "route", service.name, r.name)),
             h("td", {}, r.paths.join(", ")),
             h("td", {}, r.methods.length ? r.methods.join(", ") : "any"),
             h("td", {}, Object.keys(r.plugins ?? {}).join(", ")),

@@ -1,7 +1,7 @@
 // Generate JSON Web Token: an expiry, payload rows, and the token shown once.
 
 import { api } from "./api.js";
-import { FieldError, Form, h, openDialog, showOnce, uid } from "./dom.js";
+import { Form, h, openDialog, showOnce, uid } from "./dom.js";
 
 // A payload value keeps the JSON type it is written in: 18 is a number, true a boolean,
 // "18" (with the quotes) a string; anything that is not JSON is the string as typed
@@ -86,7 +86,7 @@ export function tokenDialog(consumer, credentials) {
         expiresError.textContent = error.message;
         expires.setAttribute("aria-invalid", "true");
       } else {
-        form.showError(error instanceof FieldError ? error : error);
+        form.showError(error);
       }
     }
   });
