@@ -643,6 +643,19 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     shown.get_by_role("button", name="Close").click()
     expect(page.get_by_role("table", name="Credentials")).to_contain_text("robot-key-auth")
     expect(page.get_by_role("button", name="Generate JSON Web Token")).to_be_disabled()
+    # a JWT credential whose secret the Random button made, HS512
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to robot")
+    dialog.get_by_label("Key", exact=True).fill("robot-jwt")
+    dialog.get_by_role("button", name="Random secret").click()
+    secret = dialog.get_by_label("Secret", exact=True).input_value()
+    assert re.fullmatch(r"[A-Za-z0-9_-]{86}", secret)
+    dialog.get_by_label("Algorithm").select_option("HS512")
+    dialog.get_by_role("button", name="Add").click()
+    expect(page.get_by_role("dialog")).to_be_hidden()  # no generated secret to show
+    token = admin(gw, "POST", "/admin/consumers/robot/credentials/robot-jwt/token", {})[1]["token"]
+    assert pyjwt.decode(token, secret, algorithms=["HS512"])["key"] == "robot-jwt"
+    expect(page.get_by_role("button", name="Generate JSON Web Token")).to_be_enabled()
     status, _, body = gw.request("GET", "/e/x", headers={"apikey": api_key})
     assert status == 200, body
     assert "apikey" not in json.loads(body)["headers"]  # stripped
@@ -746,3 +759,57 @@ def test_the_console_is_used_with_the_keyboard(gateway, console, upstream):
         .map(el => el.outerHTML)""")
     assert unnamed == []
     assert_only_its_own_host(c, gw)
+
+
+def test_fields_added_in_extensions_js_are_shown_kept_and_sent_when_changed(gateway, console,
+                                                                           upstream):
+    """The room left for the key-set and token-policy fields: an entry in extensions.js is
+    a field in its own fieldset, and is sent only once changed (here the schema, which
+    does not know it yet, refuses it at that field)."""
+    gw = gateway({"services": [{"name": "svc", "upstream": {"url": upstream.url},
+                                "routes": [{"name": "r", "paths": ["/r"],
+                                            "plugins": {"jwt-auth": {}}}]}],
+                  "consumers": [{"username": "u", "credentials": [{"key": "k", "secret": "s" * 40}]}]})
+    before = admin(gw, "GET", "/admin/config")[1]
+    c = console(gw)
+    source = (ROOT / "fastgw" / "console" / "extensions.js").read_text()
+    patched = source.replace(
+        '{ legend: "Token policy", fields: [] }',
+        '{ legend: "Token policy", fields: [{ path: "audiences", label: "Audiences", kind: "list" }] }'
+    ).replace(
+        '{ legend: "Key set (identity provider)", fields: [] }',
+        '{ legend: "Key set (identity provider)", fields: [{ path: "jwks_uri", label: "Key set URL", '
+        'nullable: true }] }')
+    assert patched.count("fields: [{") == 2
+    c.page.route("**/ui/extensions.js", lambda route: route.fulfill(
+        status=200, content_type="text/javascript", body=patched))
+    page = c.open()
+    page.get_by_role("link", name="svc", exact=True).click()
+    page.get_by_role("table", name="Routes").get_by_role("link", name="r", exact=True).click()
+    page.get_by_role("button", name="Edit JWT Auth").click()
+    dialog = page.get_by_role("dialog", name="JWT Auth on route r")
+    policy = dialog.get_by_role("group", name="Token policy")
+    expect(policy.get_by_label("Audiences")).to_have_value("")
+    dialog.get_by_role("button", name="Save").click()  # unchanged: not sent
+    expect(dialog).to_be_hidden()
+    assert admin(gw, "GET", "/admin/config")[1] == before
+    page.get_by_role("button", name="Edit JWT Auth").click()
+    dialog.get_by_label("Audiences").fill("api://orders")
+    dialog.get_by_role("button", name="Save").click()
+    expect_error(dialog.get_by_label("Audiences"), "unknown")
+    dialog.get_by_role("button", name="Cancel").click()
+
+    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
+    page.get_by_role("link", name="u", exact=True).click()
+    page.get_by_role("button", name="Edit credential k").click()
+    dialog = page.get_by_role("dialog", name="Credential k")
+    key_set = dialog.get_by_role("group", name="Key set (identity provider)")
+    expect(key_set.get_by_label("Key set URL")).to_have_value("")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    assert admin(gw, "GET", "/admin/config")[1] == before
+    page.get_by_role("button", name="Edit credential k").click()
+    dialog.get_by_label("Key set URL").fill("https://idp.test/certs")
+    dialog.get_by_role("button", name="Save").click()
+    expect_error(dialog.get_by_label("Key set URL"), "unknown")
+    assert admin(gw, "GET", "/admin/config")[1] == before

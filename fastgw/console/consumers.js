@@ -123,8 +123,10 @@ function createConsumer(main, go) {
 
 // ------------------------------------------------------------------ credentials
 
+// 64 random bytes, URL-safe base64: as long as HS512's hash, so enough for every HS* (RFC
+// 7518 3.2 asks for a key at least the hash's size)
 function randomSecret() {
-  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  const bytes = crypto.getRandomValues(new Uint8Array(64));
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
