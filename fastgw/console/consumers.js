@@ -1,7 +1,9 @@
 // Consumers and their credentials; Generate JSON Web Token.
 
 import { api } from "./api.js";
-import { FieldError, Form, clear, confirmDialog, h, openDialog, showOnce, uid, viewLink } from "./dom.js";
+import {
+  FieldError, Form, clear, confirmDialog, h, headRow, openDialog, showOnce, uid, viewLink,
+} from "./dom.js";
 import { CONSUMER_ACTIONS, CREDENTIAL_GROUPS } from "./extensions.js";
 import { tokenDialog } from "./token.js";
 
@@ -50,7 +52,7 @@ export async function consumersList(main, go) {
     h("div", { class: "field search" }, h("label", { for: search.id }, "Search consumers"), search),
     count,
     h("table", { "aria-label": "Consumers", class: "list" },
-      h("thead", {}, h("tr", {}, ["Username", "Credentials", "JWT keys"].map((t) => h("th", { scope: "col" }, t)))),
+      headRow("Username", "Credentials", "JWT keys"),
       tbody));
   filter();
 }
@@ -64,7 +66,7 @@ export async function consumerView(main, go, username) {
   const refresh = (message) => go("consumer", username, message);
   const table = consumer.credentials.length
     ? h("table", { "aria-label": "Credentials" },
-        h("thead", {}, h("tr", {}, ["ID", "Type", "Key", "Algorithm", ""].map((t) => h("th", { scope: "col" }, t)))),
+        headRow("ID", "Type", "Key", "Algorithm", ""),
         h("tbody", {}, consumer.credentials.map((cred) => h("tr", {},
           h("td", {}, cred.id),
           h("td", {}, TYPES[typeOf(cred)] ?? typeOf(cred)),
@@ -88,7 +90,8 @@ export async function consumerView(main, go, username) {
         h("button", { type: "button", onclick: () => credentialDialog(consumer, null, refresh) }, "Add Credential"),
         h("button", { type: "button", disabled: jwtCreds.length === 0,
                       onclick: () => tokenDialog(consumer, jwtCreds) }, "Generate JSON Web Token"),
-        CONSUMER_ACTIONS.map((action) => h("button", { type: "button", onclick: () => action.run(consumer, refresh) }, action.label)))),
+        CONSUMER_ACTIONS.map((action) => h("button", { type: "button",
+                                                       onclick: () => action.run(consumer, refresh) }, action.label)))),
     h("div", { class: "actions" },
       h("button", { type: "button", onclick: () => go("consumers") }, "Back to consumers"),
       h("button", { type: "button", class: "danger", onclick: async () => {
@@ -179,7 +182,8 @@ export function credentialDialog(consumer, cred, refresh) {
   const build = () => {
     form = new Form(isNew ? { type: typeSelect.value } : cred, { isNew });
     clear(idField, form.field({ path: "id", label: "ID", readonly: !isNew,
-      help: isNew ? (typeSelect.value === "jwt-auth" ? "Optional: the key when empty." : `Optional: ${consumer.username}-key-auth when empty.`) : null }));
+      help: !isNew ? null : typeSelect.value === "jwt-auth" ? "Optional: the key when empty."
+        : `Optional: ${consumer.username}-key-auth when empty.` }));
     clear(specific, typeFields(form, typeSelect.value));
     clear(general, form.general);
   };

@@ -20,6 +20,11 @@ export function h(tag, props = {}, ...children) {
   return el;
 }
 
+// A table's head row, one column header per title.
+export function headRow(...titles) {
+  return h("thead", {}, h("tr", {}, titles.map((t) => h("th", { scope: "col" }, t))));
+}
+
 export function clear(el, ...children) {
   el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined));
   return el;
@@ -50,13 +55,9 @@ export function viewLink(text, view, ...args) {
 
 // ------------------------------------------------------------------ paths in objects
 
-export function pathParts(path) {
-  return path.split(".");
-}
-
 export function getPath(obj, path) {
   let at = obj;
-  for (const part of pathParts(path)) {
+  for (const part of path.split(".")) {
     if (at === null || typeof at !== "object") return undefined;
     at = at[part];
   }
@@ -64,7 +65,7 @@ export function getPath(obj, path) {
 }
 
 export function setPath(obj, path, value) {
-  const parts = pathParts(path);
+  const parts = path.split(".");
   let at = obj;
   for (const part of parts.slice(0, -1)) {
     if (at[part] === null || typeof at[part] !== "object") at[part] = {};
@@ -117,6 +118,8 @@ const KINDS = {
   },
 };
 
+const kindOf = (spec) => KINDS[spec.kind] ?? KINDS.text; // secret, textarea: text
+
 // ------------------------------------------------------------------ forms
 
 // A form over one object as it was fetched (`original`). Collecting it starts from a
@@ -158,13 +161,13 @@ export class Form {
       control.value = current ?? spec.options[0][0];
       initial = control.value;
     } else {
-      const shown = kind === "secret" ? ""
-        : spec.show ? spec.show(current) : (KINDS[spec.textKind ?? kind] ?? KINDS.text).show(current);
+      // a secret is never shown (the API sends "***"); typing one replaces it
+      const shown = kind === "secret" ? "" : (spec.show ?? kindOf(spec).show)(current);
       const attrs = { id, "aria-describedby": describedBy, placeholder: spec.placeholder,
                       autocomplete: "off", spellcheck: "false" };
-      if (spec.multiline || kind === "textarea") control = h("textarea", { ...attrs, rows: spec.rows ?? 4 });
-      else control = h("input", { ...attrs, type: "text",
-                                  inputmode: kind === "number" ? "numeric" : undefined });
+      control = spec.multiline || kind === "textarea"
+        ? h("textarea", { ...attrs, rows: spec.rows ?? 4 })
+        : h("input", { ...attrs, type: "text", inputmode: kind === "number" ? "numeric" : undefined });
       if (kind === "secret" && current === "***") {
         control.placeholder = spec.keptPlaceholder ?? "unchanged (hidden); type to replace";
       }
@@ -183,7 +186,8 @@ export class Form {
     const extra = spec.after ? spec.after(control) : null;
     const wrap = kind === "checkbox"
       ? h("div", { class: "field checkbox" }, control, label, help, slot)
-      : h("div", { class: "field" }, label, extra ? h("div", { class: "with-button" }, control, extra) : control, help, slot);
+      : h("div", { class: "field" }, label,
+          extra ? h("div", { class: "with-button" }, control, extra) : control, help, slot);
     entry.wrap = wrap;
     return wrap;
   }
@@ -194,7 +198,8 @@ export class Form {
     const slot = h("p", { class: "field-error", id: uid("field-error") });
     focus.setAttribute("aria-describedby", slot.id);
     element.append(slot);
-    this.fields.push({ spec: { path, kind: "custom", read }, control: focus, get, initial: get(), slot, wrap: element });
+    this.fields.push({ spec: { path, kind: "custom", read }, control: focus, get, initial: get(),
+                       slot, wrap: element });
     return element;
   }
 
@@ -212,22 +217,21 @@ export class Form {
   }
 
   // The object to send: the original with the changed (or, new, the filled) fields.
-  collect({ skip = () => false } = {}) {
+  collect() {
     const out = structuredClone(this.original);
     for (const entry of this.fields) {
       const { spec, control } = entry;
-      if (skip(spec) || entry.wrap.hidden) continue;
+      if (entry.wrap.hidden) continue; // not in use (an upstream's nodes while it has a URL)
       if (!this.isNew && !this.changed(entry)) continue;
       let value;
       if (spec.kind === "custom") value = spec.read();
       else if (spec.kind === "checkbox") value = control.checked;
       else if (spec.kind === "select") value = control.value;
       else if (spec.read) value = spec.read(control.value, spec);
-      else {
-        const kind = KINDS[spec.textKind ?? (spec.kind === "secret" || spec.kind === "textarea" ? "text" : spec.kind)] ?? KINDS.text;
-        value = kind.read(control.value, { ...spec, nullable: this.isNew ? false : spec.nullable });
-      }
-      if (this.isNew && (value === undefined || value === "" || (Array.isArray(value) && value.length === 0 && !spec.keepEmpty))) continue;
+      else value = kindOf(spec).read(control.value, { ...spec, nullable: !this.isNew && spec.nullable });
+      const empty = value === undefined || value === ""
+        || (Array.isArray(value) && value.length === 0 && !spec.keepEmpty);
+      if (this.isNew && empty) continue; // a new object leaves it to its default
       setPath(out, spec.path, value);
     }
     return out;
@@ -269,7 +273,8 @@ export class Form {
     const within = (p) => path === p || path.startsWith(`${p}.`) || path.startsWith(`${p}[`);
     let best = null;
     for (const entry of this.fields) {
-      if (!entry.wrap.hidden && within(entry.spec.path) && (!best || entry.spec.path.length > best.spec.path.length)) best = entry;
+      const longer = !best || entry.spec.path.length > best.spec.path.length;
+      if (!entry.wrap.hidden && within(entry.spec.path) && longer) best = entry;
     }
     for (const [p, slot] of this.slots) {
       if (within(p) && (!best || p.length > best.spec.path.length)) best = { spec: { path: p }, slot, control: null };

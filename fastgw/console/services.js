@@ -1,7 +1,7 @@
 // Services and their routes: list, create, edit, delete; their plugins.
 
 import { api } from "./api.js";
-import { FieldError, Form, clear, confirmDialog, h, uid, viewLink } from "./dom.js";
+import { FieldError, Form, clear, confirmDialog, h, headRow, uid, viewLink } from "./dom.js";
 import { pluginSection } from "./plugins.js";
 
 const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PURGE"];
@@ -39,7 +39,7 @@ export async function servicesList(main, go) {
     h("div", { class: "actions" }, h("button", { type: "button", onclick: () => go("service", null) }, "Create Service")),
     services.length
       ? h("table", { "aria-label": "Services" },
-          h("thead", {}, h("tr", {}, ["Name", "Hosts", "Path prefix", "Upstream", "Routes", ""].map((t) => h("th", { scope: "col" }, t)))),
+          headRow("Name", "Hosts", "Path prefix", "Upstream", "Routes", ""),
           h("tbody", {}, rows))
       : h("p", { class: "empty" }, "No services yet."));
 }
@@ -155,7 +155,7 @@ function routesSection(go, service) {
     h("h2", { id: "routes-title" }, "Routes"),
     routes.length
       ? h("table", { "aria-label": "Routes" },
-          h("thead", {}, h("tr", {}, ["Name", "Paths", "Methods", "Plugins", ""].map((t) => h("th", { scope: "col" }, t)))),
+          headRow("Name", "Paths", "Methods", "Plugins", ""),
           h("tbody", {}, routes.map((r) => h("tr", {},
             h("td", {}, viewLink(r.name, "route", service.name, r.name)),
             h("td", {}, r.paths.join(", ")),

@@ -16,13 +16,15 @@ export function claimValue(text) {
 
 function localInput(date) {
   const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+  return `${day}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
 }
 
 export function tokenDialog(consumer, credentials) {
   const form = new Form({});
   const credId = uid("credential");
-  const credSelect = h("select", { id: credId }, credentials.map((c) => h("option", { value: c.id }, `${c.id} (${c.algorithm})`)));
+  const credSelect = h("select", { id: credId },
+    credentials.map((c) => h("option", { value: c.id }, `${c.id} (${c.algorithm})`)));
   const expiresId = uid("expires");
   const tomorrow = new Date(Date.now() + 86400e3);
   const expires = h("input", { type: "datetime-local", id: expiresId, value: localInput(tomorrow), step: "1",
@@ -33,8 +35,10 @@ export function tokenDialog(consumer, credentials) {
   const addRow = (name = "", value = "") => {
     count += 1;
     const n = count;
-    const nameInput = h("input", { type: "text", "aria-label": `Payload field ${n} name`, value: name, autocomplete: "off", spellcheck: "false" });
-    const valueInput = h("input", { type: "text", "aria-label": `Payload field ${n} value`, value, autocomplete: "off", spellcheck: "false" });
+    const input = (what, value) => h("input", { type: "text", "aria-label": `Payload field ${n} ${what}`,
+                                                value, autocomplete: "off", spellcheck: "false" });
+    const nameInput = input("name", name);
+    const valueInput = input("value", value);
     const row = h("div", { class: "payload-row" }, nameInput, valueInput,
       h("button", { type: "button", "aria-label": `Remove payload field ${n}`, onclick: () => row.remove() }, "Remove"));
     row.fields = [nameInput, valueInput];
