@@ -354,7 +354,7 @@ def assert_only_its_own_host(c, gw):
         headers = r.all_headers()
         assert "cookie" not in headers
         if "/admin/" in r.url:
-            assert headers.get("x-api-key") in (KEY, "not-the-key")
+            assert headers.get("x-api-key") in (KEY, "not-the-key", "an-old-key")
         else:
             assert "x-api-key" not in headers
     assert not c.errors, c.errors
@@ -720,6 +720,12 @@ def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
     page.reload()
     expect(page.get_by_label("Admin key")).to_be_visible()
     expect(page.get_by_role("main")).to_be_hidden()
+    # a key the gateway no longer takes (FASTGW_ADMIN_KEY changed): signed out, and told
+    page.evaluate("sessionStorage.setItem('fastgw.adminKey', 'an-old-key')")
+    page.reload()
+    expect(page.get_by_role("alert").filter(has_text="no longer accepted")).to_be_visible()
+    expect(page.get_by_role("main")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
     assert_only_its_own_host(c, gw)
 
 
