@@ -1,7 +1,7 @@
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBS   := wrk nginx-light haproxy etcd-server curl
+DEBS   := wrk nginx-light haproxy etcd-server curl chromium  # chromium: the console's tests
 
 .PHONY: install run test fuzz bench profile clean
 

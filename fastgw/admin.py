@@ -13,6 +13,7 @@ import copy
 import hmac
 import time
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -68,7 +69,9 @@ class AdminAPI:
         return given is not None and hmac.compare_digest(given, self.key)
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        parts = [p for p in path.split("?", 1)[0].split("/") if p]
+        # each segment percent-decoded (after the split: %2F is a "/" inside a name), so a
+        # credential id holding "<", "#" or "%" can be named in a URL, as browsers must send it
+        parts = [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
         if parts[:1] != ["admin"]:
             raise AdminError(404, "not found")
         parts = parts[1:]

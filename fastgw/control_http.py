@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server for the master's own endpoints (admin API, metrics).
 
 Whole requests, one at a time per connection, answers from an async handler:
-`handler(method, target, headers, body) -> (status, content_type, body bytes)`.
+`handler(method, target, headers, body) -> (status, content_type, body bytes)`, or with a
+fourth item: more header lines, as bytes ending in CRLF (the console's security headers).
 """
 
 from __future__ import annotations
@@ -61,19 +62,21 @@ class ControlProtocol(asyncio.Protocol):
 
     async def _answer(self, method, target, headers, body, keep_alive):
         try:
-            status, content_type, payload = await self.handler(method, target, headers, body)
+            status, content_type, payload, *extra = await self.handler(method, target, headers,
+                                                                       body)
         except Exception:  # a bug must not take the endpoint down with it
             log.exception("error answering %s %s", method, target.split("?")[0])
             status, content_type, payload = 500, b"application/json", b'{"error_msg": "error"}'
-        self._send(status, content_type, payload, keep_alive)
+            extra = ()
+        self._send(status, content_type, payload, keep_alive, *extra)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _send(self, status, content_type, body, keep_alive):
+    def _send(self, status, content_type, body, keep_alive, extra=b""):
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.write(b"".join((
-            status_line(status), SERVER, b"content-type: ", content_type, b"\r\n",
+            status_line(status), SERVER, b"content-type: ", content_type, b"\r\n", extra,
             b"content-length: %d\r\n" % len(body),
             b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
             body)))

@@ -43,6 +43,7 @@ from .admin import AdminAPI
 from .config import gc_paused
 from .config.compile import Snapshot
 from .config.sources import FileSource, StartError
+from .console import Console
 from .control_http import ControlProtocol
 from .jwks import KeySetFetchers
 from .metrics import render
@@ -220,7 +221,7 @@ class Master:
         await self.wait_applied(self.revision)
         self.source.follow(self.config_changed)
         if self.admin_socket is not None:
-            api = AdminAPI(self)
+            api = Console(AdminAPI(self).http)  # the web console at /ui/, the API beside it
             await loop.create_server(lambda: ControlProtocol(api.http), sock=self.admin_socket)
             log.info("admin API on %s:%d", *self.settings.admin_listen)
         if self.metrics_socket is not None:

@@ -126,6 +126,18 @@ def test_a_credential_is_deleted_alone(admin_gw):
     assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 401
 
 
+def test_names_in_the_path_are_percent_decoded(admin_gw):
+    # a credential id may hold characters a URL must encode (a browser always does)
+    cred_id = "<b>a/b#1%</b>"
+    path = "/admin/consumers/jack/credentials/%3Cb%3Ea%2Fb%231%25%3C%2Fb%3E"
+    status, body = admin(admin_gw, "PUT", path, {"key": "odd-key", "secret": "s" * 40})
+    assert status == 200 and body["id"] == cred_id
+    creds = admin(admin_gw, "GET", "/admin/consumers/%6Aack")[1]["credentials"]
+    assert [c["id"] for c in creds] == ["jack-jwt", cred_id]
+    assert admin(admin_gw, "POST", path + "/token", {"ttl": 60})[0] == 200
+    assert admin(admin_gw, "DELETE", path) == (200, {"deleted": cred_id})
+
+
 def test_duplicate_key_is_a_conflict(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/consumers/jill", {
         "credentials": [{"id": "jill-jwt", "key": "jack-key", "secret": "x" * 32}]})
