@@ -769,28 +769,16 @@ def test_the_console_is_used_with_the_keyboard(gateway, console, upstream):
     assert_only_its_own_host(c, gw)
 
 
-def test_fields_added_in_extensions_js_are_shown_kept_and_sent_when_changed(gateway, console,
-                                                                           upstream):
-    """The room left for the key-set and token-policy fields: an entry in extensions.js is
-    a field in its own fieldset, and is sent only once changed (here the schema, which
-    does not know it yet, refuses it at that field)."""
+def test_key_set_and_policy_fields_are_shown_kept_and_sent_when_changed(gateway, console,
+                                                                        upstream):
+    """The fields extensions.js adds (SPEC 8: a credential's key set and issuer, the
+    plugin's token policy) are in their own fieldsets, and are sent only once changed."""
     gw = gateway({"services": [{"name": "svc", "upstream": {"url": upstream.url},
                                 "routes": [{"name": "r", "paths": ["/r"],
                                             "plugins": {"jwt-auth": {}}}]}],
                   "consumers": [{"username": "u", "credentials": [{"key": "k", "secret": "s" * 40}]}]})
     before = admin(gw, "GET", "/admin/config")[1]
     c = console(gw)
-    source = (ROOT / "fastgw" / "console" / "extensions.js").read_text()
-    patched = source.replace(
-        '{ legend: "Token policy", fields: [] }',
-        '{ legend: "Token policy", fields: [{ path: "audiences", label: "Audiences", kind: "list" }] }'
-    ).replace(
-        '{ legend: "Key set (identity provider)", fields: [] }',
-        '{ legend: "Key set (identity provider)", fields: [{ path: "jwks_uri", label: "Key set URL", '
-        'nullable: true }] }')
-    assert patched.count("fields: [{") == 2
-    c.page.route("**/ui/extensions.js", lambda route: route.fulfill(
-        status=200, content_type="text/javascript", body=patched))
     page = c.open()
     page.get_by_role("link", name="svc", exact=True).click()
     page.get_by_role("table", name="Routes").get_by_role("link", name="r", exact=True).click()
@@ -803,9 +791,14 @@ def test_fields_added_in_extensions_js_are_shown_kept_and_sent_when_changed(gate
     assert admin(gw, "GET", "/admin/config")[1] == before
     page.get_by_role("button", name="Edit JWT Auth").click()
     dialog.get_by_label("Audiences").fill("api://orders")
+    dialog.get_by_label("Maximum lifetime (seconds)").fill("abc")
     dialog.get_by_role("button", name="Save").click()
-    expect_error(dialog.get_by_label("Audiences"), "unknown")
-    dialog.get_by_role("button", name="Cancel").click()
+    expect_error(dialog.get_by_label("Maximum lifetime (seconds)"), "number")
+    dialog.get_by_label("Maximum lifetime (seconds)").fill("3600")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    plugin = admin(gw, "GET", "/admin/config")[1]["services"][0]["routes"][0]["plugins"]["jwt-auth"]
+    assert plugin["audiences"] == ["api://orders"] and plugin["max_lifetime"] == 3600
 
     page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
     page.get_by_role("link", name="u", exact=True).click()
@@ -813,11 +806,12 @@ def test_fields_added_in_extensions_js_are_shown_kept_and_sent_when_changed(gate
     dialog = page.get_by_role("dialog", name="Credential k")
     key_set = dialog.get_by_role("group", name="Key set (identity provider)")
     expect(key_set.get_by_label("Key set URL")).to_have_value("")
+    dialog.get_by_label("Key set URL").fill("http://idp.example/certs")  # http: only loopback
+    dialog.get_by_role("button", name="Save").click()
+    expect_error(dialog.get_by_label("Key set URL"), "https")
+    dialog.get_by_label("Key set URL").fill("")
+    dialog.get_by_label("Issuer", exact=True).fill("https://idp.example/realms/corp")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
-    assert admin(gw, "GET", "/admin/config")[1] == before
-    page.get_by_role("button", name="Edit credential k").click()
-    dialog.get_by_label("Key set URL").fill("https://idp.test/certs")
-    dialog.get_by_role("button", name="Save").click()
-    expect_error(dialog.get_by_label("Key set URL"), "unknown")
-    assert admin(gw, "GET", "/admin/config")[1] == before
+    cred = admin(gw, "GET", "/admin/config")[1]["consumers"][0]["credentials"][0]
+    assert cred["issuer"] == "https://idp.example/realms/corp" and cred["jwks_uri"] is None

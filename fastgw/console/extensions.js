@@ -15,7 +15,18 @@
 //   {path: "jwks_refresh", label: "Refresh (seconds)", kind: "number"},
 export const CREDENTIAL_GROUPS = {
   "jwt-auth": [
-    { legend: "Key set (identity provider)", fields: [] },
+    { legend: "Key set (identity provider)", fields: [
+      { path: "jwks_uri", label: "Key set URL", kind: "text", nullable: true,
+        help: "instead of a secret or public key: the provider's JSON Web Key Set" },
+      { path: "oidc_issuer", label: "OIDC issuer", kind: "text", nullable: true,
+        help: "or the issuer URL: its key set is found by discovery" },
+      { path: "issuer", label: "Issuer", kind: "text", nullable: true,
+        help: "the token's iss must equal it" },
+      { path: "jwks_refresh", label: "Refresh (seconds)", kind: "number" },
+      { path: "jwks_max_stale", label: "Serve stale keys for (seconds)", kind: "number" },
+      { path: "jwks_refetch_cooldown", label: "Refetch cooldown (seconds)", kind: "number" },
+      { path: "jwks_ca_file", label: "CA file", kind: "text", nullable: true },
+    ] },
   ],
   "key-auth": [],
 };
@@ -28,7 +39,13 @@ export const CREDENTIAL_GROUPS = {
 //   {path: "claims_to_headers", label: "Claims to headers (JSON object)", kind: "json"},
 export const PLUGIN_GROUPS = {
   "jwt-auth": [
-    { legend: "Token policy", fields: [] },
+    { legend: "Token policy", fields: [
+      { path: "audiences", label: "Audiences", kind: "list", nullable: true },
+      { path: "required_claims", label: "Required claims", kind: "list" },
+      { path: "required_scopes", label: "Required scopes", kind: "list" },
+      { path: "max_lifetime", label: "Maximum lifetime (seconds)", kind: "number", nullable: true },
+      { path: "claims_to_headers", label: "Claims to headers (JSON object)", kind: "json" },
+    ] },
   ],
   "key-auth": [],
 };
