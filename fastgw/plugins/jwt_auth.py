@@ -300,13 +300,15 @@ def retire(old: dict, new: dict) -> None:
 # ---------------------------------------------------------------- the cache
 
 class VerifiedTokenCache(OrderedDict):
-    """token bytes -> (identity, not_before, not_after, context), at most
+    """the token as it came -> (identity, not_before, not_after, context), at most
     `maxsize` of them, the least recently used first.
 
-    Keyed by the whole token, so a payload changed under a signature seen before
-    is a miss and gets verified in full. A hit is OrderedDict's `get`, then
-    `move_to_end` by the caller (JwtAuth.access), both in C: cachetools' LRUCache ran
-    37 bytecodes in four Python frames for the same hit.
+    Keyed by the whole token as it came: the header's value as received (so a hit has no
+    "Bearer " to strip), or (token,) for a token from the query or a cookie (so a value
+    is never taken for another place's). A payload changed under a signature seen before
+    is a miss and gets verified in full. A hit is OrderedDict's `get`, then `move_to_end`
+    by the caller (JwtAuth.access), both in C: cachetools' LRUCache ran 37 bytecodes in
+    four Python frames for the same hit.
 
     The identity is what `ex.consumer` becomes (the credential, or an object that is void
     when it is: `revoked`); the context is the key claim's name, with the token policy the
@@ -359,6 +361,15 @@ def _claim_time(payload: dict, name: str) -> float | None:
     return value
 
 
+def _header_token(value: bytes) -> bytes:
+    """The token in a header's value: whitespace around it is not part of it (RFC 9110
+    5.5; llhttp keeps what ends a value), and a "Bearer " prefix (any case, followed by
+    any number of spaces) is optional."""
+    if value[:7] in _BEARER:
+        return value[7:].strip(b" \t")
+    return value.rstrip(b" \t")
+
+
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
@@ -382,26 +393,23 @@ class JwtAuth:
         """None lets the request through (ex.consumer set); else the answer: a 401, or
         a 400 (connection closed) when the credential is given twice."""
         try:
-            token = self.places.in_header(ex)
-            if token is None:
+            # the cache key: the header's value as received (the token in it is found
+            # the same way every time), or (token,) for one from the query or a cookie
+            key = self.places.in_header(ex)
+            if key is None:
                 token = self.places.elsewhere(ex)
                 if token is None:
                     return no_credential(ex, self.anonymous, MISSING_TOKEN)
-            # Whitespace around the token is not part of it (RFC 9110 5.5); llhttp
-            # keeps what ends a value, and "Bearer" may be followed by several spaces.
-            elif token[:7] in _BEARER:  # "Bearer " prefix optional, any case
-                token = token[7:].strip(b" \t")
-            else:
-                token = token.rstrip(b" \t")
+                key = (token,)
         except Repeated:
             ex.refuse(BAD_REQUEST)
             return BAD_REQUEST
         cache = self.cache
-        entry = cache.get(token)
+        entry = cache.get(key)
         if entry is None or entry[3] != self.context or entry[0].revoked:
             cache.misses += 1
-            return self._verify(ex, token)
-        cache.move_to_end(token)  # now the most recently used
+            return self._verify(ex, key[0] if type(key) is tuple else _header_token(key), key)
+        cache.move_to_end(key)  # now the most recently used
         cache.hits += 1
         cred, not_before, not_after, _ = entry
         if not_before <= time.time() < not_after:
@@ -409,7 +417,8 @@ class JwtAuth:
             return None
         return VERIFY_FAILED
 
-    def _verify(self, ex, token: bytes, waited: bool = False) -> Response | None:
+    def _verify(self, ex, token: bytes, cache_key, waited: bool = False) -> Response | None:
+        """The full check of `token`; a good one is cached under `cache_key` (see access)."""
         try:
             header, body, signing_input, signature = jwt.split_token(token)
             payload = orjson.loads(body)
@@ -440,7 +449,8 @@ class JwtAuth:
         if who is None:
             return VERIFY_FAILED
         if who is keysets.UNKNOWN_KEY:  # a key-set credential without the token's key
-            return VERIFY_FAILED if waited else self._await_keys(ex, token, cred, header)
+            return (VERIFY_FAILED if waited
+                    else self._await_keys(ex, token, cache_key, cred, header))
         policy = self.policy
         if policy is not None:  # SPEC 8: after the signature and the clock
             if policy.too_long(payload, now):
@@ -449,18 +459,18 @@ class JwtAuth:
             if answer is not None:
                 return answer
             who = policy.identity(who, payload)
-        self.cache[token] = (who, not_before, not_after, self.context)
+        self.cache[cache_key] = (who, not_before, not_after, self.context)
         ex.consumer = who
         return None
 
-    def _await_keys(self, ex, token: bytes, cred, header: dict):
+    def _await_keys(self, ex, token: bytes, cache_key, cred, header: dict):
         """PENDING while the key set is refetched (the request is verified again once the
         master answered), or the 401 at once when no refetch may be asked for now."""
         from . import PENDING  # defined after this module is imported
 
         def again() -> None:
             try:
-                answer = self._verify(ex, token, waited=True)
+                answer = self._verify(ex, token, cache_key, waited=True)
             except Exception:
                 log.exception("jwt-auth failed verifying a request after a key-set refetch")
                 answer = INTERNAL_ERROR
