@@ -5,8 +5,8 @@ Web Key Set on loopback, over HTTP or HTTPS, on its own event loop in a thread.
     /certs                              {"keys": [the public JWKs]}
 
 It signs tokens with its private keys (`sign`), and can rotate keys (`add_key`), drop one
-(`drop`), and misbehave: `mode` "ok", "500", "hang" (accepts, never answers), "garbage"
-(200 with a body that is no key set). Every request is counted by path (`fetches`);
+(`drop`), and misbehave: `mode` "ok", "500", "hang" (accepts, never answers), "huge"
+(a 2 MiB key set), "garbage" (200 with a body that is no key set). Every request is counted by path (`fetches`);
 `wait_fetches` waits for a count with a deadline.
 """
 
@@ -150,6 +150,8 @@ class IdentityProvider:
                 status, body = 500, b'{"error":"down"}'
             elif mode == "garbage" and path == CERTS:
                 status, body = 200, b"<html>not a key set</html>"
+            elif mode == "huge" and path == CERTS:  # a key set of 2 MiB: over the bound
+                status, body = 200, b'{"keys": [], "pad": "' + b"x" * (2 << 20) + b'"}'
             else:
                 status, body = self._document(path)
             extra = f"Cache-Control: {self.cache_control}\r\n" if self.cache_control else ""
