@@ -16,6 +16,7 @@ from operator import attrgetter, itemgetter
 import orjson
 
 from .. import jwt
+from ..revocation import claims_of, revoked, unlisted
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
 from ..spelling import any_case
@@ -172,8 +173,8 @@ retire = credentials.retire  # void the cached tokens of every credential not ca
 # ---------------------------------------------------------------- the cache
 
 class VerifiedTokenCache(OrderedDict):
-    """token bytes -> (credential, not_before, not_after, key claim name), at most
-    `maxsize` of them, the least recently used first.
+    """token bytes -> (credential, not_before, not_after, key claim name, claims for
+    revocation.py), at most `maxsize` of them, the least recently used first.
 
     Keyed by the whole token, so a payload changed under a signature seen before
     is a miss and gets verified in full. A hit is OrderedDict's `get`, then
@@ -208,6 +209,7 @@ TOKEN_INVALID = _unauthorized("JWT token invalid", "invalid_token")
 MISSING_KEY = _unauthorized("missing user key in JWT token", "missing_key")
 INVALID_KEY = _unauthorized("Invalid user key in JWT token", "invalid_key")
 VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
+REVOKED = _unauthorized("JWT token revoked", "revoked")  # SPEC section 9
 
 # ---------------------------------------------------------------- the plugin
 
@@ -266,8 +268,10 @@ class JwtAuth:
             return self._verify(ex, token)
         cache.move_to_end(token)  # now the most recently used
         cache.hits += 1
-        cred, not_before, not_after, _ = entry
+        cred, not_before, not_after, _, claims = entry
         if not_before <= time.time() < not_after:
+            if not unlisted(claims) and revoked(claims):  # revocation.py: C, no frame
+                return REVOKED
             ex.consumer = cred
             return None
         return VERIFY_FAILED
@@ -299,7 +303,10 @@ class JwtAuth:
         now = time.time()
         if not not_before <= now < not_after:
             return VERIFY_FAILED
-        self.cache[token] = (cred, not_before, not_after, self.key_claim)
+        claims = claims_of(payload)  # what a revocation looks at, kept for cache hits
+        self.cache[token] = (cred, not_before, not_after, self.key_claim, claims)
+        if not unlisted(claims) and revoked(claims):
+            return REVOKED
         ex.consumer = cred
         return None
 
