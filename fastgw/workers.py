@@ -14,6 +14,9 @@ master -> worker `{"revision": N, "config": {...}}`, and with HTTPS listeners
 and after each SIGHUP that brought a good one); worker -> master `{"ready": N}` once
 serving, `{"applied": N}` after each later configuration, `{"tls": N}` after each later
 pair. The master reports a change as in force only when every worker has applied it.
+Revocation entries travel the same way (revocation_store.py): `{"revocations": {...},
+"generation": N}`, every entry before a worker's first configuration and each change
+after, acknowledged with `{"revocations": N}`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
 from .metrics import render
 from .plugins import new_states
+from . import revocation
+from .revocation_store import FileStore, Revocations
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -78,8 +83,11 @@ async def _serve(settings: Settings) -> int:
         source = EtcdSource(settings)
     else:
         source = FileSource(settings.config)
+    revocations = getattr(source, "revocations", None) or Revocations(
+        FileStore(settings.revocations))  # etcd mode: under the prefix, read with the rest
     try:
         await source.start()
+        revocations.store.start()
         gc.freeze()  # the configuration loaded at start lives long: out of every collection
         if settings.access_log not in ("off", "stdout"):
             try:
@@ -106,8 +114,9 @@ async def _serve(settings: Settings) -> int:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 2
     try:
-        return await Master(settings, source, sockets, admin, metrics, tls_sockets,
-                            pair).run()
+        master = Master(settings, source, sockets, admin, metrics, tls_sockets, pair)
+        master.revocations = revocations
+        return await master.run()
     finally:
         await source.close()
 
@@ -128,6 +137,7 @@ class WorkerHandle:
         self.applied = 0
         self.tls_applied = 0  # the generation of the certificate pair it serves
         self.changed = asyncio.Event()  # set whenever `applied` or `tls_applied` moves
+        self.revocations_applied = 0  # the generation of revocation entries it holds
         self.stats_waiters: list[asyncio.Future] = []
 
     @property
@@ -154,6 +164,10 @@ class WorkerHandle:
             if "stats" in report:
                 if self.stats_waiters:
                     self.stats_waiters.pop(0).set_result(report["stats"])
+                continue
+            if "revocations" in report:
+                self.revocations_applied = report["revocations"]
+                self.changed.set()
                 continue
             if "tls" in report:
                 self.tls_applied = report["tls"]
@@ -196,6 +210,7 @@ class Master:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+        self.revocations.attach(self)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         self.source.follow(self.config_changed)
@@ -244,6 +259,7 @@ class Master:
         if self.tls_pair is not None:
             worker.send_tls(self.tls_generation, self.tls_pair)
             worker.tls_applied = self.tls_generation  # its `ready` will say so
+        self.revocations.send_all(worker)
         worker.send(self.revision, self.conf)
         self._background(self._supervise(worker))
 
@@ -260,6 +276,10 @@ class Master:
     async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once every worker runs configuration `revision` (or a later one)."""
         return await self._wait_workers(lambda worker: worker.applied >= revision, timeout)
+
+    async def wait_revocations(self, generation: int) -> bool:
+        """True once every worker holds revocation change `generation` (or a later one)."""
+        return await self._wait_workers(lambda w: w.revocations_applied >= generation)
 
     async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once `done(worker)` holds for every worker (re-asked as each reports)."""
@@ -315,7 +335,8 @@ class Master:
                 asyncio.gather(*(w.stats() for w in self.workers.values())), APPLY_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
-        text = render(snapshots, self.source.revision, self.restarts, len(self.workers))
+        text = render(snapshots, self.source.revision, self.restarts, len(self.workers),
+                      revocations=len(self.revocations.entries))
         return 200, CONTENT_TYPE_LATEST.encode(), text
 
     async def reload(self) -> None:
@@ -376,6 +397,9 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
         line = await reader.readline()
     with gc_paused():
         first = orjson.loads(line)
+        while "revocations" in first:  # every entry, before the first configuration
+            revocation.apply(first["revocations"])
+            first = orjson.loads(await reader.readline())
     access_log = None
     if settings.access_log != "off":
         access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
@@ -399,7 +423,10 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
                 message = orjson.loads(line)
                 if "config" in message:
                     gateway.apply(message["config"], message["revision"])
-            if "stats" in message:
+            if "revocations" in message:
+                revocation.apply(message["revocations"])
+                _report(revocations=message["generation"])
+            elif "stats" in message:
                 _report(stats=gateway.stats.snapshot(gateway))
             elif "tls" in message:
                 if terminator.replace(tls.CertificatePair.from_message(message["tls"])):
