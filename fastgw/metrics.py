@@ -120,9 +120,11 @@ def _add(into: list[int], counts: list[int]) -> None:
 
 
 class _Collector:
-    def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int):
+    def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int,
+                 revocations: int = 0):
         self.snapshots, self.revision = snapshots, revision
         self.restarts, self.workers = restarts, workers
+        self.revocations = revocations  # entries in force (the master's count)
 
     def collect(self):
         requests = CounterMetricFamily("fastgw_requests", "Requests answered",
@@ -191,9 +193,15 @@ class _Collector:
         yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)
         yield GaugeMetricFamily("fastgw_config_revision", "Configuration revision in force",
                                 value=self.revision)
+        # revocation (SPEC section 9): refusals are the auth failures of reason "revoked"
+        yield CounterMetricFamily("fastgw_revoked", "Requests refused with a revoked token",
+                                  value=fail_sum.get("revoked", 0))
+        yield GaugeMetricFamily("fastgw_revocations", "Revocation entries in force",
+                                value=self.revocations)
 
 
-def render(snapshots: list[dict], revision: int, restarts: int, workers: int) -> bytes:
+def render(snapshots: list[dict], revision: int, restarts: int, workers: int,
+           revocations: int = 0) -> bytes:
     registry = CollectorRegistry()
-    registry.register(_Collector(snapshots, revision, restarts, workers))
+    registry.register(_Collector(snapshots, revision, restarts, workers, revocations))
     return generate_latest(registry)
