@@ -130,7 +130,8 @@ class Revocations:
         if not expired:
             return
         async with self._lock:
-            left = [e for i, e in self.entries.items() if i not in set(expired)]
+            gone = set(expired)
+            left = [e for i, e in self.entries.items() if i not in gone]
             try:
                 await self.store.forget(left)
             except OSError as exc:  # the file keeps them a while longer: they expired anyway
@@ -190,9 +191,9 @@ class Revocations:
         except OSError as exc:
             log.error("cannot write %s: %s", self.store.where, exc.strerror or exc)
             return _error(503, f"cannot write {self.store.where}: {exc.strerror or exc}")
-        if method in ("GET", "DELETE") and len(parts) <= 1 or method == "POST" and not parts:
+        if len(parts) > 1:
             return _error(404, "not found")
-        return _error(405, "method not allowed")
+        return _error(405, "method not allowed")  # /admin/revocations[/{id}] exist
 
 
 # ---------------------------------------------------------------- the file
