@@ -200,6 +200,25 @@ def test_entries_are_listed_and_lifted(gw):
     assert value(scrape(gw), "fastgw_revocations") == 1
 
 
+def test_every_spelling_of_a_revoked_token_is_refused(config, gateway_factory):
+    """Entries match claims, not text: the ECDSA twin (r, n - s) of a revoked token, a second
+    spelling of the same claims that verifies too, is refused as well."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from jwt_kit import pem_pair
+    from test_jwt_auth import P256_ORDER, _ecdsa_twin
+    private, public = pem_pair(ec.generate_private_key(ec.SECP256R1()))
+    config["consumers"].append({"username": "es", "credentials": [
+        {"key": "es-key", "algorithm": "ES256", "public_key": public}]})
+    gw = with_ports(gateway_factory(config, env=admin_env()))
+    tok = pyjwt.encode({"key": "es-key", "jti": "twin"}, private, algorithm="ES256")
+    twin = _ecdsa_twin(tok, P256_ORDER)
+    assert twin != tok and status_of(gw, tok) == 200 and status_of(gw, twin) == 200
+    revoke(gw, jti="twin")
+    assert status_of(gw, tok) == 401 and status_of(gw, twin) == 401
+
+
 NOW = time.time()
 
 
