@@ -37,7 +37,7 @@ import orjson
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import tls
+from . import revocation, tls
 from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import gc_paused
@@ -46,7 +46,6 @@ from .config.sources import FileSource, StartError
 from .control_http import ControlProtocol
 from .metrics import render
 from .plugins import new_states
-from . import revocation
 from .revocation_store import FileStore, Revocations
 from .settings import Settings
 
@@ -83,8 +82,9 @@ async def _serve(settings: Settings) -> int:
         source = EtcdSource(settings)
     else:
         source = FileSource(settings.config)
-    revocations = getattr(source, "revocations", None) or Revocations(
-        FileStore(settings.revocations))  # etcd mode: under the prefix, read with the rest
+    # etcd mode: the entries are under the prefix, read with the configuration
+    revocations = (source.revocations if settings.etcd
+                   else Revocations(FileStore(settings.revocations)))
     try:
         await source.start()
         revocations.store.start()
@@ -114,9 +114,8 @@ async def _serve(settings: Settings) -> int:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 2
     try:
-        master = Master(settings, source, sockets, admin, metrics, tls_sockets, pair)
-        master.revocations = revocations
-        return await master.run()
+        return await Master(settings, source, sockets, admin, metrics, tls_sockets,
+                            pair, revocations).run()
     finally:
         await source.close()
 
@@ -182,8 +181,11 @@ class Master:
                  sockets: list[socket.socket], admin_socket: socket.socket | None = None,
                  metrics_socket: socket.socket | None = None,
                  tls_sockets: list[socket.socket] = (),
-                 tls_pair: tls.CertificatePair | None = None):
+                 tls_pair: tls.CertificatePair | None = None,
+                 revocations: Revocations | None = None):
         self.settings = settings
+        # revocation entries (revocation_store.py); none given: none yet, kept in the file
+        self.revocations = revocations or Revocations(FileStore(settings.revocations))
         self.source = source
         self.admin_socket = admin_socket
         self.metrics_socket = metrics_socket

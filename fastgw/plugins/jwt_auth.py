@@ -16,9 +16,9 @@ from operator import attrgetter, itemgetter
 import orjson
 
 from .. import jwt
-from ..revocation import claims_of, revoked, unlisted
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..responses import BAD_REQUEST, Response
+from ..revocation import claims_of, revoked, unlisted
 from ..spelling import any_case
 from . import credentials
 from .credentials import Identity, Places, Repeated, no_credential
