@@ -551,3 +551,18 @@ def test_after_a_compaction_a_cut_off_node_reads_the_entries_again(
     wait_status(a, kept, 401, within=2)
     wait_status(a, lifted, 200, within=2)
     assert admin(a, "GET", "/admin/revocations")[1] == [new]
+
+
+def test_a_bad_value_in_the_revocations_folder_is_skipped_and_pull_leaves_the_folder_out(
+        nodes, etcd):
+    a, _ = nodes
+    entry = revoke(a, jti="good")
+    etcd.put(f"{PREFIX}/revocations/junk", b"{not json")
+    etcd.put(f"{PREFIX}/revocations/typed", {"id": "typed", "jti": 5, "expires": 4e9})
+    for key in ("junk", "typed"):
+        assert "skipped" in a.wait_for_log(f"etcd key {PREFIX}/revocations/{key} skipped")
+    assert admin(a, "GET", "/admin/revocations")[1] == [entry]
+    pulled = subprocess.run([sys.executable, "-m", "fastgw", "config", "pull", "--etcd",
+                             etcd.endpoint], capture_output=True, text=True, timeout=30,
+                            cwd=ROOT)
+    assert pulled.returncode == 0 and pulled.stderr == "" and "revocations" not in pulled.stdout
