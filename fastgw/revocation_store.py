@@ -148,6 +148,8 @@ class Revocations:
             await self.store.write(entry, [*self.entries.values(), entry])
             generation = self._change([entry], [])
         await self._in_force(generation)
+        log.info("revocation %s in force (by %s)", entry["id"], "jti" if "jti" in entry
+                 else "sub")
         return entry
 
     async def lift(self, entry_id: str) -> bool:
@@ -159,6 +161,7 @@ class Revocations:
             await self.store.delete(entry, [e for e in self.entries.values() if e is not entry])
             generation = self._change([], [entry_id])
         await self._in_force(generation)
+        log.info("revocation %s lifted", entry_id)
         return True
 
     def absorb(self, add: list[dict], remove: list[str]) -> None:
@@ -173,8 +176,9 @@ class Revocations:
         """/admin/revocations[/{id}]: (status, answer)."""
         try:
             match (method, parts):
-                case ("GET", []):
-                    return 200, list(self.entries.values())
+                case ("GET", []):  # live ones: the prune may be a second behind
+                    now = time.time()
+                    return 200, [e for e in self.entries.values() if e["expires"] > now]
                 case ("POST", []):
                     return 201, await self.revoke(data)
                 case ("GET", [entry_id]):
