@@ -273,13 +273,12 @@ def test_an_entry_is_forgotten_once_it_expires(gw):
     entry = revoke(gw, jti="brief", expires=time.time() + 1.5)
     assert status_of(gw, tok) == 401
     wait_status(gw, tok, 200, within=3)
-    deadline = time.monotonic() + 3
-    while admin(gw, "GET", "/admin/revocations")[1]:
-        assert time.monotonic() < deadline, "the expired entry is still listed"
-        time.sleep(0.05)
+    assert admin(gw, "GET", "/admin/revocations")[1] == []  # only live entries are listed
     path = gw.config_path.parent / "fastgw-revocations.json"
-    assert entry["id"] not in path.read_text()
-    assert value(scrape(gw), "fastgw_revocations") == 0
+    deadline = time.monotonic() + 3  # the master's prune, once a second, forgets it
+    while entry["id"] in path.read_text() or value(scrape(gw), "fastgw_revocations"):
+        assert time.monotonic() < deadline, "the expired entry is still kept"
+        time.sleep(0.05)
 
 
 def test_an_unusable_revocations_file_stops_the_start_in_one_line(config, gateway_factory,
