@@ -144,6 +144,8 @@ class AdminAPI:
                 return 200, await self.master.jwks.refresh_all()
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
                 return 200, {"token": self._token(username, cred_id, data or {})}
+            case (_, ["revocations", *rest]):  # SPEC section 9: revocation_store.py
+                return await self.master.revocations.admin(method, rest, data)
         raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,
                          "not found" if method in ("GET", "PUT", "DELETE", "POST")
                          else "method not allowed")

@@ -1,4 +1,5 @@
-"""Commands: serve (the default), check, token, secret, config push/pull."""
+"""Commands: serve (the default), check, token, secret, config push/pull, revoke,
+revocations."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     pull = actions.add_parser("pull", help="print etcd's configuration as YAML")
     add_flags(pull, only=("etcd", "etcd_prefix"))
     pull.set_defaults(run=_config_pull)
+    _revocation_commands(commands)
     return parser
 
 
@@ -143,7 +145,7 @@ def _claim(text: str) -> tuple[str, object]:
         return name, value
 
 
-def _time(text: str) -> float:
+def _time(text: str, flag: str = "--expires") -> float:
     """Unix seconds, or an ISO 8601 time (UTC when it names no zone)."""
     try:
         return float(text)
@@ -152,7 +154,7 @@ def _time(text: str) -> float:
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--expires {text!r}: not an ISO 8601 time or unix seconds") from None
+        raise ValueError(f"{flag} {text!r}: not an ISO 8601 time or unix seconds") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return when.timestamp()
@@ -204,3 +206,103 @@ def _config_pull(args) -> int:
         return 2
     sys.stdout.write(loader.dump(conf))
     return 0
+
+
+# ---------------------------------------------------------------- revocation (SPEC section 9)
+# These speak to a running gateway's admin API (FASTGW_ADMIN_LISTEN, FASTGW_ADMIN_KEY), which
+# persists the entry (file or etcd) and puts it in force in every worker before answering.
+
+def _revocation_commands(commands) -> None:
+    revoke = commands.add_parser("revoke", help="refuse tokens by jti, or by sub for those "
+                                               "issued before a time (admin API)")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--jti", metavar="ID", help="the token's jti")
+    which.add_argument("--sub", metavar="SUB", help="every token of this sub issued before "
+                                                    "--issued-before (or without iat)")
+    revoke.add_argument("--issued-before", metavar="TIME",
+                        help="with --sub: ISO 8601 time or unix seconds")
+    revoke.add_argument("--iss", metavar="ISS", help="only tokens of this issuer")
+    revoke.add_argument("--expires", metavar="TIME", help="when the entry may be forgotten "
+                        "(the token's exp; ISO 8601 or unix seconds); default now + 30 days")
+    add_flags(revoke, only=("admin_listen", "admin_key"))
+    revoke.set_defaults(run=_revoke)
+    listing = commands.add_parser("revocations", help="list the revocation entries in force "
+                                                      "(admin API)")
+    add_flags(listing, only=("admin_listen", "admin_key"))
+    listing.set_defaults(run=_revocations)
+
+
+def _admin_call(args, method: str, path: str, body: dict | None = None) -> tuple[int, object]:
+    """One admin API request: (status, decoded answer); OSError when it cannot be reached."""
+    import http.client
+    settings = Settings.load(flags=vars(args))
+    if not settings.admin_key:
+        raise SettingError("FASTGW_ADMIN_KEY (or --admin-key) must be set: this command "
+                           "speaks to the admin API")
+    host, port = settings.admin_listen
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request(method, path, body=None if body is None else orjson.dumps(body),
+                     headers={"X-API-KEY": settings.admin_key,
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+    except OSError as exc:
+        raise OSError(f"cannot reach the admin API at {host}:{port}: "
+                      f"{exc.strerror or exc}") from None
+    finally:
+        conn.close()
+    try:
+        return resp.status, orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return resp.status, {"error_msg": data.decode("utf-8", "replace")[:200]}
+
+
+def _entry_line(entry: dict) -> str:
+    def when(seconds) -> str:
+        return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+            timespec="seconds").replace("+00:00", "Z")
+    what = (f"jti={entry['jti']}" if "jti" in entry else
+            f"sub={entry['sub']} issued_before={when(entry['issued_before'])}")
+    scope = f" iss={entry['iss']}" if "iss" in entry else ""
+    return f"{entry['id']}  {what}{scope}  expires={when(entry['expires'])}"
+
+
+def _admin_answer(args, method: str, path: str, body: dict | None = None):
+    """(the answer of a 2xx, 0), or (None, the exit code) after printing why not."""
+    try:
+        status, answer = _admin_call(args, method, path, body)
+    except OSError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return None, 2
+    if status >= 300:
+        message = answer.get("error_msg") if isinstance(answer, dict) else answer
+        print(f"fastgw: {message} (admin API: {status})", file=sys.stderr)
+        return None, 2 if status in (401, 503) else 1
+    return answer, 0
+
+
+def _revoke(args) -> int:
+    body: dict = {"jti": args.jti} if args.jti is not None else {"sub": args.sub}
+    try:
+        if args.issued_before is not None:
+            body["issued_before"] = _time(args.issued_before, "--issued-before")
+        if args.expires is not None:
+            body["expires"] = _time(args.expires)
+    except ValueError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 2
+    if args.iss is not None:
+        body["iss"] = args.iss
+    entry, code = _admin_answer(args, "POST", "/admin/revocations", body)
+    if entry is not None:
+        print(f"revoked: {_entry_line(entry)}")
+    return code
+
+
+def _revocations(args) -> int:
+    entries, code = _admin_answer(args, "GET", "/admin/revocations")
+    for entry in entries or ():
+        print(_entry_line(entry))
+    return code

@@ -116,10 +116,11 @@ def _add(into: list[int], counts: list[int]) -> None:
 
 class _Collector:
     def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int,
-                 key_sets: list[dict] = ()):
+                 key_sets: list[dict] = (), revocations: int = 0):
         self.snapshots, self.revision = snapshots, revision
         self.restarts, self.workers = restarts, workers
         self.key_sets = key_sets
+        self.revocations = revocations  # entries in force (the master's count)
 
     def collect(self):
         requests = CounterMetricFamily("fastgw_requests", "Requests answered",
@@ -188,6 +189,11 @@ class _Collector:
         yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)
         yield GaugeMetricFamily("fastgw_config_revision", "Configuration revision in force",
                                 value=self.revision)
+        # revocation (SPEC section 9): refusals are the auth failures of reason "revoked"
+        yield CounterMetricFamily("fastgw_revoked", "Requests refused with a revoked token",
+                                  value=fail_sum.get("revoked", 0))
+        yield GaugeMetricFamily("fastgw_revocations", "Revocation entries in force",
+                                value=self.revocations)
         if self.key_sets:
             yield from self._key_sets()
 
@@ -209,7 +215,8 @@ class _Collector:
 
 
 def render(snapshots: list[dict], revision: int, restarts: int, workers: int,
-           key_sets: list[dict] = ()) -> bytes:
+           key_sets: list[dict] = (), revocations: int = 0) -> bytes:
     registry = CollectorRegistry()
-    registry.register(_Collector(snapshots, revision, restarts, workers, key_sets))
+    registry.register(_Collector(snapshots, revision, restarts, workers, key_sets,
+                                 revocations))
     return generate_latest(registry)

@@ -147,6 +147,9 @@ SETTINGS = (
     Setting("tls_cert", None, _optional_str, "PEM certificate chain for the HTTPS listeners"),
     Setting("tls_key", None, _optional_str,
             "PEM private key of that certificate (mode 0600 recommended; never logged)"),
+    Setting("revocations", "./fastgw-revocations.json", str,
+            "revoked tokens' entries, kept across restarts (file mode; etcd mode keeps "
+            "them under the prefix)"),
 )
 
 # Settings that only make sense together: a listener without its pair, or the reverse.
@@ -175,6 +178,7 @@ class Settings:
     tls_listen: tuple[tuple[str, int], ...] | None
     tls_cert: str | None
     tls_key: str | None
+    revocations: str
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None,

@@ -17,6 +17,9 @@ worker -> master `{"ready": N}` once serving, `{"applied": N}` after each later
 configuration, `{"tls": N}` after each later pair, and `{"jwks_refetch": URL}` (a token's
 kid is not in that set). The master reports a change as in force only when every worker
 has applied it.
+Revocation entries travel the same way (revocation_store.py): `{"revocations": {...},
+"generation": N}`, every entry before a worker's first configuration and each change
+after, acknowledged with `{"revocations": N}`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import orjson
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import keysets, tls
+from . import keysets, revocation, tls
 from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import gc_paused
@@ -48,6 +51,7 @@ from .control_http import ControlProtocol
 from .jwks import KeySetFetchers
 from .metrics import render
 from .plugins import new_states
+from .revocation_store import FileStore, Revocations
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -83,8 +87,12 @@ async def _serve(settings: Settings) -> int:
         source = EtcdSource(settings)
     else:
         source = FileSource(settings.config)
+    # etcd mode: the entries are under the prefix, read with the configuration
+    revocations = (source.revocations if settings.etcd
+                   else Revocations(FileStore(settings.revocations)))
     try:
         await source.start()
+        revocations.store.start()
         gc.freeze()  # the configuration loaded at start lives long: out of every collection
         if settings.access_log not in ("off", "stdout"):
             try:
@@ -112,7 +120,7 @@ async def _serve(settings: Settings) -> int:
         return 2
     try:
         return await Master(settings, source, sockets, admin, metrics, tls_sockets,
-                            pair).run()
+                            pair, revocations).run()
     finally:
         await source.close()
 
@@ -134,6 +142,7 @@ class WorkerHandle:
         self.applied = 0
         self.tls_applied = 0  # the generation of the certificate pair it serves
         self.changed = asyncio.Event()  # set whenever `applied` or `tls_applied` moves
+        self.revocations_applied = 0  # the generation of revocation entries it holds
         self.stats_waiters: list[asyncio.Future] = []
 
     @property
@@ -168,6 +177,10 @@ class WorkerHandle:
                 if self.on_refetch is not None:
                     self.on_refetch(report["jwks_refetch"], self)
                 continue
+            if "revocations" in report:
+                self.revocations_applied = report["revocations"]
+                self.changed.set()
+                continue
             if "tls" in report:
                 self.tls_applied = report["tls"]
             self.applied = report.get("ready") or report.get("applied") or self.applied
@@ -181,8 +194,11 @@ class Master:
                  sockets: list[socket.socket], admin_socket: socket.socket | None = None,
                  metrics_socket: socket.socket | None = None,
                  tls_sockets: list[socket.socket] = (),
-                 tls_pair: tls.CertificatePair | None = None):
+                 tls_pair: tls.CertificatePair | None = None,
+                 revocations: Revocations | None = None):
         self.settings = settings
+        # revocation entries (revocation_store.py); none given: none yet, kept in the file
+        self.revocations = revocations or Revocations(FileStore(settings.revocations))
         self.source = source
         self.admin_socket = admin_socket
         self.metrics_socket = metrics_socket
@@ -217,6 +233,7 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
+        self.revocations.attach(self)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         self.source.follow(self.config_changed)
@@ -266,6 +283,7 @@ class Master:
         if self.tls_pair is not None:
             worker.send_tls(self.tls_generation, self.tls_pair)
             worker.tls_applied = self.tls_generation  # its `ready` will say so
+        self.revocations.send_all(worker)
         worker.send(self.revision, self.conf)
         for message in self.jwks.messages():  # the keys fetched so far
             worker.send_message(message)
@@ -284,6 +302,10 @@ class Master:
     async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once every worker runs configuration `revision` (or a later one)."""
         return await self._wait_workers(lambda worker: worker.applied >= revision, timeout)
+
+    async def wait_revocations(self, generation: int) -> bool:
+        """True once every worker holds revocation change `generation` (or a later one)."""
+        return await self._wait_workers(lambda w: w.revocations_applied >= generation)
 
     async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once `done(worker)` holds for every worker (re-asked as each reports)."""
@@ -341,7 +363,7 @@ class Master:
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
         text = render(snapshots, self.source.revision, self.restarts, len(self.workers),
-                      self.jwks.metrics())
+                      self.jwks.metrics(), len(self.revocations.entries))
         return 200, CONTENT_TYPE_LATEST.encode(), text
 
     async def reload(self) -> None:
@@ -402,6 +424,9 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
         line = await reader.readline()
     with gc_paused():
         first = orjson.loads(line)
+        while "revocations" in first:  # every entry, before the first configuration
+            revocation.apply(first["revocations"])
+            first = orjson.loads(await reader.readline())
     access_log = None
     if settings.access_log != "off":
         access_log = AccessLog(settings.access_log, int(os.environ["FASTGW_WORKER_STDOUT_FD"]))
@@ -426,7 +451,10 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
                 message = orjson.loads(line)
                 if "config" in message:
                     gateway.apply(message["config"], message["revision"])
-            if "stats" in message:
+            if "revocations" in message:
+                revocation.apply(message["revocations"])
+                _report(revocations=message["generation"])
+            elif "stats" in message:
                 _report(stats=gateway.stats.snapshot(gateway))
             elif "jwks" in message:
                 keysets.received(message)

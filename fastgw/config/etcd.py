@@ -28,6 +28,7 @@ from aetcd.rtypes import EventKind
 from aetcd.utils import prefix_range_end
 
 from . import ConfigError, gc_paused, schema
+from ..revocation_store import EtcdStore, Revocations
 from .loader import replace_file
 from .sources import Conflict, OnChange, StartError, TooLarge, Unavailable
 
@@ -194,6 +195,8 @@ class EtcdSource:
         self._pending: dict[str, tuple[int, bytes | None]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._read_everything = False  # set when the watch cannot resume
+        # revocation entries under {prefix}/revocations/ (revocation_store.py)
+        self.revocations = Revocations(EtcdStore(self, self.state.root))
 
     @property
     def conf(self) -> dict:
@@ -283,11 +286,16 @@ class EtcdSource:
         if changes:
             self._update(changes, max(revision for revision, _ in changes.values()))
 
-    def _update(self, changes: dict, revision: int, announce: bool = True) -> bool:
+    def _update(self, changes: dict, revision: int, announce: bool = True,
+                everything: bool = False) -> bool:
         """Apply changes to the state; announce the new configuration to the master
-        (unless the caller puts it in force itself)."""
+        (unless the caller puts it in force itself). Revocation keys are taken out first
+        (`everything`: the changes are a full read)."""
+        revoked = self.revocations.store.absorb(changes, everything)
         with gc_paused():
             if not self.state.update(changes, revision):
+                if revoked:
+                    self._save_snapshot()
                 return False
         self._save_snapshot()
         if announce and self._on_change is not None:
@@ -304,7 +312,7 @@ class EtcdSource:
         changes = {kv.key.decode(): (kv.mod_revision, kv.value) for kv in found}
         for key in (self.state.items.keys() | self.state.latest.keys()) - changes.keys():
             changes[key] = (revision, None)
-        return self._update(changes, revision, announce)
+        return self._update(changes, revision, announce, everything=True)
 
     async def reload(self) -> dict | None:
         """SIGHUP: read everything again (the watch normally makes this unnecessary)."""
@@ -377,7 +385,8 @@ class EtcdSource:
 
     def _save_snapshot(self) -> None:
         data = orjson.dumps({"prefix": self.prefix, "revision": self.revision,
-                             "config": self.conf})
+                             "config": self.conf,
+                             "revocations": list(self.revocations.entries.values())})
         try:
             replace_file(self.snapshot_path, data)
         except OSError as exc:
@@ -393,10 +402,11 @@ class EtcdSource:
                 raise ValueError(f"it holds prefix {saved.get('prefix')!r}")
             conf = schema.validate(saved["config"])
             revision = int(saved["revision"])
+            self.revocations.load(saved.get("revocations", []), path)
         except FileNotFoundError:
             raise StartError(f"FASTGW_ETCD: cannot reach etcd at {self.where} ({reason}) and "
                              f"there is no snapshot at {path} to start from") from None
-        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:  # EntryError too
             raise StartError(f"FASTGW_ETCD: cannot reach etcd at {self.where} ({reason}) and "
                              f"the snapshot {path} is unusable: {_reason(exc)}") from None
         self.state.use_snapshot(conf, revision)
@@ -488,8 +498,9 @@ async def pull(settings) -> tuple[dict, int]:
 
     async def read(client):
         found = await client.get_prefix(state.root.encode())
-        state.update({kv.key.decode(): (kv.mod_revision, kv.value) for kv in found},
-                     found.header.revision)
+        revocations = state.root + "revocations/"  # not configuration (revocation_store.py)
+        state.update({kv.key.decode(): (kv.mod_revision, kv.value) for kv in found
+                      if not kv.key.decode().startswith(revocations)}, found.header.revision)
         return state.conf, found.header.revision
 
     return await _with_client(settings.etcd, read)

@@ -21,6 +21,7 @@ from .. import jwt, keysets
 from ..config.types import Bool, Errors, Field, Int, Nullable, Obj, Str, join
 from ..jwks import url_problem
 from ..responses import BAD_REQUEST, INTERNAL_ERROR, Response
+from ..revocation import claims_of, revoked, unlisted
 from ..spelling import any_case
 from . import credentials, jwt_policy
 from .credentials import Identity, Places, Repeated, no_credential
@@ -300,8 +301,8 @@ def retire(old: dict, new: dict) -> None:
 # ---------------------------------------------------------------- the cache
 
 class VerifiedTokenCache(OrderedDict):
-    """the token as it came -> (identity, not_before, not_after, context), at most
-    `maxsize` of them, the least recently used first.
+    """the token as it came -> (identity, not_before, not_after, context, claims for
+    revocation.py), at most `maxsize` of them, the least recently used first.
 
     Keyed by the whole token as it came: the header's value as received (so a hit has no
     "Bearer " to strip), or (token,) for a token from the query or a cookie (so a value
@@ -342,6 +343,7 @@ TOKEN_INVALID = _unauthorized("JWT token invalid", "invalid_token")
 MISSING_KEY = _unauthorized("missing user key in JWT token", "missing_key")
 INVALID_KEY = _unauthorized("Invalid user key in JWT token", "invalid_key")
 VERIFY_FAILED = _unauthorized("failed to verify jwt", "verify_failed")
+REVOKED = _unauthorized("JWT token revoked", "revoked")  # SPEC section 9
 
 # ---------------------------------------------------------------- the plugin
 
@@ -411,8 +413,10 @@ class JwtAuth:
             return self._verify(ex, key[0] if type(key) is tuple else _header_token(key), key)
         cache.move_to_end(key)  # now the most recently used
         cache.hits += 1
-        cred, not_before, not_after, _ = entry
+        cred, not_before, not_after, _, claims = entry
         if not_before <= time.time() < not_after:
+            if not unlisted(claims) and revoked(claims):  # revocation.py: C, no frame
+                return REVOKED
             ex.consumer = cred
             return None
         return VERIFY_FAILED
@@ -459,7 +463,10 @@ class JwtAuth:
             if answer is not None:
                 return answer
             who = policy.identity(who, payload)
-        self.cache[cache_key] = (who, not_before, not_after, self.context)
+        claims = claims_of(payload)  # what a revocation looks at, kept for cache hits
+        self.cache[cache_key] = (who, not_before, not_after, self.context, claims)
+        if not unlisted(claims) and revoked(claims):
+            return REVOKED
         ex.consumer = who
         return None
 

@@ -1,0 +1,331 @@
+"""The master's revocation entries (SPEC section 9): the admin API's side, where they are
+kept, and how every worker gets them.
+
+`Revocations` owns the live entries by id. A new entry or a lifted one is first persisted
+by the store, then sent to every worker over the pipe that carries configurations
+(`{"revocations": change, "generation": N}`, change as in `revocation.apply`), and the
+admin API answers once every worker has acknowledged it (`{"revocations": N}`). A new
+worker gets every entry (`reset`) before its first configuration, so it never serves
+without them. Once a second the master forgets the entries that expired and tells the
+workers; a worker's check ignores an expired entry anyway, so a worker never pays for
+expiry on a request.
+
+Two stores. `FileStore`: the file FASTGW_REVOCATIONS, rewritten whole and atomically
+(temp file, fsync, rename) on each change. `EtcdStore`: `{prefix}/revocations/{id}`, each
+key on its own etcd lease that ends at the entry's `expires`, so etcd deletes it itself;
+the configuration's watch (config/etcd.py) hands the keys under that folder to `absorb`,
+which is how a revocation made on one node reaches the others, and how a compaction's
+full read puts them right. While etcd is lost a node keeps the entries it has (and its
+etcd snapshot file holds them for a start without etcd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+
+import orjson
+
+from . import revocation
+from .config.loader import replace_file
+from .config.sources import StartError, Unavailable
+from .revocation import EntryError
+
+log = logging.getLogger("fastgw")
+
+PRUNE_INTERVAL = 1.0  # seconds between the master's sweeps for expired entries
+
+
+def _error(status: int, message: str, path: str | None = None) -> tuple[int, dict]:
+    """An answer shaped like admin.AdminError's body."""
+    body = {"error_msg": message}
+    if path:
+        body["path"] = path
+    return status, body
+
+
+class Revocations:
+    """The live entries of this node, by id (see the module docstring)."""
+
+    def __init__(self, store):
+        self.store = store
+        store.revocations = self
+        self.entries: dict[str, dict] = {}
+        self.generation = 0  # counts the changes sent to the workers
+        self.master = None
+        self._expiry: list[tuple[float, str]] = []  # heap of (expires, id)
+        self._lock = asyncio.Lock()  # one change persisted at a time, in order
+        self._pruner: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ the master's side
+
+    def attach(self, master) -> None:
+        """Called once the master runs: changes from now on go to its workers."""
+        self.master = master
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+
+    def send_all(self, worker) -> None:
+        """Every entry, to a worker that has none yet (before its first configuration)."""
+        worker.revocations_applied = self.generation
+        worker.process.stdin.write(orjson.dumps({
+            "revocations": {"reset": True, "add": list(self.entries.values())},
+            "generation": self.generation}) + b"\n")
+
+    def _change(self, add: list[dict], remove: list[str]) -> int:
+        """Change the entries here and send the change to every worker; its generation."""
+        for entry_id in remove:
+            self.entries.pop(entry_id, None)
+        for entry in add:
+            self.entries[entry["id"]] = entry
+            heapq.heappush(self._expiry, (entry["expires"], entry["id"]))
+        if self.master is None:  # still starting: new workers get everything
+            return self.generation
+        self.generation += 1
+        line = orjson.dumps({"revocations": {"add": add, "remove": remove},
+                             "generation": self.generation}) + b"\n"
+        for worker in self.master.workers.values():
+            worker.process.stdin.write(line)
+        return self.generation
+
+    async def _in_force(self, generation: int) -> None:
+        if self.master is not None and not await self.master.wait_revocations(generation):
+            log.error("not every worker acknowledged revocation change %d in time", generation)
+
+    def load(self, raw_entries, where: str) -> None:
+        """Entries read at start (a file, an etcd snapshot); expired ones are dropped and
+        bad ones are an error naming them."""
+        now = time.time()
+        if not isinstance(raw_entries, list):
+            raise EntryError("revocations", "must be a list")
+        entries = []
+        for nth, raw in enumerate(raw_entries):
+            try:
+                entry = revocation.parse_stored(raw, now)
+            except EntryError as exc:
+                raise EntryError(f"revocations[{nth}].{exc.path}", exc.message) from None
+            if entry is not None:
+                entries.append(entry)
+        self._change(entries, [])
+        log.info("%d revocation entries from %s", len(entries), where)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            try:
+                await self.prune()
+            except Exception:
+                log.exception("pruning expired revocation entries failed")
+
+    async def prune(self) -> None:
+        """Forget the entries whose `expires` has passed."""
+        now, expired = time.time(), []
+        while self._expiry and self._expiry[0][0] <= now:
+            expires, entry_id = heapq.heappop(self._expiry)
+            entry = self.entries.get(entry_id)
+            if entry is not None and entry["expires"] == expires:
+                expired.append(entry_id)
+        if not expired:
+            return
+        async with self._lock:
+            gone = set(expired)
+            left = [e for i, e in self.entries.items() if i not in gone]
+            try:
+                await self.store.forget(left)
+            except OSError as exc:  # the file keeps them a while longer: they expired anyway
+                log.error("cannot rewrite %s: %s", self.store.where, exc.strerror or exc)
+            self._change([], expired)
+
+    # ------------------------------------------------------------ changes
+
+    async def revoke(self, data) -> dict:
+        """A new entry from an admin API body, in force in every worker on return."""
+        now = time.time()
+        entry = {"id": revocation.new_id(), **revocation.parse(data, now), "created": now}
+        async with self._lock:
+            await self.store.write(entry, [*self.entries.values(), entry])
+            generation = self._change([entry], [])
+        await self._in_force(generation)
+        log.info("revocation %s in force (by %s)", entry["id"], "jti" if "jti" in entry
+                 else "sub")
+        return entry
+
+    async def lift(self, entry_id: str) -> bool:
+        """Remove an entry, everywhere; False when there is none with that id."""
+        async with self._lock:
+            entry = self.entries.get(entry_id)
+            if entry is None:
+                return False
+            await self.store.delete(entry, [e for e in self.entries.values() if e is not entry])
+            generation = self._change([], [entry_id])
+        await self._in_force(generation)
+        log.info("revocation %s lifted", entry_id)
+        return True
+
+    def absorb(self, add: list[dict], remove: list[str]) -> None:
+        """Changes made elsewhere (another node, through etcd): in force in every worker
+        as soon as they acknowledge, without waiting here."""
+        if add or remove:
+            self._change(add, remove)
+
+    # ------------------------------------------------------------ the admin API
+
+    async def admin(self, method: str, parts: list[str], data) -> tuple[int, object]:
+        """/admin/revocations[/{id}]: (status, answer)."""
+        try:
+            match (method, parts):
+                case ("GET", []):  # live ones: the prune may be a second behind
+                    now = time.time()
+                    return 200, [e for e in self.entries.values() if e["expires"] > now]
+                case ("POST", []):
+                    return 201, await self.revoke(data)
+                case ("GET", [entry_id]):
+                    entry = self.entries.get(entry_id)
+                    return (200, entry) if entry else _error(404, f"no revocation {entry_id!r}")
+                case ("DELETE", [entry_id]):
+                    if await self.lift(entry_id):
+                        return 200, {"deleted": entry_id}
+                    return _error(404, f"no revocation {entry_id!r}")
+        except EntryError as exc:
+            return _error(400, str(exc), exc.path)
+        except Unavailable as exc:
+            return _error(503, str(exc))
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.store.where, exc.strerror or exc)
+            return _error(503, f"cannot write {self.store.where}: {exc.strerror or exc}")
+        if len(parts) > 1:
+            return _error(404, "not found")
+        return _error(405, "method not allowed")  # /admin/revocations[/{id}] exist
+
+
+# ---------------------------------------------------------------- the file
+
+class FileStore:
+    """FASTGW_REVOCATIONS: `{"revocations": [entry, ...]}`, rewritten whole on a change."""
+
+    def __init__(self, path: str):
+        self.path = self.where = path
+        self.revocations: Revocations | None = None
+
+    def start(self) -> None:
+        """Read the file (none yet: no entries); StartError when it cannot be used."""
+        try:
+            with open(self.path, "rb") as f:
+                saved = orjson.loads(f.read())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StartError(f"FASTGW_REVOCATIONS: cannot read {self.path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            if not isinstance(saved, dict):
+                raise EntryError("(top level)", "must be an object with a list `revocations`")
+            self.revocations.load(saved.get("revocations", []), self.path)
+        except EntryError as exc:
+            raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
+
+    async def _save(self, entries: list[dict]) -> None:
+        data = orjson.dumps({"revocations": entries})
+        await asyncio.to_thread(replace_file, self.path, data)
+
+    async def write(self, entry: dict, entries: list[dict]) -> None:
+        await self._save(entries)
+
+    async def delete(self, entry: dict, entries: list[dict]) -> None:
+        await self._save(entries)
+
+    forget = _save
+
+
+# ---------------------------------------------------------------- etcd
+
+class EtcdStore:
+    """`{prefix}/revocations/{id}` in etcd, each key on a lease ending at `expires`.
+    `source` is the configuration's EtcdSource: its client, its watch, its snapshot."""
+
+    def __init__(self, source, root: str):
+        self.source = source
+        self.folder = root + "revocations/"
+        self.where = "etcd " + self.folder
+        self.revocations: Revocations | None = None
+        self._seen: dict[str, int] = {}  # id -> mod revision of the last change applied
+
+    def key(self, entry_id: str) -> str:
+        return self.folder + entry_id
+
+    def owns(self, key: str) -> bool:
+        return key.startswith(self.folder)
+
+    async def _call(self, action):
+        from .config.etcd import CALL_TIMEOUT, _UNREACHABLE, _reason
+        try:
+            return await asyncio.wait_for(action(self.source._connect()), CALL_TIMEOUT)
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
+
+    async def write(self, entry: dict, entries: list[dict]) -> None:
+        ttl = max(1, math.ceil(entry["expires"] - time.time()))
+        key, value = self.key(entry["id"]).encode(), orjson.dumps(entry)
+
+        async def put(client):
+            lease = await client.lease(ttl)
+            return await client.put(key, value, lease=lease.id)
+        done = await self._call(put)
+        self._seen[entry["id"]] = done.header.revision
+
+    async def delete(self, entry: dict, entries: list[dict]) -> None:
+        key = self.key(entry["id"]).encode()
+
+        async def delete(client):
+            found = await client.get(key)
+            gone = await client.delete(key)
+            if found is not None and found.lease:
+                try:  # the lease held only this key
+                    await client.revoke_lease(found.lease)
+                except Exception:
+                    pass  # it ends at `expires` anyway
+            return gone
+        gone = await self._call(delete)
+        if gone is not None:
+            self._seen[entry["id"]] = gone.header.revision
+
+    async def forget(self, entries: list[dict]) -> None:
+        """Expired: etcd's lease deletes the key by itself."""
+
+    def absorb(self, changes: dict[str, tuple[int, bytes | None]], everything: bool) -> bool:
+        """Take the keys of the revocations folder out of a batch of etcd changes
+        (key -> (mod revision, value or None)) and apply them; with `everything` (a
+        full read) an entry absent from the batch is gone. True if any entry changed."""
+        now = time.time()
+        add, remove, present = [], [], set()
+        for key in [key for key in changes if self.owns(key)]:
+            mod_revision, value = changes.pop(key)
+            entry_id = key[len(self.folder):]
+            present.add(entry_id)
+            if self._seen.get(entry_id, 0) >= mod_revision:
+                continue  # our own write, or an event replayed
+            self._seen[entry_id] = mod_revision
+            if value is None:
+                remove.append(entry_id)
+                continue
+            try:
+                entry = revocation.parse_stored(orjson.loads(value), now)
+                if entry is not None and entry["id"] != entry_id:
+                    raise EntryError("id", f"{entry['id']!r} differs from the key's")
+            except (EntryError, orjson.JSONDecodeError) as exc:
+                log.error("etcd key %s skipped: %s", key, exc)
+                continue
+            if entry is None:
+                remove.append(entry_id)  # expired; its lease is about to end
+            else:
+                add.append(entry)
+        if everything:
+            remove += [i for i in self.revocations.entries if i not in present]
+        remove = [i for i in remove if i in self.revocations.entries]
+        self.revocations.absorb(add, remove)
+        return bool(add or remove)
+
+    def start(self) -> None:
+        """Entries come with the configuration's first read (or its snapshot)."""
