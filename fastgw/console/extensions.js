@@ -1,3 +1,6 @@
+import { api } from "./api.js";
+import { Form, h, openDialog } from "./dom.js";
+
 // Fields that other features add to the forms, kept apart so that each is one entry here.
 //
 // Each entry is a field spec as `Form.field` takes it:
@@ -50,6 +53,36 @@ export const PLUGIN_GROUPS = {
   "key-auth": [],
 };
 
-// Actions offered on a consumer beside Generate JSON Web Token (a Revoke, SPEC section 9):
-// {label, run(consumer, refresh)}.
-export const CONSUMER_ACTIONS = [];
+// Actions offered on a consumer beside Generate JSON Web Token: {label, run(consumer, refresh)}.
+// Revoke Tokens (SPEC section 9): one token by its jti, or every token of a subject issued
+// before a time ("sign out everywhere"), optionally for one issuer only.
+export const CONSUMER_ACTIONS = [{ label: "Revoke Tokens", run: revokeDialog }];
+
+function revokeDialog(consumer, refresh) {
+  const form = new Form({}, { isNew: true });
+  const element = h("form", { novalidate: true, "aria-label": "Revoke tokens" },
+    h("p", { class: "help" }, "By Token ID: that one token. By Subject with Issued before: every "
+      + "token of the subject issued before then. Times are UNIX seconds."),
+    form.field({ path: "jti", label: "Token ID (jti)" }),
+    form.field({ path: "sub", label: "Subject (sub)" }),
+    form.field({ path: "issued_before", label: "Issued before", kind: "number" }),
+    form.field({ path: "iss", label: "Only from issuer (iss)" }),
+    form.field({ path: "expires", label: "Forget the entry at", kind: "number",
+                 help: "empty: in 30 days; the token's own exp is enough" }),
+    form.general,
+    h("div", { class: "actions" },
+      h("button", { type: "submit" }, "Revoke"),
+      h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
+  const dialog = openDialog(`Revoke tokens of ${consumer.username}`, element);
+  element.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    form.clearErrors();
+    try {
+      const entry = await api.post(["revocations"], form.collect());
+      dialog.close();
+      refresh(`Revoked (entry ${entry.id}).`);
+    } catch (error) {
+      form.showError(error);
+    }
+  });
+}
