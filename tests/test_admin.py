@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import free_port, service
-from test_workers import open_connections, socket_owner_pids
+from test_workers import connections_on_both_workers
 
 KEY = "admin-key-for-tests"
 SECRET = "admin-test-secret-" + "0123456789abcdef" * 3
@@ -175,9 +175,9 @@ def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw
     token = pyjwt.encode({"key": "jack-key"}, SECRET).encode()
     request = b"GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: " + token + b"\r\n\r\n"
     # kept open, each connection stays with its worker; every worker verifies and caches
-    conns = open_connections(admin_gw, 30, request)
+    conns, owners = connections_on_both_workers(admin_gw, request)
     try:
-        assert set(socket_owner_pids(admin_gw, conns)) == set(admin_gw.worker_pids())
+        assert set(owners) == set(admin_gw.worker_pids())
         for s in conns:  # now from the cache
             s.sendall(request)
             assert s.recv(65536).startswith(b"HTTP/1.1 200")

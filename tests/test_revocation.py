@@ -20,7 +20,7 @@ from conftest import ROOT, free_port, service
 from test_admin import KEY, admin
 from test_cluster import base_config, etcd, push, start_node  # noqa: F401 (fixtures)
 from test_metrics import scrape, value
-from test_workers import socket_owner_pids
+from test_workers import connections_on_both_workers
 
 SECRET = "revocation-test-secret-" + "0123456789abcdef" * 3
 CONFIG = {
@@ -118,19 +118,9 @@ def _read_response(sock: socket.socket) -> tuple[int, bytes]:
 
 def test_a_cached_token_revoked_by_jti_is_refused_by_both_workers_within_a_second(gw):
     tok = token(jti="stolen-laptop")
-    conns, owners = [], []
-    deadline = time.monotonic() + 10
+    # connections held open on each worker, the token cached by both
+    conns, owners = connections_on_both_workers(gw, _request(tok))
     try:
-        while len(set(owners)) < 2:  # connections held open on each worker, token cached
-            assert time.monotonic() < deadline, f"one worker took every connection: {owners}"
-            burst = [socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-                     for _ in range(5)]
-            for s in burst:
-                s.sendall(_request(tok))
-            for s in burst:
-                assert _read_response(s)[0] == 200
-            conns += burst
-            owners += socket_owner_pids(gw, burst)
         started = time.monotonic()
         entry = revoke(gw, jti="stolen-laptop")
         for s in conns:  # the same connections, the same workers: cache hits refused

@@ -51,14 +51,16 @@ def open_connections(gw, n: int,
     return conns
 
 
-def connections_on_both_workers(gw) -> tuple[list[socket.socket], list[int]]:
-    """Open connections in small bursts until each of the two workers holds some; which
-    worker accepts a connection is the kernel's and the workers' race."""
+def connections_on_both_workers(gw, request: bytes = b"GET /json HTTP/1.1\r\nHost: a\r\n\r\n"
+                                ) -> tuple[list[socket.socket], list[int]]:
+    """Open connections in small bursts, each having had `request` answered 200, until
+    each of the two workers holds some; which worker accepts a connection is the kernel's
+    and the workers' race (a loaded machine can give one worker 30 in a row)."""
     conns, owners = [], []
     deadline = time.monotonic() + 10
     while len(set(owners)) < 2:
         assert time.monotonic() < deadline, f"one worker took every connection: {owners}"
-        burst = open_connections(gw, 5)
+        burst = open_connections(gw, 5, request)
         conns += burst
         owners += socket_owner_pids(gw, burst)
     return conns, owners
