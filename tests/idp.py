@@ -21,6 +21,8 @@ import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from upstream import LoopThread
+
 DISCOVERY = "/.well-known/openid-configuration"
 CERTS = "/certs"
 
@@ -46,8 +48,11 @@ def public_jwk(private_key, alg: str) -> dict:
     return OKPAlgorithm.to_jwk(public, as_dict=True)
 
 
-class IdentityProvider:
+class IdentityProvider(LoopThread):
+    NAME = "test identity provider"
+
     def __init__(self, ssl_context=None):
+        super().__init__()
         self.ssl = ssl_context
         self.scheme = "https" if ssl_context else "http"
         self.keys: dict[str, tuple[str, object, dict]] = {}  # kid -> (alg, private, jwk)
@@ -57,10 +62,6 @@ class IdentityProvider:
         self.cache_control: str | None = None
         self.fetches: dict[str, int] = {}
         self.changed = threading.Condition()
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self._hung: list[asyncio.StreamWriter] = []
 
     # ------------------------------------------------------------ keys and tokens
@@ -164,24 +165,5 @@ class IdentityProvider:
         finally:
             writer.close()
 
-    def _run(self):
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self.loop.run_forever()
-
-    def start(self) -> "IdentityProvider":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("test identity provider did not start")
-        return self
-
-    def stop(self) -> None:
-        def shutdown():
-            for task in asyncio.all_tasks(self.loop):
-                task.cancel()
-            self.loop.call_soon(self.loop.stop)
-        self.loop.call_soon_threadsafe(shutdown)
-        self._thread.join(5)
+    def _serve(self):
+        return asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.ssl)

@@ -194,34 +194,32 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-class UpstreamServer:
-    def __init__(self, ssl_context=None):
-        self.ssl = ssl_context
-        self.requests: list[dict] = []
-        self.connections = 0
-        self.closed = 0
-        self.max_open = 0
-        self.changed = threading.Condition()
-        self._held: dict[str, asyncio.Event] = {}
+class LoopThread:
+    """A server on its own event loop in a daemon thread, on a free loopback port;
+    `_serve()` returns the coroutine that starts it (an asyncio server)."""
+
+    NAME = "test server"
+
+    def __init__(self):
         self.loop = asyncio.new_event_loop()
         self.port = 0
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        ready = threading.Event()
-        self._ready = ready
+
+    def _serve(self):
+        raise NotImplementedError
 
     def _run(self):
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", 0,
-                                    ssl=self.ssl))
+        server = self.loop.run_until_complete(self._serve())
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "UpstreamServer":
+    def start(self):
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("test upstream did not start")
+            raise RuntimeError(f"{self.NAME} did not start")
         return self
 
     def stop(self) -> None:
@@ -231,6 +229,24 @@ class UpstreamServer:
             self.loop.call_soon(self.loop.stop)
         self.loop.call_soon_threadsafe(shutdown)
         self._thread.join(5)
+
+
+class UpstreamServer(LoopThread):
+    NAME = "test upstream"
+
+    def __init__(self, ssl_context=None):
+        super().__init__()
+        self.ssl = ssl_context
+        self.requests: list[dict] = []
+        self.connections = 0
+        self.closed = 0
+        self.max_open = 0
+        self.changed = threading.Condition()
+        self._held: dict[str, asyncio.Event] = {}
+
+    def _serve(self):
+        return self.loop.create_server(lambda: UpstreamProtocol(self), "127.0.0.1", 0,
+                                       ssl=self.ssl)
 
     def held(self, key: str) -> asyncio.Event:
         """The event /hold?id=`key` waits for (on the server's loop)."""
