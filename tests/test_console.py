@@ -250,7 +250,7 @@ def test_the_walkthrough_in_the_console(gateway, console, upstream):
     chooser.get_by_role("button", name="Authentication").click()
     chooser.get_by_role("button", name="JWT Auth").click()
     dialog = page.get_by_role("dialog", name="JWT Auth on route json")
-    expect(dialog.get_by_label("Header")).to_have_value("Authorization")
+    expect(dialog.get_by_label("Header", exact=True)).to_have_value("Authorization")
     expect(dialog.get_by_label("Query")).to_have_value("jwt")
     expect(dialog.get_by_label("Cookie")).to_have_value("jwt")
     expect(dialog.get_by_label("Strip Credentials")).not_to_be_checked()
@@ -407,7 +407,7 @@ def test_opening_and_saving_unchanged_changes_nothing(gateway, console, upstream
     # the service's plugin, opened and saved as it is
     page.get_by_role("button", name="Edit Key Auth").click()
     dialog = page.get_by_role("dialog", name="Key Auth on service orders")
-    expect(dialog.get_by_label("Header")).to_have_value("x-key")
+    expect(dialog.get_by_label("Header", exact=True)).to_have_value("x-key")
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
     # the route and its plugin
@@ -487,11 +487,11 @@ def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
     page.get_by_role("button", name="Authentication").click()
     page.get_by_role("button", name="JWT Auth").click()
     dialog = page.get_by_role("dialog", name="JWT Auth on route r")
-    dialog.get_by_label("Header").fill("two words")
+    dialog.get_by_label("Header", exact=True).fill("two words")
     dialog.get_by_label("Anonymous consumer").fill("nobody")
     dialog.get_by_role("button", name="Add").click()
-    expect(dialog.get_by_label("Header")).to_have_attribute("aria-invalid", "true")
-    dialog.get_by_label("Header").fill("Authorization")
+    expect(dialog.get_by_label("Header", exact=True)).to_have_attribute("aria-invalid", "true")
+    dialog.get_by_label("Header", exact=True).fill("Authorization")
     dialog.get_by_role("button", name="Add").click()
     expect_error(dialog.get_by_label("Anonymous consumer"), 
         re.compile("no consumer named 'nobody'"))
@@ -503,7 +503,7 @@ def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
     page.get_by_role("link", name="other", exact=True).click()
     page.get_by_role("button", name="Add Credential").click()
     dialog = page.get_by_role("dialog", name="Add Credential to other")
-    dialog.get_by_label("ID").fill("other-jwt")
+    dialog.get_by_label("ID", exact=True).fill("other-jwt")
     dialog.get_by_label("Key", exact=True).fill("k1")
     dialog.get_by_role("button", name="Add").click()
     expect_error(dialog.get_by_label("Key", exact=True), 
@@ -526,7 +526,7 @@ def test_a_name_holding_html_is_shown_as_text(gateway, console, upstream):
     page.get_by_role("link", name="mallory", exact=True).click()
     page.get_by_role("button", name="Add Credential").click()
     dialog = page.get_by_role("dialog", name="Add Credential to mallory")
-    dialog.get_by_label("ID").fill(HTML_ID)
+    dialog.get_by_label("ID", exact=True).fill(HTML_ID)
     dialog.get_by_label("Key", exact=True).fill(HTML_KEY)
     dialog.get_by_label("Secret", exact=True).fill("x" * 40)
     dialog.get_by_role("button", name="Add").click()
@@ -624,7 +624,7 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     page.get_by_role("button", name="Authentication").click()
     page.get_by_role("button", name="Key Auth").click()
     dialog = page.get_by_role("dialog", name="Key Auth on service echo")
-    expect(dialog.get_by_label("Header")).to_have_value("apikey")
+    expect(dialog.get_by_label("Header", exact=True)).to_have_value("apikey")
     dialog.get_by_label("Strip Credentials").check()
     dialog.get_by_role("button", name="Add").click()
     expect(dialog).to_be_hidden()
@@ -666,7 +666,7 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     page.get_by_role("navigation").get_by_role("link", name="Services").click()
     page.get_by_role("link", name="echo", exact=True).click()
     page.get_by_role("button", name="Edit Key Auth").click()
-    page.get_by_role("dialog").get_by_label("Header").fill("x-robot-key")
+    page.get_by_role("dialog").get_by_label("Header", exact=True).fill("x-robot-key")
     page.get_by_role("dialog").get_by_role("button", name="Save").click()
     expect(page.get_by_role("dialog")).to_be_hidden()
     assert gw.request("GET", "/e/x", headers={"x-robot-key": api_key})[0] == 200
@@ -757,7 +757,7 @@ def test_the_console_is_used_with_the_keyboard(gateway, console, upstream):
     expect(page.get_by_role("button", name="JWT Auth")).to_be_focused()
     page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog", name="JWT Auth on service svc")
-    expect(dialog.get_by_label("Header")).to_be_focused()
+    expect(dialog.get_by_label("Header", exact=True)).to_be_focused()
     page.keyboard.press("Enter")  # submits the form
     expect(dialog).to_be_hidden()
     assert "jwt-auth" in admin(gw, "GET", "/admin/services/svc")[1]["plugins"]
