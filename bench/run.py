@@ -355,7 +355,8 @@ def gateway_config(upstream: int, keys: dict, routes: int = 0, consumers: int = 
                      "plugins": {"jwt-auth": {"key_claim_name": "iss"}}}]},
     ]
     for s in range(routes // 100):
-        services.append({"name": f"many-{s}", "path_prefix": f"/many{s}", "upstream": {"url": url},
+        # the same node, so the same pool settings (a node has one pool)
+        services.append({"name": f"many-{s}", "path_prefix": f"/many{s}", "upstream": up,
                          "routes": [{"name": f"r{r}", "paths": [f"/r{r}"],
                                      "plugins": {"jwt-auth": {}}} for r in range(100)]})
     people = [
