@@ -118,11 +118,12 @@ class Exchange:
     """One request and its answer.
 
     Every slot a request may read before it is written is set when the exchange is
-    created; the others are written first by the step that needs them (`target` and
-    `route` by `start`, `node` by `_connect`, `t_sent` by `_send`, `status` and
-    `bytes_out` by whatever answers, `remaining` by the fast response path). Slots, not class attributes as defaults: on CPython 3.11 reading an
-    attribute that falls through to the class is a generic look-up, several hundred
-    instructions each time (bench/instructions.py)."""
+    created; the others are written first by the step that needs them (`target` by
+    `start`, `node` by `_connect`, `t_sent` by `_send`, `status` and `bytes_out` by
+    whatever answers, `remaining` by the fast response path). Slots, not class
+    attributes as defaults: on CPython 3.11 reading an attribute that falls through to
+    the class is a generic look-up, several hundred instructions each time
+    (bench/instructions.py)."""
 
     __slots__ = (
         # the request, as parsed and as it goes upstream

@@ -6,8 +6,8 @@ Web Key Set on loopback, over HTTP or HTTPS, on its own event loop in a thread.
 
 It signs tokens with its private keys (`sign`), and can rotate keys (`add_key`), drop one
 (`drop`), and misbehave: `mode` "ok", "500", "hang" (accepts, never answers), "huge"
-(a 2 MiB key set), "garbage" (200 with a body that is no key set). Every request is counted by path (`fetches`);
-`wait_fetches` waits for a count with a deadline.
+(a 2 MiB key set), "garbage" (200 with a body that is no key set). Every request is
+counted by path (`fetches`); `wait_fetches` waits for a count with a deadline.
 """
 
 from __future__ import annotations

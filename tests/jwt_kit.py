@@ -24,7 +24,8 @@ class PluginSide:
         # as the gateway gives it: a dict when every name is there once (without Host)
         fields = dict(headers)
         fields.pop(b"host", None)
-        self.fields = fields if len(fields) == len([n for n, _ in headers if n != b"host"]) else None
+        unique = len(fields) == len([name for name, _ in headers if name != b"host"])
+        self.fields = fields if unique else None
         self.consumer, self.skip = None, set()
         self.response, self.keep_alive = None, True
 
