@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 
+from .config.types import http_url
+
 log = logging.getLogger("fastgw")
 
 FETCH_TIMEOUT = 5.0
@@ -52,17 +54,9 @@ _GENERATIONS = itertools.count(1)
 def url_problem(url: str) -> str | None:
     """Why `url` may not name a key set or an issuer, or None. Only https:// leaves the
     machine: http:// is for a provider on a loopback address."""
-    try:
-        parts = urlsplit(url)
-        parts.port
-    except ValueError as exc:
-        return f"is not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return "must start with https:// (or http:// to a loopback address)"
-    if not parts.hostname:
-        return "has no host"
-    if parts.username or parts.password:
-        return "must not contain credentials"
+    parts, problem = http_url(url, "must start with https:// (or http:// to a loopback address)")
+    if problem is not None:
+        return problem
     if parts.fragment:
         return "must not contain a fragment"
     if parts.scheme == "http" and not _loopback(parts.hostname):

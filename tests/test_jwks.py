@@ -441,6 +441,8 @@ def test_policy_applies_to_key_set_credentials(idp, upstream, gateway_factory):
     ({"oidc_issuer": "http://10.0.0.1/realms/x"}, "oidc_issuer: must use https://"),
     ({"jwks_uri": "ftp://idp.example/certs"}, "jwks_uri: must start with https://"),
     ({"jwks_uri": "https://u:p@idp.example/certs"}, "jwks_uri: must not contain credentials"),
+    ({"jwks_uri": "https://idp.example:0/certs"}, "jwks_uri: port must be 1-65535"),
+    ({"oidc_issuer": "https://idp.example:99999/x"}, "oidc_issuer: is not a valid URL"),
     ({"jwks_uri": "https://idp.example/c", "secret": "x"}, "secret: must be absent"),
     ({"jwks_uri": "https://idp.example/c", "public_key": "x"}, "public_key: must be absent"),
     ({"jwks_uri": "https://idp.example/c", "algorithm": "HS256"},

@@ -5,12 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-from urllib.parse import urlsplit
 
 from ..plugins import CREDENTIAL_TYPES, DEFAULT_CREDENTIAL_TYPE, PLUGINS, credential_type
 from ..upstream import POOL_SETTINGS, node_key, upstream_nodes
 from .types import (INVALID, Bool, ConfigError, Errors, Field, Int, List, Map, Nullable, Obj,
-                    Seconds, Str, join)
+                    Seconds, Str, http_url, join)
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
@@ -48,22 +47,10 @@ def _path_prefix(value: str) -> str | None:
 
 
 def _upstream_url(value: str) -> str | None:
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        return f"is not a valid URL: {exc}"
-    if parts.scheme not in ("http", "https"):
-        return "must start with http:// or https://"
-    if not parts.hostname:
-        return "has no host"
-    if parts.username or parts.password:
-        return "must not contain credentials"
-    if parts.query or parts.fragment:
+    parts, problem = http_url(value, "must start with http:// or https://")
+    if problem is None and (parts.query or parts.fragment):
         return "must not contain a query or fragment"
-    if port == 0:
-        return "port must be 1-65535"
-    return None
+    return problem
 
 
 def _upstream_whole(up: dict, path: str, errors: Errors) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any, Callable, Iterable
+from urllib.parse import SplitResult, urlsplit
 
 INVALID = object()
 
@@ -34,6 +35,26 @@ def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
+
+
+def http_url(value: str, scheme_rule: str) -> tuple[SplitResult | None, str | None]:
+    """`value` split, and what keeps it from being an http(s) URL one may configure, or
+    None: it parses, its scheme is http or https (else `scheme_rule`, the message), it has
+    a host and a port of 1-65535 if any, and no credentials."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return None, f"is not a valid URL: {exc}"
+    if parts.scheme not in ("http", "https"):
+        return parts, scheme_rule
+    if not parts.hostname:
+        return parts, "has no host"
+    if parts.username or parts.password:
+        return parts, "must not contain credentials"
+    if port == 0:
+        return parts, "port must be 1-65535"
+    return parts, None
 
 
 def type_name(value: Any) -> str:
