@@ -35,16 +35,17 @@ class AccessLog:
         if old >= 0:
             os.close(old)
 
-    def record(self, ex, client_ip: bytes, now: float) -> None:
+    def record(self, ex, client_ip: bytes, status: int, sent: int, now: float,
+               latency: float | None) -> None:
         route = ex.route
-        upstream_ms = 0.0 if ex.t_head is None else (ex.t_head - ex.t_sent) * 1000
+        upstream_ms = 0.0 if latency is None else latency * 1000
         second = int(time.time())
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
         self.lines.append(b"%s %s %s %s %d %d %.2f %.2f %s %s %s\n" % (
             self._stamp, client_ip,
-            ex.method or b"-", ex.url.partition(b"?")[0] or b"-", ex.status, ex.bytes_out,
+            ex.method or b"-", ex.url.partition(b"?")[0] or b"-", status, sent,
             (now - ex.t0) * 1000, upstream_ms,
             route.service.encode() if route else b"-", route.name.encode() if route else b"-",
             ex.consumer.username.encode() if ex.consumer is not None else b"-"))

@@ -137,7 +137,7 @@ class Exchange:
     )
 
     def __init__(self, client, method: bytes, url: bytes, headers: list, fields: dict | None,
-                 host: bytes | None, http11: bool, keep_alive: bool, t0: float):
+                 host: bytes | None, t0: float):
         self.client = client
         self.method = method
         self.url = url  # as the client sent it; `target` is what goes upstream
@@ -147,21 +147,21 @@ class Exchange:
         self.headers = headers
         self.fields = fields
         self.host = host  # the Host field as received; then the Host to forward
-        self.http11 = http11
-        self.keep_alive = keep_alive  # the client's wish; then the decision (keeps_open)
         self.t0 = t0
+        # What a plain request (ClientConnection.on_headers_complete) is; any other has
+        # these set by the connection as it reads the fields.
+        self.http11 = True
+        self.keep_alive = True  # the client's wish; then the decision (keeps_open)
+        self.req_done = True  # the whole request has been read
         # the body's framing header as fastgw decided it (never copied): b"", a
         # content-length line, or CHUNKED_FRAMING (the body is then re-chunked as it goes)
         self.framing = b""
-        self.req_done = False  # the whole request has been read
         self.route = None
         self.consumer = None  # an identity a plugin set: .username, .head
         self.rare: Rare | None = None
         self.state = QUEUED
-        self.stall = 0  # ticks without progress in this state (see timeout)
         self.conn = None  # the upstream connection it holds
         self.response: Response | None = None  # the gateway's own answer, if any
-        self.t_head: float | None = None
 
     def _rare(self) -> Rare:
         rare = self.rare
@@ -293,9 +293,9 @@ class Exchange:
             if not self.req_done:
                 self.client.transport.write(responses.CONTINUE)
         pool = node.pool
-        conn = pool.acquire()
-        if conn is not None:
-            self._send(conn)
+        idle = pool.idle  # open connections only, the most recently used last
+        if idle:
+            self._send(idle.pop())
             return
         rare = self._rare()
         self.state = CONNECTING
@@ -356,12 +356,13 @@ class Exchange:
         conn.exchange = self
         conn.requests += 1
         self.state = SENDING
+        self.stall = 0  # the read time-out starts when the request is whole (timeout)
         client = self.client
         self.t_sent = client.loop.time()
-        node = self.node
         fields = self.fields
         transport = conn.transport
         if fields is not None and self.rare is None:  # nearly always: joined in C
+            node = self.node
             consumer = self.consumer
             transport.write(b"".join((
                 self.method, b" ", self.target, b" HTTP/1.1\r\nhost: ",
@@ -370,7 +371,6 @@ class Exchange:
                 b"" if consumer is None else consumer.head, node.pool.head_end)))
         else:
             self._send_filtered(transport)
-        self.stall = 0  # the read time-out starts when the request is whole (timeout)
         if client.write_paused:
             transport.pause_reading()
 
@@ -413,27 +413,21 @@ class Exchange:
 
     def upstream_data(self, data: bytes) -> None:
         """Bytes from the upstream: the answer's head (fast or slow path), then its body."""
-        self.stall = 0
         rare = self.rare
         if self.state is not SENDING or rare is not None and rare.slow is not None:
             self._response_rest(data)
             return
-        status = _FAST_STATUS.get(data[:12])
         end = data.find(b"\r\n\r\n")
         head = data[:end]
-        if status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD":
-            self._slow_response(data)
-            return
-        length = _CONTENT_LENGTH(head)
-        if length is None:
+        status = _FAST_STATUS.get(data[:12])
+        if (status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD"
+                or (length := _CONTENT_LENGTH(head)) is None):
             self._slow_response(data)
             return
         total = end + 4 + int(length[1])
-        n = len(data)
         conn = self.conn
-        if n > total:  # bytes after the response: nobody asked for them
+        if len(data) > total:  # bytes after the response: nobody asked for them
             data = data[:total]
-            n = total
             conn.spoil()
         try:
             conn.parser.feed_data(data)  # llhttp checks the response; it calls nothing back
@@ -441,19 +435,22 @@ class Exchange:
             self.fail(responses.BAD_GATEWAY)
             return
         client = self.client
-        self.state = RESPONDING
-        self.status = status
-        self.t_head = now = client.loop.time()
         keep = self.keep_alive = client.keeps_open(self)
         client.transport.writelines((
             _DROPPED_LINES(b"", head),
             (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
             data[end + 4:]))
-        self.bytes_out = n
-        if n == total:
-            self._finish(keep, now)
-        else:
-            self.remaining = total - n
+        now = client.loop.time()
+        sent = len(data)
+        if sent == total:  # nearly always: the whole response in one read
+            self._finish(keep, status, sent, now, now - self.t_sent)
+            return
+        self.state = RESPONDING
+        self.stall = 0
+        self.status = status
+        self.bytes_out = sent
+        self.remaining = total - sent
+        self.t_head = now
 
     def _response_rest(self, data: bytes) -> None:
         """More of a body framed by Content-Length, as it comes; or the slow path's."""
@@ -461,6 +458,7 @@ class Exchange:
         if rare is not None and rare.slow is not None:
             rare.slow.feed(data)
             return
+        self.stall = 0
         remaining = self.remaining
         n = len(data)
         if n > remaining:  # bytes after the response: nobody asked for them
@@ -472,7 +470,8 @@ class Exchange:
         self.bytes_out += n
         self.remaining = remaining = remaining - n
         if not remaining:
-            self._finish(self.keep_alive, self.client.loop.time())
+            self._finish(self.keep_alive, self.status, self.bytes_out, self.client.loop.time(),
+                         self.t_head - self.t_sent)
 
     def _slow_response(self, data: bytes) -> None:
         slow = self._rare().slow = SlowResponse(self)
@@ -525,11 +524,9 @@ class Exchange:
         if client.transport is not None:
             client.transport.write(data)
         self.response = response
-        self.status = response.status
-        self.bytes_out = len(data)
         if response.reason is not None:
             client.gateway.stats.auth_failed(response.reason)
-        self._finish(keep, client.loop.time())
+        self._finish(keep, response.status, len(data), client.loop.time(), None)
 
     def fail(self, response: Response, retry: bool = True) -> None:
         """A fault: answered with `response` if the client has had nothing of an answer
@@ -543,8 +540,8 @@ class Exchange:
         self._drop_upstream()
         if state == RESPONDING:
             self.client.abort()  # never a truncated response passed off as whole
-            self.t_head = None  # no upstream answer to time
-            self._finish(False, self.client.loop.time())
+            # (no upstream answer to time)
+            self._finish(False, self.status, self.bytes_out, self.client.loop.time(), None)
             return
         if retry:
             self.rare.tries += 1
@@ -587,10 +584,13 @@ class Exchange:
             conn.exchange = None
             conn.transport.abort()
 
-    def _finish(self, keep: bool, now: float) -> None:
+    def _finish(self, keep: bool, status: int, sent: int, now: float,
+                latency: float | None) -> None:
         """The one way an exchange ends: the upstream connection handed back (when the
-        exchange on it ended cleanly) or closed, the metrics and the access log, then the
-        client connection goes on (`keep`) or closes."""
+        exchange on it ended cleanly) or closed, the metrics and the access log (`status`,
+        `sent` bytes, seconds from the request sent upstream to the answer's head: None
+        for the gateway's own answers), then the client connection goes on (`keep`) or
+        closes."""
         self.state = DONE
         client = self.client
         conn = self.conn
@@ -600,12 +600,10 @@ class Exchange:
                 conn.transport.resume_reading()
             self.node.pool.release(conn, self.req_done, now)
         route = self.route
-        gateway = client.gateway
-        t_head = self.t_head
-        (gateway.stats.unrouted if route is None else route.stats).append(
-            (self.status, now - self.t0, None if t_head is None else t_head - self.t_sent))
-        if gateway.access_log is not None:
-            gateway.access_log.record(self, client.ip, now)
+        (client.gateway.stats.unrouted if route is None else route.stats).append(
+            (status, now - self.t0, latency))
+        if client.access_log is not None:
+            client.access_log.record(self, client.ip, status, sent, now, latency)
         client.exchange_done(keep)
 
 
@@ -659,7 +657,8 @@ class SlowResponse:
         ex.rare.slow = None
         if self.close and ex.conn is not None:
             ex.conn.spoil()
-        ex._finish(ex.keep_alive, ex.client.loop.time())
+        ex._finish(ex.keep_alive, ex.status, ex.bytes_out, ex.client.loop.time(),
+                   ex.t_head - ex.t_sent)
 
     # Parser callbacks, in the order httptools calls them
 

@@ -124,9 +124,11 @@ class Gateway:
                 conn.on_deadline()
             ex = conn.active
             if ex is not None:
-                ex.stall += 1
-                if (ex.stall - 1) * TICK >= ex.timeout():
-                    ex.on_timeout()
+                limit = ex.timeout()
+                if limit < _NEVER:  # a state with a time-out sets `stall` as it starts
+                    ex.stall += 1
+                    if (ex.stall - 1) * TICK >= limit:
+                        ex.on_timeout()
         self.pools.expire(now)
         self.stats.fold()
         if self.access_log is not None:
@@ -168,7 +170,7 @@ class ClientConnection(asyncio.Protocol):
 
     __slots__ = (
         # global
-        "gateway", "loop", "settings", "max_head",
+        "gateway", "loop", "settings", "max_head", "access_log",
         # per connection
         "transport", "parser", "ip", "forwarded", "forwarded_no_xff", "queue", "active",
         "reading", "read_pauses", "write_paused", "stall", "closing", "fault", "pending_head",
@@ -182,6 +184,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = gateway.loop
         self.settings = gateway.settings
         self.max_head = gateway.settings.max_header_bytes
+        self.access_log = gateway.access_log
         self.transport = None
         self.parser = HttpRequestParser(self)
         # Any d.d version is parsed, so that fastgw answers the ones it does not serve with
@@ -292,29 +295,34 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self):
         self.reading = IDLE  # a body, if any, is read while `current` is set
         headers = self.headers
-        self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
         # the head cannot be larger than what was received while reading it
         if self.pending_head + self.chunk_size > self.max_head:
             self._check_head_size(headers)
         self.pending_head = 0
         parser = self.parser
-        version = parser.get_http_version()
-        http11 = version == "1.1"
         fields = dict(headers)
         host = fields.pop(b"host", None)
-        # plain: one Host, no name twice, and no field that frames, forwards or is
-        # forwarded otherwise (nearly every request): forwarded from `fields` as it is
-        plain = len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
-        ex = self.current = Exchange(self, parser.get_method(), self.url, headers,
-                                     fields if plain else None, host, http11,
-                                     parser.should_keep_alive(), self.loop.time())
-        self.url = b""
-        self.queue.append(ex)
-        if not plain:
+        version = parser.get_http_version()
+        if version == "1.1" and len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields):
+            # plain (nearly every request): HTTP/1.1, one Host, no name twice, and no field
+            # that frames, forwards or is forwarded otherwise. It has no body, so it is
+            # whole now; it is forwarded from `fields` as it is.
+            self.queue.append(Exchange(self, parser.get_method(), self.url, headers, fields,
+                                       host, self.loop.time()))
+            self.headers = []
+        else:
+            ex = self.current = Exchange(self, parser.get_method(), self.url, headers, None,
+                                         host, self.loop.time())
+            self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
+            self.queue.append(ex)
+            ex.http11 = version == "1.1"
+            ex.keep_alive = parser.should_keep_alive()
+            ex.req_done = False
             self._special_fields(ex)
-        if not http11 and version != "1.0":
-            # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
-            ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
+            if version != "1.1" and version != "1.0":
+                # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
+                ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
+        self.url = b""
 
     def _check_head_size(self, headers: list) -> None:
         """A head received in more than one read, or in a large one: its exact size."""
@@ -332,12 +340,13 @@ class ClientConnection(asyncio.Protocol):
         self.current.request_body(chunk)
 
     def on_message_complete(self):
-        self.headers = []
         ex = self.current
-        self.current = None
-        ex.req_done = True
-        if ex.state is not QUEUED:  # under way upstream: the rest of its body is sent
-            ex.request_complete()
+        if ex is not None:  # a plain request was whole at its head: on_headers_complete
+            self.current = None
+            self.headers = []
+            ex.req_done = True
+            if ex.state is not QUEUED:  # under way upstream: the rest of its body is sent
+                ex.request_complete()
 
     def _special_fields(self, ex: Exchange) -> None:
         """The fields that frame the body or shape what is forwarded, read with the RFC
@@ -452,8 +461,8 @@ class ClientConnection(asyncio.Protocol):
             else:
                 ex.fail(response, retry=False)
             return
-        ex = Exchange(self, b"", b"", [], None, None, True, False,  # bytes that are no request
-                      self.loop.time())
+        ex = Exchange(self, b"", b"", [], None, None, self.loop.time())  # bytes, no request
+        ex.keep_alive = False
         ex.response = response
         self.queue.append(ex)
 

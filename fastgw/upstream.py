@@ -8,8 +8,9 @@ idle ones, hands them out, and closes what it cannot keep.
 
 The interface an `Exchange` uses, in the order of a request:
 
-    pool.acquire() -> conn | None   the most recently used idle connection (LIFO: the
-                                    warmest socket first), or None
+    pool.idle.pop()                 the most recently used idle connection (a stack:
+                                    the warmest socket first); every connection on it
+                                    is open (one the upstream closes leaves it at once)
     pool.has_room() -> bool         a new connection may be opened now: the node is
                                     under `max_connections` and nobody waits before us
     pool.connect(loop) -> Task      opens one; it counts against `max_connections` from
@@ -139,7 +140,11 @@ class UpstreamConnection(asyncio.Protocol):
             ex.fail(responses.INTERNAL_ERROR, retry=False)
 
     def eof_received(self):
-        return False  # close our side too
+        # The upstream closed its side: this connection is done, even if idle (its pool's
+        # idle stack holds open connections only). It closes itself (False) right after.
+        self.limit = 0
+        self.pool.forget(self)
+        return False
 
     def connection_lost(self, exc):
         self.pool.forget(self)
@@ -203,15 +208,6 @@ class UpstreamPool:
         self._serve_waiters()  # a higher limit (or none) lets those already waiting in
 
     # ------------------------------------------------------------ for exchanges
-
-    def acquire(self) -> UpstreamConnection | None:
-        """The most recently used idle connection that is still open, if any."""
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if not conn.transport.is_closing():
-                return conn
-        return None
 
     def has_room(self) -> bool:
         """May a connection be opened now? Not while others wait: they come first."""
