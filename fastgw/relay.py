@@ -258,10 +258,9 @@ class Exchange:
         url = self.url
         path = url.partition(b"?")[0] if b"?" in url else url
         snapshot = self.client.gateway.snapshot
-        found = snapshot.routes.get((self.host, path, self.method))
-        if found is None:
-            found = snapshot.resolve(self.host, path, self.method, self.http11)
-        route, target, self.host = found
+        route, target, self.host = (snapshot.routes.get((self.host, path, self.method))
+                                    or snapshot.resolve(self.host, path, self.method,
+                                                        self.http11))
         if route is None:
             self.answer(target)  # a Response: 404
             return
@@ -424,10 +423,13 @@ class Exchange:
                 or (length := _CONTENT_LENGTH(head)) is None):
             self._slow_response(data)
             return
-        total = end + 4 + int(length[1])
+        body = end + 4
+        total = body + int(length[1])
+        sent = len(data)
         conn = self.conn
-        if len(data) > total:  # bytes after the response: nobody asked for them
+        if sent > total:  # bytes after the response: nobody asked for them
             data = data[:total]
+            sent = total
             conn.spoil()
         try:
             conn.parser.feed_data(data)  # llhttp checks the response; it calls nothing back
@@ -439,9 +441,8 @@ class Exchange:
         client.transport.writelines((
             _DROPPED_LINES(b"", head),
             (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
-            data[end + 4:]))
+            data[body:]))
         now = client.loop.time()
-        sent = len(data)
         if sent == total:  # nearly always: the whole response in one read
             self._finish(keep, status, sent, now, now - self.t_sent)
             return

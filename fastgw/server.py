@@ -296,9 +296,8 @@ class ClientConnection(asyncio.Protocol):
         self.reading = IDLE  # a body, if any, is read while `current` is set
         headers = self.headers
         # the head cannot be larger than what was received while reading it
-        if self.pending_head + self.chunk_size > self.max_head:
+        if self.pending_head or self.chunk_size > self.max_head:
             self._check_head_size(headers)
-        self.pending_head = 0
         parser = self.parser
         fields = dict(headers)
         host = fields.pop(b"host", None)
@@ -326,7 +325,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _check_head_size(self, headers: list) -> None:
         """A head received in more than one read, or in a large one: its exact size."""
-        if (len(self.url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
+        pending = self.pending_head
+        self.pending_head = 0
+        if pending + self.chunk_size > self.max_head and (
+                len(self.url) + sum(map(len, chain.from_iterable(headers))) + 4 * len(headers)
                 > self.max_head):
             self.fault = responses.HEADERS_TOO_LARGE
             raise Refused
