@@ -84,6 +84,9 @@ _END_KEEP = b"\r\n" + SERVER + b"\r\n"
 _END_KEEP_10 = b"\r\n" + SERVER + b"connection: keep-alive\r\n\r\n"
 _END_CLOSE = b"\r\n" + SERVER + b"connection: close\r\n\r\n"
 _FIELD_LINE = b"%s: %s\r\n".__mod__  # (name, value) -> its line
+# `b"?" in url` first tries to read b"?" as an integer, and raises and clears a TypeError
+# (about 1,900 instructions); looking for the byte's value is a memchr.
+_QUESTION_MARK = ord("?")
 
 
 def connection_tokens(value: bytes) -> set[bytes]:
@@ -256,7 +259,7 @@ class Exchange:
             self.answer(self.response)
             return
         url = self.url
-        path = url.partition(b"?")[0] if b"?" in url else url
+        path = url.partition(b"?")[0] if _QUESTION_MARK in url else url
         snapshot = self.client.gateway.snapshot
         route, target, self.host = (snapshot.routes.get((self.host, path, self.method))
                                     or snapshot.resolve(self.host, path, self.method,
@@ -291,11 +294,11 @@ class Exchange:
             self.rare.expect_continue = False  # once, even if retried
             if not self.req_done:
                 self.client.transport.write(responses.CONTINUE)
-        pool = node.pool
-        idle = pool.idle  # open connections only, the most recently used last
+        idle = node.pool.idle  # open connections only, the most recently used last
         if idle:
             self._send(idle.pop())
             return
+        pool = node.pool
         rare = self._rare()
         self.state = CONNECTING
         if pool.has_room():
@@ -437,7 +440,7 @@ class Exchange:
             self.fail(responses.BAD_GATEWAY)
             return
         client = self.client
-        keep = self.keep_alive = client.keeps_open(self)
+        keep = client.keeps_open(self)
         client.transport.writelines((
             _DROPPED_LINES(b"", head),
             (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
@@ -448,6 +451,7 @@ class Exchange:
             return
         self.state = RESPONDING
         self.stall = 0
+        self.keep_alive = keep
         self.status = status
         self.bytes_out = sent
         self.remaining = total - sent

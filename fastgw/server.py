@@ -417,7 +417,7 @@ class ClientConnection(asyncio.Protocol):
         # (an answer that closes the connection empties the queue: exchange_done)
         while queue and self.active is None:
             ex = self.active = queue.popleft()
-            if not queue and self.read_pauses:
+            if self.read_pauses and not queue:
                 self.resume_reading(self.PIPELINE)
             try:
                 ex.start()  # may finish at once (a fixed answer), calling exchange_done

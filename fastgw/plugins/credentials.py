@@ -117,13 +117,17 @@ class Places:
     """Where one plugin configuration looks for its credential. `cookie` None: not in a
     cookie. With `hide`, the copy read is removed from what goes upstream."""
 
-    __slots__ = ("header", "only", "is_header", "query", "cookie", "hide")
+    __slots__ = ("header", "only", "plain", "is_header", "query", "cookie", "hide")
 
     def __init__(self, header: str, query: str, cookie: str | None, hide: bool):
         # The header in every spelling a server behind may read as it (X_Token is X-Token)
         self.header = header_names((header.lower().encode("latin-1"),))
         # its one spelling, when it has only one (no "-" or "_": Authorization)
         self.only = next(iter(self.header)) if len(self.header) == 1 else None
+        # that spelling when the value is only read, not removed: a plugin may then look
+        # it up in `ex.fields` itself, and take the general way (`in_header`, ...) when
+        # there is no such field, or `fields` is None
+        self.plain = None if hide else self.only
         self.is_header = self.header.__contains__
         self.query = query.encode()
         self.cookie = None if cookie is None else cookie.encode()

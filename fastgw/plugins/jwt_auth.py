@@ -348,6 +348,7 @@ REVOKED = _unauthorized("JWT token revoked", "revoked")  # SPEC section 9
 # ---------------------------------------------------------------- the plugin
 
 _NUMBER = (int, float)  # bool is not a number: type(True) is bool
+_now = time.time
 _BEARER = any_case(b"bearer ")  # 64 spellings; the prefix is case-insensitive
 
 
@@ -394,32 +395,37 @@ class JwtAuth:
     def access(self, ex) -> Response | None:
         """None lets the request through (ex.consumer set); else the answer: a 401, or
         a 400 (connection closed) when the credential is given twice."""
-        try:
-            # the cache key: the header's value as received (the token in it is found
-            # the same way every time), or (token,) for one from the query or a cookie
-            key = self.places.in_header(ex)
-            if key is None:
-                token = self.places.elsewhere(ex)
-                if token is None:
-                    return no_credential(ex, self.anonymous, MISSING_TOKEN)
-                key = (token,)
-        except Repeated:
-            ex.refuse(BAD_REQUEST)
-            return BAD_REQUEST
+        # the cache key: the header's value as received (the token in it is found the
+        # same way every time), or (token,) for one from the query or a cookie
+        places = self.places
+        fields = ex.fields
+        key = None if fields is None or places.plain is None else fields.get(places.plain)
+        if not key:  # not the usual request: the header in every spelling, then elsewhere
+            try:
+                key = places.in_header(ex)
+                if key is None:
+                    token = places.elsewhere(ex)
+                    if token is None:
+                        return no_credential(ex, self.anonymous, MISSING_TOKEN)
+                    key = (token,)
+            except Repeated:
+                ex.refuse(BAD_REQUEST)
+                return BAD_REQUEST
         cache = self.cache
         entry = cache.get(key)
-        if entry is None or entry[3] != self.context or entry[0].revoked:
-            cache.misses += 1
-            return self._verify(ex, key[0] if type(key) is tuple else _header_token(key), key)
-        cache.move_to_end(key)  # now the most recently used
-        cache.hits += 1
-        cred, not_before, not_after, _, claims = entry
-        if not_before <= time.time() < not_after:
-            if not unlisted(claims) and revoked(claims):  # revocation.py: C, no frame
-                return REVOKED
-            ex.consumer = cred
-            return None
-        return VERIFY_FAILED
+        if entry is not None:
+            who, not_before, not_after, context, claims = entry
+            if context == self.context and not who.revoked:
+                cache.move_to_end(key)  # now the most recently used
+                cache.hits += 1
+                if not not_before <= _now() < not_after:
+                    return VERIFY_FAILED
+                if not unlisted(claims) and revoked(claims):  # revocation.py: C, no frame
+                    return REVOKED
+                ex.consumer = who
+                return None
+        cache.misses += 1
+        return self._verify(ex, key[0] if type(key) is tuple else _header_token(key), key)
 
     def _verify(self, ex, token: bytes, cache_key, waited: bool = False) -> Response | None:
         """The full check of `token`; a good one is cached under `cache_key` (see access)."""
