@@ -186,10 +186,10 @@ class ClientConnection(asyncio.Protocol):
         self.max_head = gateway.settings.max_header_bytes
         self.access_log = gateway.access_log
         self.transport = None
+        # llhttp takes the versions 0.9, 1.0, 1.1 and 2.0, and refuses any other well-formed
+        # d.d version with one error (answered 505, data_received); on_headers_complete
+        # answers 0.9 (a malformed request line) and 2.0.
         self.parser = HttpRequestParser(self)
-        # Any d.d version is parsed, so that fastgw answers the ones it does not serve with
-        # 505 rather than llhttp's generic error; on_headers_complete decides.
-        self.parser.set_dangerous_leniencies(lenient_version=True)
         self.queue: deque[Exchange] = deque()
         self.active: Exchange | None = None
         self.reading = IDLE
@@ -228,8 +228,9 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpParserUpgrade:
             self._upgraded()
-        except HttpParserError:
-            self._request_fault(self.fault or responses.BAD_REQUEST)
+        except HttpParserError as error:
+            self._request_fault(self.fault or (_VERSION_NOT_SUPPORTED if error.args == _BAD_VERSION
+                                               else responses.BAD_REQUEST))
         else:
             if self.reading == HEAD:
                 self.pending_head += len(data)
@@ -301,17 +302,19 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         fields = dict(headers)
         host = fields.pop(b"host", None)
-        version = parser.get_http_version()
-        if version == "1.1" and len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields):
-            # plain (nearly every request): HTTP/1.1, one Host, no name twice, and no field
-            # that frames, forwards or is forwarded otherwise. It has no body, so it is
-            # whole now; it is forwarded from `fields` as it is.
+        if (len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
+                and parser.should_keep_alive()):
+            # plain (nearly every request): one Host, no name twice, no field that frames,
+            # forwards or is forwarded otherwise, and HTTP/1.1 (with no Connection field,
+            # only 1.1 of the versions llhttp takes keeps the connection open). It has no
+            # body, so it is whole now; it is forwarded from `fields` as it is.
             self.queue.append(Exchange(self, parser.get_method(), self.url, headers, fields,
                                        host, self.loop.time()))
             self.headers = []
         else:
             ex = self.current = Exchange(self, parser.get_method(), self.url, headers, None,
                                          host, self.loop.time())
+            version = parser.get_http_version()
             self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
             self.queue.append(ex)
             ex.http11 = version == "1.1"
@@ -538,6 +541,7 @@ _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b
 _NOT_PLAIN = _SPECIAL_REQUEST_HEADERS | (REQUEST_SKIP - {b"host"})
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
+_BAD_VERSION = ("Invalid HTTP version",)  # llhttp's error for a d.d version it does not take
 _NOT_IMPLEMENTED = responses.error(501)
 
 
