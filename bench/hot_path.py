@@ -6,6 +6,7 @@ transports, so the pure-Python part of the hot path is measured to a few percent
 
     python bench/hot_path.py             # µs per request: no-auth, jwt hot
     python bench/hot_path.py --profile   # and a cProfile of the jwt case
+    python bench/hot_path.py --bare      # the bare relay (bench/run.py's yardstick), the same way
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib.util
+import os
 import pstats
+import sys
 import time
 
 import jwt as pyjwt
@@ -99,12 +103,34 @@ def _validated(upstream: dict) -> dict:
 
 SCENARIOS = {"no-auth": (b"/noauth/json", None), "jwt hot": (b"/jwt/json", TOKEN)}
 
+# The yardstick bench/run.py measures too, kept beside the repository (not in it).
+BARE_RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                          "perf", "bare_relay.py")
+
+
+def bare_setup(scenario: str):
+    """The bare relay's client and one pooled upstream connection, on the same stand-ins;
+    its token is signed with its own secret. Returns what `setup` does, and the request."""
+    sys.argv[1:] = ["0"] if scenario == "jwt hot" else ["0", "nojwt"]  # read at its import
+    spec = importlib.util.spec_from_file_location("bare_relay", BARE_RELAY)
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    pool = bare.Pool(asyncio.get_event_loop())
+    client, conn = bare.Client(pool), bare.Upstream(pool)
+    client.connection_made(FakeTransport())
+    conn.connection_made(FakeTransport())
+    pool.idle.append(conn)
+    token = pyjwt.encode({"exp": int(time.time()) + 86400}, bare.SECRET)
+    return client, conn, request(b"/json", token if scenario == "jwt hot" else None)
+
 
 def replay(client, conn, req: bytes, count: int) -> None:
     """`count` requests and responses, with the tick's metrics fold every 500 as in a
     worker (the finished exchanges wait in their route's list until then)."""
     receive_request, receive_response = client.data_received, conn.data_received
-    fold = client.gateway.stats.fold
+    gateway = getattr(client, "gateway", None)  # the bare relay has none, and no metrics
+    fold = gateway.stats.fold if gateway is not None else lambda: None
     for done in range(1, count + 1):
         receive_request(req)
         receive_response(RESPONSE)
@@ -126,7 +152,19 @@ def main() -> int:
     parser.add_argument("--only", choices=SCENARIOS, metavar="SCENARIO",
                         help="run this scenario --count times and nothing else, untimed "
                              "(for bench/instructions.py)")
+    parser.add_argument("--bare", action="store_true", help="the bare relay instead of fastgw")
     args = parser.parse_args()
+    if args.bare:
+        if args.only:
+            client, conn, req = bare_setup(args.only)
+            replay(client, conn, req, args.count)
+            return 0
+        for name in SCENARIOS:
+            client, conn, req = bare_setup(name)
+            run(client, conn, req, 2_000)
+            best = min(run(client, conn, req, args.count) for _ in range(5))
+            print(f"bare {name:8} {best:6.2f} µs per request (best of 5 x {args.count:,})")
+        return 0
     client, conn, transport = setup()
     cases = {name: request(*args_) for name, args_ in SCENARIOS.items()}
     if args.only:
