@@ -124,8 +124,10 @@ class Exchange:
 
     Every slot a request may read before it is written is set when the exchange is
     created; the others are written first by the step that needs them (`target` by
-    `start`, `node` by `_connect`, `t_sent` by `_send`, `status` and `bytes_out` by
-    whatever answers, `remaining` by the fast response path). Slots, not class
+    `start`, `node` by `_connect`, `t_sent` by `_send`, `stall` by each state that has a
+    time-out as it starts, `status`, `bytes_out`, `remaining` and `t_head` by a response
+    that takes more than one read; the one-read response and the gateway's own answers
+    hand theirs to `_finish`). Slots, not class
     attributes as defaults: on CPython 3.11 reading an attribute that falls through to
     the class is a generic look-up, several hundred instructions each time
     (bench/instructions.py)."""
@@ -137,7 +139,6 @@ class Exchange:
         # its progress
         "state", "stall", "conn", "remaining", "response", "status", "bytes_out",
         # timing, for the metrics: head parsed, request sent upstream, response head back
-        # (None: no upstream answer)
         "t0", "t_sent", "t_head",
     )
 
