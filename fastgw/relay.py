@@ -91,6 +91,28 @@ _FIELD_LINE = b"%s: %s\r\n".__mod__  # (name, value) -> its line
 _QUESTION_MARK = ord("?")
 
 
+# Response heads checked, and what the fast path makes of them (fast_head); an upstream
+# sends the same head again and again but for its Date, so most responses are one look-up
+# of their head's exact bytes instead of three regular-expression passes (12,000
+# instructions). Bounded: cleared when full; heads over _CHECKED_HEAD are not kept.
+_CHECKED: dict[bytes, tuple] = {}
+_CHECKED_SIZE = 256
+_CHECKED_HEAD = 2048
+
+
+def fast_head(head: bytes) -> tuple:
+    """(status, Content-Length, the head as forwarded without its last CRLF) for a response
+    head the fast path takes (see _FAST_STATUS), else (): remembered in _CHECKED."""
+    status = _FAST_STATUS.get(head[:12])
+    length = None if status is None or _SLOW_FIELD(head) is not None else _CONTENT_LENGTH(head)
+    checked = () if length is None else (status, int(length[1]), _DROPPED_LINES(b"", head))
+    if len(head) <= _CHECKED_HEAD:
+        if len(_CHECKED) >= _CHECKED_SIZE:
+            _CHECKED.clear()
+        _CHECKED[head] = checked
+    return checked
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """Header names listed in a Connection field besides close/keep-alive (RFC 9110 7.6.1)."""
     if value in _PLAIN_CONNECTION:  # nearly always: no set to build
@@ -424,13 +446,13 @@ class Exchange:
             return
         end = data.find(b"\r\n\r\n")
         head = data[:end]
-        status = _FAST_STATUS.get(data[:12])
-        if (status is None or end < 0 or _SLOW_FIELD(head) is not None or self.method == b"HEAD"
-                or (length := _CONTENT_LENGTH(head)) is None):
+        if (end < 0 or self.method == b"HEAD"
+                or not (checked := _CHECKED.get(head) or fast_head(head))):
             self._slow_response(data)
             return
+        status, length, forwarded = checked
         body = end + 4
-        total = body + int(length[1])
+        total = body + length
         sent = len(data)
         conn = self.conn
         if sent > total:  # bytes after the response: nobody asked for them
@@ -445,7 +467,7 @@ class Exchange:
         client = self.client
         keep = client.keeps_open(self)
         client.transport.writelines((
-            _DROPPED_LINES(b"", head),
+            forwarded,
             (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
             data[body:]))
         now = client.loop.time()

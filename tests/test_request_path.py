@@ -7,6 +7,7 @@
    client left is dropped.
 5. An upstream connection that stopped reading for a slow client reads again when it
    goes back to the pool.
+6. A response head's fast-path verdict is remembered in a bounded table.
 
 Every wait is for an event (a response, EOF, a log line), bounded by a socket time-out.
 """
@@ -423,3 +424,23 @@ def test_a_connection_released_while_its_client_is_slow_reads_again():
     finally:
         asyncio.set_event_loop(None)
         loop.close()
+
+
+# ---------------------------------------------------------------- 6. checked response heads
+
+def test_a_response_head_checked_once_gets_the_same_verdict_within_a_bounded_table():
+    """The fast path's verdict on a response head is a function of its bytes alone, kept
+    in a bounded table (relay._CHECKED): a head seen before gets the same verdict, fast or
+    slow; distinct heads never grow the table past its size; a long head is not kept."""
+    from fastgw import relay
+
+    fast = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive"
+    slow = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+    assert relay.fast_head(fast) == (200, 5, b"HTTP/1.1 200 OK\r\nContent-Length: 5")
+    assert relay._CHECKED[fast] == relay.fast_head(fast)
+    assert relay.fast_head(slow) == () == relay._CHECKED[slow]
+    for i in range(3 * relay._CHECKED_SIZE):
+        relay.fast_head(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % i)
+        assert len(relay._CHECKED) <= relay._CHECKED_SIZE
+    long = fast + b"\r\nX-Long: " + b"x" * relay._CHECKED_HEAD
+    assert relay.fast_head(long)[:2] == (200, 5) and long not in relay._CHECKED
