@@ -302,29 +302,34 @@ class ClientConnection(asyncio.Protocol):
         parser = self.parser
         fields = dict(headers)
         host = fields.pop(b"host", None)
-        if (len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
-                and parser.should_keep_alive()):
-            # plain (nearly every request): one Host, no name twice, no field that frames,
-            # forwards or is forwarded otherwise, and HTTP/1.1 (with no Connection field,
-            # only 1.1 of the versions llhttp takes keeps the connection open). It has no
-            # body, so it is whole now; it is forwarded from `fields` as it is.
-            self.queue.append(Exchange(self, parser.get_method(), self.url, headers, fields,
-                                       host, self.loop.time()))
+        # plain (nearly every request): one Host, no name twice, no field that frames,
+        # forwards or is forwarded otherwise, and HTTP/1.1 (with no Connection field, only
+        # 1.1 of the versions llhttp takes keeps the connection open). It has no body, so
+        # it is whole now; it is forwarded from `fields` as it is.
+        plain = (len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
+                 and parser.should_keep_alive())
+        ex = Exchange(self, parser.get_method(), self.url, headers, fields if plain else None,
+                      host, self.loop.time())
+        self.url = b""
+        self.queue.append(ex)
+        if plain:
             self.headers = []
         else:
-            ex = self.current = Exchange(self, parser.get_method(), self.url, headers, None,
-                                         host, self.loop.time())
-            version = parser.get_http_version()
-            self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
-            self.queue.append(ex)
-            ex.http11 = version == "1.1"
-            ex.keep_alive = parser.should_keep_alive()
-            ex.req_done = False
-            self._special_fields(ex)
-            if version != "1.1" and version != "1.0":
-                # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
-                ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
-        self.url = b""
+            self._read_fields(ex)
+
+    def _read_fields(self, ex: Exchange) -> None:
+        """A request that is not plain: its version, keep-alive and the fields fastgw reads
+        (`_special_fields`); its body, if any, is read while it is `current`."""
+        self.current = ex
+        self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
+        version = self.parser.get_http_version()
+        ex.http11 = version == "1.1"
+        ex.keep_alive = self.parser.should_keep_alive()
+        ex.req_done = False
+        self._special_fields(ex)
+        if version != "1.1" and version != "1.0":
+            # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
+            ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
 
     def _check_head_size(self, headers: list) -> None:
         """A head received in more than one read, or in a large one: its exact size."""

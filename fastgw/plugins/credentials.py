@@ -99,6 +99,9 @@ def retire(old: dict, new: dict) -> None:
 
 # ---------------------------------------------------------------- finding it
 
+_QUESTION_MARK = ord("?")
+
+
 class Repeated(Exception):
     """The credential's header, query parameter or cookie is given more than once."""
 
@@ -158,7 +161,7 @@ class Places:
         """The value from the query, else the cookie (the header had none)."""
         if sum(map(self.is_header, map(_NAME, ex.headers))) > 1:  # only empty, but twice
             raise Repeated
-        if b"?" in ex.target:
+        if _QUESTION_MARK in ex.target:  # by its value: b"?" in raises and clears a TypeError
             value = self._from_query(ex)
             if value is not None:
                 return value
