@@ -385,62 +385,111 @@ class FakeTransport:
     abort = close
 
 
+class StandIns:
+    """The real gateway, client connection and one pooled upstream connection, with
+    stand-in sockets: what the relay writes either way is in `client_side.written` and
+    `upstream_side.written`."""
+
+    def __init__(self, client_on_write=None):
+        import asyncio
+
+        import uvloop
+
+        from fastgw.config.schema import validate
+        from fastgw.server import ClientConnection, Gateway
+        from fastgw.settings import Settings
+        from fastgw.upstream import UpstreamConnection
+        from fastgw.workers import snapshot_factory
+
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        settings = Settings.load(environ={})
+        gateway = Gateway(settings, snapshot_factory(settings))
+        gateway.apply(validate({"services": [{"name": "s", "upstream": {"url": "http://127.0.0.1:9"},
+                                              "routes": [{"name": "r", "paths": ["/*"]}]}]}), 1)
+        self.pool = next(iter(gateway.pools.pools.values()))
+        self.conn = UpstreamConnection(self.pool)
+        self.upstream_side = FakeTransport()
+        self.conn.connection_made(self.upstream_side)
+        self.pool.idle.append(self.conn)
+        self.client = ClientConnection(gateway)
+        self.client_side = FakeTransport(on_write=client_on_write and client_on_write(self.client))
+        self.client.connection_made(self.client_side)
+
+    def close(self):
+        import asyncio
+        asyncio.set_event_loop(None)
+        self.loop.close()
+
+
 def test_a_connection_released_while_its_client_is_slow_reads_again():
     """The client's buffer fills with the last bytes of a response (pause_writing): the
     upstream connection stops reading, and the response ends. The connection goes back
     to the pool reading again, or it would never see its next response (nor its close).
     The relay itself runs; only the two sockets are stand-ins, to fill a buffer at will."""
-    import asyncio
-
-    import uvloop
-
-    from fastgw.config.schema import validate
-    from fastgw.server import ClientConnection, Gateway
-    from fastgw.settings import Settings
-    from fastgw.upstream import UpstreamConnection
-    from fastgw.workers import snapshot_factory
-
-    loop = uvloop.new_event_loop()
-    asyncio.set_event_loop(loop)
+    relay = StandIns(client_on_write=lambda client: client.pause_writing)
     try:
-        settings = Settings.load(environ={})
-        gateway = Gateway(settings, snapshot_factory(settings))
-        gateway.apply(validate({"services": [{"name": "s", "upstream": {"url": "http://127.0.0.1:9"},
-                                              "routes": [{"name": "r", "paths": ["/*"]}]}]}), 1)
-        pool = next(iter(gateway.pools.pools.values()))
-        conn = UpstreamConnection(pool)
-        upstream_side = FakeTransport()
-        conn.connection_made(upstream_side)
-        pool.idle.append(conn)
-        client = ClientConnection(gateway)
-        client.connection_made(FakeTransport(on_write=client.pause_writing))
+        relay.client.data_received(b"GET /big HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        assert relay.upstream_side.written[-1].startswith(b"GET /big ")
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
 
-        client.data_received(b"GET /big HTTP/1.1\r\nHost: a.example\r\n\r\n")
-        assert upstream_side.written and upstream_side.written[-1].startswith(b"GET /big ")
-        conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
-
-        assert pool.idle == [conn]  # kept for the next request
-        assert upstream_side.reading
+        assert relay.pool.idle == [relay.conn]  # kept for the next request
+        assert relay.upstream_side.reading
     finally:
-        asyncio.set_event_loop(None)
-        loop.close()
+        relay.close()
+
+
+def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once():
+    """The pool's idle stack holds open connections only, so the next request never
+    takes one the upstream has closed (its FIN came, its close is not done yet)."""
+    relay = StandIns()
+    try:
+        relay.conn.eof_received()
+        assert relay.pool.idle == [] and relay.conn not in relay.pool.open
+        relay.pool.release(relay.conn, True, 0.0)  # an exchange on it ending cleanly
+        assert relay.pool.idle == []  # not kept either
+    finally:
+        relay.close()
 
 
 # ---------------------------------------------------------------- 6. checked response heads
 
-def test_a_response_head_checked_once_gets_the_same_verdict_within_a_bounded_table():
-    """The fast path's verdict on a response head is a function of its bytes alone, kept
-    in a bounded table (relay._CHECKED): a head seen before gets the same verdict, fast or
-    slow; distinct heads never grow the table past its size; a long head is not kept."""
+NGINX_HEAD = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\n"
+              b"Content-Length: 5\r\nConnection: keep-alive")
+FORWARDED_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n"
+                  b"server: fastgw\r\n\r\n")
+
+
+def test_a_response_head_seen_before_is_forwarded_as_the_first_time():
+    """Its fast-path verdict (relay._CHECKED) is a function of its bytes alone: the same
+    head again is rewritten the same way, and a head for the slow path is re-framed by it
+    every time it comes."""
+    from fastgw import relay as fastgw_relay
+
+    relay = StandIns()
+    try:
+        for _ in range(3):
+            relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            relay.conn.data_received(NGINX_HEAD + b"\r\n\r\nhello")
+            assert relay.client_side.written[-1] == FORWARDED_HEAD + b"hello"
+            assert NGINX_HEAD in fastgw_relay._CHECKED
+        for _ in range(2):  # chunked from the upstream: rebuilt by the slow path each time
+            relay.client.data_received(b"GET /b HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            relay.conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     b"5\r\nhello\r\n0\r\n\r\n")
+            assert relay.client_side.written[-1].startswith(b"HTTP/1.1 200 OK\r\nserver: fastgw")
+            assert relay.client_side.written[-1].endswith(b"transfer-encoding: chunked\r\n\r\n"
+                                                          b"5\r\nhello\r\n0\r\n\r\n")
+    finally:
+        relay.close()
+
+
+def test_the_table_of_checked_response_heads_stays_within_its_bounds():
+    """Distinct heads never grow it past its size, and a long head is not kept."""
     from fastgw import relay
 
-    fast = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive"
-    slow = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
-    assert relay.fast_head(fast) == (200, 5, b"HTTP/1.1 200 OK\r\nContent-Length: 5")
-    assert relay._CHECKED[fast] == relay.fast_head(fast)
-    assert relay.fast_head(slow) == () == relay._CHECKED[slow]
     for i in range(3 * relay._CHECKED_SIZE):
-        relay.fast_head(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % i)
+        assert relay.fast_head(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % i)[:2] == (200, i)
         assert len(relay._CHECKED) <= relay._CHECKED_SIZE
-    long = fast + b"\r\nX-Long: " + b"x" * relay._CHECKED_HEAD
+    long = NGINX_HEAD + b"\r\nX-Long: " + b"x" * relay._CHECKED_HEAD
     assert relay.fast_head(long)[:2] == (200, 5) and long not in relay._CHECKED
