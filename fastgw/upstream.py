@@ -47,8 +47,6 @@ from collections import deque
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from httptools import HttpResponseParser
-
 from . import responses
 
 if TYPE_CHECKING:
@@ -107,18 +105,15 @@ log = logging.getLogger("fastgw")
 class UpstreamConnection(asyncio.Protocol):
     """One TCP (or TLS) connection to a node; leased to one Exchange at a time.
 
-    Its `parser` checks every response that takes the fast path (relay.Exchange.
-    upstream_data) and finds nothing else: it calls back nothing, so it costs no Python.
     `limit` is how many requests it may carry: its pool's `max_requests`, 0 once it must
     not be reused (`spoil`: bytes after a response; its pool retired)."""
 
-    __slots__ = ("pool", "transport", "exchange", "parser", "requests", "limit", "idle_since")
+    __slots__ = ("pool", "transport", "exchange", "requests", "limit", "idle_since")
 
     def __init__(self, pool: "UpstreamPool"):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
-        self.parser = HttpResponseParser(self)  # this class defines no parser callback
         self.requests = 0
         self.limit = pool.max_requests
         self.idle_since = 0.0

@@ -484,6 +484,36 @@ def test_a_response_head_seen_before_is_forwarded_as_the_first_time():
         relay.close()
 
 
+# Heads the fast path's own checks would take (an HTTP/1.1 status, a Content-Length, no
+# field that frames) but llhttp refuses: no parser reads a response on the fast path, so
+# its verdict on a head must carry llhttp's.
+MALFORMED_HEADS = [
+    b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 5",
+    b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 5",
+    b"HTTP/1.1 200 OK\r\nX: a\r\n folded\r\nContent-Length: 5",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6",
+    b"HTTP/1.1 200 OK\nContent-Length: 5",
+    b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 5",
+    b"HTTP/1.1 200 OK\r\n: empty\r\nContent-Length: 5",
+]
+
+
+@pytest.mark.parametrize("head", MALFORMED_HEADS)
+def test_a_response_head_llhttp_refuses_is_a_502_every_time_it_comes(head):
+    """The first time (checked) and the second (its verdict remembered): the client gets
+    502 and nothing of the response, and the connection is not kept."""
+    for _ in range(2):
+        relay = StandIns()
+        try:
+            relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            relay.conn.data_received(head + b"\r\n\r\nhello")
+            assert [w.split(b"\r\n", 1)[0] for w in relay.client_side.written] == [
+                b"HTTP/1.1 502 Bad Gateway"]
+            assert relay.pool.idle == [] and relay.conn.exchange is None
+        finally:
+            relay.close()
+
+
 def test_the_table_of_checked_response_heads_stays_within_its_bounds():
     """Distinct heads never grow it past its size, and a long head is not kept."""
     from fastgw import relay
