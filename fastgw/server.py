@@ -303,11 +303,12 @@ class ClientConnection(asyncio.Protocol):
         fields = dict(headers)
         host = fields.pop(b"host", None)
         # plain (nearly every request): one Host, no name twice, no field that frames,
-        # forwards or is forwarded otherwise, and HTTP/1.1 (with no Connection field, only
-        # 1.1 of the versions llhttp takes keeps the connection open). It has no body, so
-        # it is whole now; it is forwarded from `fields` as it is.
-        plain = (len(fields) + 1 == len(headers) and _NOT_PLAIN.isdisjoint(fields)
-                 and parser.should_keep_alive())
+        # forwards or is forwarded otherwise (but "Connection: keep-alive", see
+        # _keep_alive_only), and HTTP/1.1 (with no Connection field, only 1.1 of the
+        # versions llhttp takes keeps the connection open). It has no body, so it is whole
+        # now; it is forwarded from `fields` as it is.
+        plain = (len(fields) + 1 == len(headers) and parser.should_keep_alive()
+                 and (_NOT_PLAIN.isdisjoint(fields) or _keep_alive_only(fields, parser)))
         ex = Exchange(self, parser.get_method(), self.url, headers, fields if plain else None,
                       host, self.loop.time())
         self.url = b""
@@ -544,10 +545,24 @@ _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b
 # A request with none of these (and with one Host, and no name twice) is forwarded with
 # its fields as they are: no field read while parsing, none that fastgw writes itself.
 _NOT_PLAIN = _SPECIAL_REQUEST_HEADERS | (REQUEST_SKIP - {b"host"})
+_KEEP_ALIVE_VALUES = frozenset((b"keep-alive", b"Keep-Alive"))
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
 _BAD_VERSION = ("Invalid HTTP version",)  # llhttp's error for a d.d version it does not take
 _NOT_IMPLEMENTED = responses.error(501)
+
+
+def _keep_alive_only(fields: dict, parser: HttpRequestParser) -> bool:
+    """Whether the one field of an HTTP/1.1 request that is not forwarded as it is, is
+    "Connection: keep-alive" (as browsers and most HTTP libraries send it): it then says
+    what HTTP/1.1 means anyway, and is dropped from `fields` (a hop-by-hop field) for the
+    request to be plain. Any other Connection value, or spelling, is read as RFC 9110 7.6.1
+    says (_special_fields)."""
+    if (fields.get(b"connection") not in _KEEP_ALIVE_VALUES
+            or parser.get_http_version() != "1.1"):
+        return False
+    del fields[b"connection"]
+    return _NOT_PLAIN.isdisjoint(fields)  # else `fields` is not used: ex.headers is read
 
 
 def _transfer_coding_fault(ex: Exchange, value: bytes) -> Response | None:

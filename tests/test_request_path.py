@@ -523,3 +523,47 @@ def test_the_table_of_checked_response_heads_stays_within_its_bounds():
         assert len(relay._CHECKED) <= relay._CHECKED_SIZE
     long = NGINX_HEAD + b"\r\nX-Long: " + b"x" * relay._CHECKED_HEAD
     assert relay.fast_head(long)[:2] == (200, 5) and long not in relay._CHECKED
+
+
+# ---------------------------------------------------------------- 7. plain requests
+
+BROWSER_FIELDS = b"User-Agent: Mozilla/5.0\r\nAccept: */*\r\nAccept-Encoding: gzip\r\n"
+
+
+def _relayed(request: bytes) -> tuple[bytes, dict | None, bytes]:
+    """What goes upstream for `request`, the exchange's `fields` (None: not plain), and
+    the answer to a response of five bytes."""
+    relay = StandIns()
+    try:
+        relay.client.data_received(request)
+        ex = relay.conn.exchange
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        return relay.upstream_side.written[-1], ex.fields, relay.client_side.written[-1]
+    finally:
+        relay.close()
+
+
+@pytest.mark.parametrize("value", [b"keep-alive", b"Keep-Alive"])
+def test_connection_keep_alive_on_http11_is_a_plain_request_without_the_field(value):
+    """Browsers and most HTTP libraries send it: it says what HTTP/1.1 means anyway, so the
+    request takes the plain path and goes upstream as it would without the field."""
+    without = b"GET /a HTTP/1.1\r\nHost: a.example\r\n" + BROWSER_FIELDS + b"\r\n"
+    head, fields, answer = _relayed(b"GET /a HTTP/1.1\r\nHost: a.example\r\n" + BROWSER_FIELDS +
+                                    b"Connection: " + value + b"\r\n\r\n")
+    assert fields is not None and b"connection" not in fields  # plain
+    assert head == _relayed(without)[0] and b"connection" not in head.lower()
+    assert answer == FORWARDED_HEAD.replace(b"Content-Type: text/plain\r\n", b"") + b"hello"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\n"
+    b"X-Secret: s\r\n\r\n",  # a field to drop
+    b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    b"GET /a HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",  # 1.0's answer differs
+])
+def test_connection_keep_alive_beside_what_is_not_plain_is_read_as_before(request_bytes):
+    head, fields, answer = _relayed(request_bytes)
+    assert fields is None
+    assert b"x-secret" not in head.lower() and b"connection: keep-alive" not in head.lower()
+    http10 = b"HTTP/1.0" in request_bytes
+    assert (b"connection: keep-alive" in answer) == http10
