@@ -294,6 +294,71 @@ def test_reload_raising_the_limit_lets_those_waiting_in(upstream, own_upstream,
     assert first.response()[0] == 200
 
 
+def _read_timeout(gw, up):
+    assert gw.request("GET", "/slow?delay=3", host="capped.test")[0] == 504
+
+
+def _dropped_unanswered(gw, up):
+    assert gw.request("GET", "/drop", host="capped.test")[0] == 502
+
+
+def _broken_mid_response(gw, up):
+    with gw.raw() as c:
+        c.send(b"GET /broken?n=1000 HTTP/1.1\r\nHost: capped.test\r\n\r\n")
+        assert c.head()[0].startswith(b"HTTP/1.1 200")
+        assert len(c.read_until_closed()) < 2000
+
+
+def _read_until_close(gw, up):
+    assert gw.request("GET", "/bytes?n=10&close=1", host="capped.test")[:1] == (200,)
+
+
+def _client_gone_while_upstream(gw, up):
+    key = str(len(up.requests))
+    client = _send(gw, f"/hold?id={key}")
+    assert up.wait_until(lambda: any(r["target"] == f"/hold?id={key}" for r in up.requests))
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset
+    up.release(key)
+
+
+def _client_gone_mid_response(gw, up):
+    client = _send(gw, "/bytes?n=20000000")
+    assert client.head()[0].startswith(b"HTTP/1.1 200")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+@pytest.mark.parametrize("failure", [_read_timeout, _dropped_unanswered, _broken_mid_response,
+                                     _read_until_close, _client_gone_while_upstream,
+                                     _client_gone_mid_response])
+def test_a_node_at_max_connections_gets_its_connection_back_however_an_exchange_ends(
+        upstream, own_upstream, gateway_factory, failure):
+    """Each way an exchange can end without handing its connection back to the idle
+    stack still frees its place: a request after it is answered at once, never left
+    waiting in line for a connection nobody holds (then 503)."""
+    gw = gateway_factory(_capped(own_upstream, upstream, max_connections=1, retries=0,
+                                 timeout={"connect": 2, "send": 2, "read": 0.5}))
+    for _ in range(2):
+        failure(gw, own_upstream)
+        started = time.monotonic()
+        status, _, body = gw.request("GET", "/after", host="capped.test")
+        assert status == 200 and seen(body)["target"] == "/after"
+        assert time.monotonic() - started < 1
+    assert own_upstream.max_open == 1
+
+
+def test_a_node_at_max_connections_that_refuses_connections_is_answered_502_each_time(
+        upstream, gateway_factory):
+    gw = gateway_factory(_capped(type("Closed", (), {"url": f"http://127.0.0.1:{free_port()}"}),
+                                 upstream, max_connections=1, retries=0,
+                                 timeout={"connect": 2, "send": 2, "read": 2}))
+    for _ in range(3):  # a failed connect gives its place back too
+        started = time.monotonic()
+        assert gw.request("GET", "/x", host="capped.test")[0] == 502
+        assert time.monotonic() - started < 1
+
+
 def test_one_node_however_its_name_is_spelled_has_one_pool():
     conf = {"services": [
         service("http://a.example", [{"name": "a", "paths": ["/a"]}], name="one",
