@@ -11,6 +11,7 @@ import socket
 import ssl
 import struct
 import time
+import types
 
 import pytest
 from cryptography import x509
@@ -350,8 +351,8 @@ def test_a_node_at_max_connections_gets_its_connection_back_however_an_exchange_
 
 def test_a_node_at_max_connections_that_refuses_connections_is_answered_502_each_time(
         upstream, gateway_factory):
-    gw = gateway_factory(_capped(type("Closed", (), {"url": f"http://127.0.0.1:{free_port()}"}),
-                                 upstream, max_connections=1, retries=0,
+    nobody = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    gw = gateway_factory(_capped(nobody, upstream, max_connections=1, retries=0,
                                  timeout={"connect": 2, "send": 2, "read": 2}))
     for _ in range(3):  # a failed connect gives its place back too
         started = time.monotonic()
