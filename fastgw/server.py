@@ -308,7 +308,8 @@ class ClientConnection(asyncio.Protocol):
         # versions llhttp takes keeps the connection open). It has no body, so it is whole
         # now; it is forwarded from `fields` as it is.
         plain = (len(fields) + 1 == len(headers) and parser.should_keep_alive()
-                 and (_NOT_PLAIN.isdisjoint(fields) or _keep_alive_only(fields, parser)))
+                 and (_NOT_PLAIN.isdisjoint(fields)
+                      or b"connection" in fields and _keep_alive_only(fields, parser)))
         ex = Exchange(self, parser.get_method(), self.url, headers, fields if plain else None,
                       host, self.loop.time())
         self.url = b""
