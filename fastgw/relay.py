@@ -105,6 +105,9 @@ def fast_head(head: bytes) -> tuple:
     head the fast path takes (see _FAST_STATUS) and llhttp accepts, else (): remembered in
     _CHECKED. The body the fast path forwards is then only counted: llhttp checks nothing
     in a body framed by Content-Length, so no parser reads a response that takes it."""
+    checked = _CHECKED.get(head)
+    if checked is not None:  # (): remembered for the slow path (a chunked one, say)
+        return checked
     status = _FAST_STATUS.get(head[:12])
     length = None if status is None or _SLOW_FIELD(head) is not None else _CONTENT_LENGTH(head)
     checked = (() if length is None or not _HeadCheck.accepts(head)

@@ -484,6 +484,29 @@ def test_a_response_head_seen_before_is_forwarded_as_the_first_time():
         relay.close()
 
 
+def test_a_response_head_remembered_for_the_slow_path_is_not_checked_again(monkeypatch):
+    """A chunked head, say: its verdict (the slow path) is remembered like a fast one's,
+    so the second time no search runs on it."""
+    from fastgw import relay as fastgw_relay
+
+    chunked = b"HTTP/1.1 200 OK\r\nX-Once: 1\r\nTransfer-Encoding: chunked"
+
+    def no_search(*args):
+        raise AssertionError("the head was checked again")
+
+    relay = StandIns()
+    try:
+        for _ in range(2):
+            relay.client.data_received(b"GET /b HTTP/1.1\r\nHost: a.example\r\n\r\n")
+            relay.conn.data_received(chunked + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+            assert relay.client_side.written[-1].endswith(b"5\r\nhello\r\n0\r\n\r\n")
+            assert fastgw_relay._CHECKED[chunked] == ()
+            monkeypatch.setattr(fastgw_relay, "_SLOW_FIELD", no_search)
+            monkeypatch.setattr(fastgw_relay, "_FAST_STATUS", None)  # not even read
+    finally:
+        relay.close()
+
+
 # Heads the fast path's own checks would take (an HTTP/1.1 status, a Content-Length, no
 # field that frames) but llhttp refuses: no parser reads a response on the fast path, so
 # its verdict on a head must carry llhttp's.
