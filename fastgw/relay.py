@@ -261,7 +261,7 @@ class Exchange:
             if answer is not None:
                 self.answer(answer)
             else:
-                self._run_plugins(self.rare.resume_at)
+                self._run_plugins(self.route.plugins[self.rare.resume_at:])
         except Fault as fault:
             self.fail(fault.response)
         except Exception:
@@ -322,18 +322,18 @@ class Exchange:
         self.route = route
         self.target = target if path is url else target + url[len(path):]
         if route.plugins:
-            self._run_plugins(0)
+            self._run_plugins(route.plugins)
         else:
             self._connect()
 
-    def _run_plugins(self, first: int) -> None:
-        plugins = self.route.plugins
-        for plugin in plugins[first:]:  # a tuple: [0:] is the tuple itself
+    def _run_plugins(self, plugins: tuple) -> None:
+        """The route's `plugins` (or those after a pending one), in order."""
+        for plugin in plugins:
             answer = plugin.access(self)
             if answer is not None:
                 if answer is PENDING:
                     self.state = PENDING_STATE
-                    self._rare().resume_at = plugins.index(plugin) + 1
+                    self._rare().resume_at = self.route.plugins.index(plugin) + 1
                 else:
                     self.answer(answer)
                 return
