@@ -376,12 +376,13 @@ def _header_token(value: bytes) -> bytes:
 class JwtAuth:
     """One route's (or service's) jwt-auth configuration, ready for requests."""
 
-    __slots__ = ("places", "key_claim", "anonymous", "credentials", "cache", "policy",
+    __slots__ = ("places", "plain", "key_claim", "anonymous", "credentials", "cache", "policy",
                  "context")
 
     def __init__(self, conf: dict, snapshot):
         self.places = Places(conf["header"], conf["query"], conf["cookie"],
                              conf["hide_credentials"])
+        self.plain = self.places.plain  # the header's name in a plain request's fields
         self.key_claim = conf["key_claim_name"]
         anonymous = conf["anonymous_consumer"]
         self.anonymous = None if anonymous is None else Identity(anonymous)
@@ -397,10 +398,11 @@ class JwtAuth:
         a 400 (connection closed) when the credential is given twice."""
         # the cache key: the header's value as received (the token in it is found the
         # same way every time), or (token,) for one from the query or a cookie
-        places = self.places
         fields = ex.fields
-        key = None if fields is None or places.plain is None else fields.get(places.plain)
+        plain = self.plain
+        key = None if fields is None or plain is None else fields.get(plain)
         if not key:  # not the usual request: the header in every spelling, then elsewhere
+            places = self.places
             try:
                 key = places.in_header(ex)
                 if key is None:
