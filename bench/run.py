@@ -7,7 +7,8 @@ serving a ~430-byte JSON document) share CPU 0. The client side saturates first 
 2-core machine, so the figure that compares proxies is the CPU time the proxy's
 process tree spent per request (utime + stime from /proc), next to req/s and latency.
 Capacity per core is 1e6 / (µs per request). Rounds are interleaved (A B C, A B C, ...)
-and medians reported. Before measuring, each configuration must answer 200 with the
+and medians reported; each ratio is also given round by round (two figures of one round
+were measured within a minute of each other), which shows how far a run's noise reaches. Before measuring, each configuration must answer 200 with the
 upstream's body for a valid token and 401 without one; a run with any non-2xx answer
 or socket error is reported as failed.
 
@@ -522,6 +523,8 @@ def summarise(case: Case) -> dict:
     return {"scenario": case.scenario, "config": case.label, "rounds": len(rs),
             "failed": any(r["failed"] for r in rs), "rps": round(med("rps")),
             "cpu_us_per_req": round(cpu, 2), "bytecodes_per_req": case.bytecodes,
+            "cpu_us_rounds": [round(r["cpu_us_per_req"], 2) for r in rs],
+            "p99_ms_rounds": [round(r["p99_us"] / 1000, 2) for r in rs],
             "capacity_per_core": round(1e6 / cpu) if cpu else 0,
             "p50_ms": round(med("p50_us") / 1000, 2), "p99_ms": round(med("p99_us") / 1000, 2),
             "rss_mb": round(max(r["rss_mb"] for r in rs), 1),
@@ -687,7 +690,8 @@ def main() -> int:
               "duration_s": args.duration, "rounds": args.rounds, "rows": rows,
               "startup_s": {name: round(p.started_in, 2) for name, p in (
                   ("fastgw", gw), ("fastgw (10k routes, 100k consumers)", big)) if p.popen},
-              "rss_before_mb": rss_before, "ratios": ratios(rows)}
+              "rss_before_mb": rss_before, "ratios": ratios(rows),
+              "ratios_each_round": ratios(rows, each_round=True)}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     name = "latest" if not args.only else "only-" + args.only.replace(",", "-")
@@ -708,21 +712,27 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
 
 
-def ratios(rows: list[dict]) -> dict:
-    def cpu(scenario, config):
+def ratios(rows: list[dict], each_round: bool = False) -> dict:
+    """The ratios of medians; with `each_round`, the ratio in each round instead (a list):
+    rounds are interleaved, so one round's two figures were measured a minute apart."""
+    def figure(scenario, config, key):
         for r in rows:
             if r["scenario"].split()[0] == scenario and r["config"] == config:
-                return r["cpu_us_per_req"]
+                return r[key + "_rounds"] if each_round else r[key]
         return None
+
+    def cpu(scenario, config):
+        return figure(scenario, config, "cpu_us" if each_round else "cpu_us_per_req")
 
     def p99(scenario, config):
-        for r in rows:
-            if r["scenario"].split()[0] == scenario and r["config"] == config:
-                return r["p99_ms"]
-        return None
+        return figure(scenario, config, "p99_ms")
 
     def div(a, b):
-        return round(a / b, 2) if a and b else None
+        if not a or not b:
+            return None
+        if each_round:
+            return [round(x / y, 2) if y else None for x, y in zip(a, b)]
+        return round(a / b, 2)
     return {
         "jwt hot / haproxy+jwt_verify (target <= 1.15)": div(cpu("2", "fastgw"),
                                                              cpu("2", "haproxy+jwt_verify")),
@@ -758,8 +768,10 @@ def markdown(report: dict) -> str:
         lines.append(f"| {r['scenario']} | {r['config']}{flag} | {r['cpu_us_per_req']} | {count} | "
                      f"{r['capacity_per_core']:,} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{r['rss_mb']} | {r['errors']} |")
-    lines += ["", "| ratio | value |", "| --- | ---: |"]
-    lines += [f"| {k} | {v} |" for k, v in report["ratios"].items() if v is not None]
+    lines += ["", "| ratio | value | in each round |", "| --- | ---: | ---: |"]
+    each = report.get("ratios_each_round", {})
+    lines += [f"| {k} | {v} | {', '.join(map(str, each.get(k) or ()))} |"
+              for k, v in report["ratios"].items() if v is not None]
     lines += ["", "Start-up: " + ", ".join(f"{k} {v} s" for k, v in report["startup_s"].items())]
     return "\n".join(lines)
 
