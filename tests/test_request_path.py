@@ -416,7 +416,10 @@ class StandIns:
         self.client_side = FakeTransport(on_write=client_on_write and client_on_write(self.client))
         self.client.connection_made(self.client_side)
 
-    def close(self):
+    def __enter__(self) -> "StandIns":
+        return self
+
+    def __exit__(self, *exc) -> None:
         import asyncio
         asyncio.set_event_loop(None)
         self.loop.close()
@@ -427,29 +430,23 @@ def test_a_connection_released_while_its_client_is_slow_reads_again():
     upstream connection stops reading, and the response ends. The connection goes back
     to the pool reading again, or it would never see its next response (nor its close).
     The relay itself runs; only the two sockets are stand-ins, to fill a buffer at will."""
-    relay = StandIns(client_on_write=lambda client: client.pause_writing)
-    try:
+    with StandIns(client_on_write=lambda client: client.pause_writing) as relay:
         relay.client.data_received(b"GET /big HTTP/1.1\r\nHost: a.example\r\n\r\n")
         assert relay.upstream_side.written[-1].startswith(b"GET /big ")
         relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody")
 
         assert relay.pool.idle == [relay.conn]  # kept for the next request
         assert relay.upstream_side.reading
-    finally:
-        relay.close()
 
 
 def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once():
     """The pool's idle stack holds open connections only, so the next request never
     takes one the upstream has closed (its FIN came, its close is not done yet)."""
-    relay = StandIns()
-    try:
+    with StandIns() as relay:
         relay.conn.eof_received()
         assert relay.pool.idle == [] and relay.conn not in relay.pool.open
         relay.pool.release(relay.conn, True, 0.0)  # an exchange on it ending cleanly
         assert relay.pool.idle == []  # not kept either
-    finally:
-        relay.close()
 
 
 # ---------------------------------------------------------------- 6. checked response heads
@@ -466,8 +463,7 @@ def test_a_response_head_seen_before_is_forwarded_as_the_first_time():
     every time it comes."""
     from fastgw import relay as fastgw_relay
 
-    relay = StandIns()
-    try:
+    with StandIns() as relay:
         for _ in range(3):
             relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
             relay.conn.data_received(NGINX_HEAD + b"\r\n\r\nhello")
@@ -480,8 +476,6 @@ def test_a_response_head_seen_before_is_forwarded_as_the_first_time():
             assert relay.client_side.written[-1].startswith(b"HTTP/1.1 200 OK\r\nserver: fastgw")
             assert relay.client_side.written[-1].endswith(b"transfer-encoding: chunked\r\n\r\n"
                                                           b"5\r\nhello\r\n0\r\n\r\n")
-    finally:
-        relay.close()
 
 
 def test_a_response_head_remembered_for_the_slow_path_is_not_checked_again(monkeypatch):
@@ -494,8 +488,7 @@ def test_a_response_head_remembered_for_the_slow_path_is_not_checked_again(monke
     def no_search(*args):
         raise AssertionError("the head was checked again")
 
-    relay = StandIns()
-    try:
+    with StandIns() as relay:
         for _ in range(2):
             relay.client.data_received(b"GET /b HTTP/1.1\r\nHost: a.example\r\n\r\n")
             relay.conn.data_received(chunked + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
@@ -503,8 +496,6 @@ def test_a_response_head_remembered_for_the_slow_path_is_not_checked_again(monke
             assert fastgw_relay._CHECKED[chunked] == ()
             monkeypatch.setattr(fastgw_relay, "_SLOW_FIELD", no_search)
             monkeypatch.setattr(fastgw_relay, "_FAST_STATUS", None)  # not even read
-    finally:
-        relay.close()
 
 
 # Heads the fast path's own checks would take (an HTTP/1.1 status, a Content-Length, no
@@ -526,15 +517,12 @@ def test_a_response_head_llhttp_refuses_is_a_502_every_time_it_comes(head):
     """The first time (checked) and the second (its verdict remembered): the client gets
     502 and nothing of the response, and the connection is not kept."""
     for _ in range(2):
-        relay = StandIns()
-        try:
+        with StandIns() as relay:
             relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
             relay.conn.data_received(head + b"\r\n\r\nhello")
             assert [w.split(b"\r\n", 1)[0] for w in relay.client_side.written] == [
                 b"HTTP/1.1 502 Bad Gateway"]
             assert relay.pool.idle == [] and relay.conn.exchange is None
-        finally:
-            relay.close()
 
 
 def test_the_table_of_checked_response_heads_stays_within_its_bounds():
@@ -556,14 +544,11 @@ BROWSER_FIELDS = b"User-Agent: Mozilla/5.0\r\nAccept: */*\r\nAccept-Encoding: gz
 def _relayed(request: bytes) -> tuple[bytes, dict | None, bytes]:
     """What goes upstream for `request`, the exchange's `fields` (None: not plain), and
     the answer to a response of five bytes."""
-    relay = StandIns()
-    try:
+    with StandIns() as relay:
         relay.client.data_received(request)
         ex = relay.conn.exchange
         relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         return relay.upstream_side.written[-1], ex.fields, relay.client_side.written[-1]
-    finally:
-        relay.close()
 
 
 @pytest.mark.parametrize("value", [b"keep-alive", b"Keep-Alive"])
