@@ -523,8 +523,8 @@ def summarise(case: Case) -> dict:
     return {"scenario": case.scenario, "config": case.label, "rounds": len(rs),
             "failed": any(r["failed"] for r in rs), "rps": round(med("rps")),
             "cpu_us_per_req": round(cpu, 2), "bytecodes_per_req": case.bytecodes,
-            "cpu_us_rounds": [round(r["cpu_us_per_req"], 2) for r in rs],
-            "p99_ms_rounds": [round(r["p99_us"] / 1000, 2) for r in rs],
+            "each_round": {"cpu_us_per_req": [round(r["cpu_us_per_req"], 2) for r in rs],
+                           "p99_ms": [round(r["p99_us"] / 1000, 2) for r in rs]},
             "capacity_per_core": round(1e6 / cpu) if cpu else 0,
             "p50_ms": round(med("p50_us") / 1000, 2), "p99_ms": round(med("p99_us") / 1000, 2),
             "rss_mb": round(max(r["rss_mb"] for r in rs), 1),
@@ -718,11 +718,11 @@ def ratios(rows: list[dict], each_round: bool = False) -> dict:
     def figure(scenario, config, key):
         for r in rows:
             if r["scenario"].split()[0] == scenario and r["config"] == config:
-                return r[key + "_rounds"] if each_round else r[key]
+                return r["each_round"][key] if each_round else r[key]
         return None
 
     def cpu(scenario, config):
-        return figure(scenario, config, "cpu_us" if each_round else "cpu_us_per_req")
+        return figure(scenario, config, "cpu_us_per_req")
 
     def p99(scenario, config):
         return figure(scenario, config, "p99_ms")
