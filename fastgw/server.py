@@ -304,12 +304,12 @@ class ClientConnection(asyncio.Protocol):
         host = fields.pop(b"host", None)
         # plain (nearly every request): one Host, no name twice, no field that frames,
         # forwards or is forwarded otherwise (but "Connection: keep-alive", see
-        # _keep_alive_only), and HTTP/1.1 (with no Connection field, only 1.1 of the
+        # _plain_without_keep_alive), and HTTP/1.1 (with no Connection field, only 1.1 of the
         # versions llhttp takes keeps the connection open). It has no body, so it is whole
         # now; it is forwarded from `fields` as it is.
         plain = (len(fields) + 1 == len(headers) and parser.should_keep_alive()
                  and (_NOT_PLAIN.isdisjoint(fields)
-                      or b"connection" in fields and _keep_alive_only(fields, parser)))
+                      or b"connection" in fields and _plain_without_keep_alive(fields, parser)))
         ex = Exchange(self, parser.get_method(), self.url, headers, fields if plain else None,
                       host, self.loop.time())
         self.url = b""
@@ -553,12 +553,12 @@ _BAD_VERSION = ("Invalid HTTP version",)  # llhttp's error for a d.d version it 
 _NOT_IMPLEMENTED = responses.error(501)
 
 
-def _keep_alive_only(fields: dict, parser: HttpRequestParser) -> bool:
-    """Whether the one field of an HTTP/1.1 request that is not forwarded as it is, is
-    "Connection: keep-alive" (as browsers and most HTTP libraries send it): it then says
-    what HTTP/1.1 means anyway, and is dropped from `fields` (a hop-by-hop field) for the
-    request to be plain. Any other Connection value, or spelling, is read as RFC 9110 7.6.1
-    says (_special_fields)."""
+def _plain_without_keep_alive(fields: dict, parser: HttpRequestParser) -> bool:
+    """For an HTTP/1.1 request with "Connection: keep-alive" (as browsers and most HTTP
+    libraries send it), which says what HTTP/1.1 means anyway: drops that field from
+    `fields` (it is hop-by-hop) and says whether the request is plain without it. Any other
+    Connection value or spelling, and HTTP/1.0, are read as RFC 9110 7.6.1 says
+    (_special_fields)."""
     if (fields.get(b"connection") not in _KEEP_ALIVE_VALUES
             or parser.get_http_version() != "1.1"):
         return False
