@@ -32,6 +32,13 @@ from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry
 log = logging.getLogger("fastgw")
 
 TICK = 0.1  # seconds between deadline checks: the precision of every time-out
+# Metrics and the access log are written out (`Gateway.fold`) every tick, and every
+# FOLD_EVERY while each fold finds FOLD_BUSY requests or more. A fold costs about 0.2 µs a
+# request, all at once: a tick's worth at 50,000 requests/s stalled the loop, and every
+# request in flight with it, for a millisecond ten times a second (the p99 latency at 50
+# connections: 2.7 ms folding every tick, 2.0 ms folding every 10 ms; the median 0.9 ms).
+FOLD_EVERY = 0.01
+FOLD_BUSY = 10
 
 # libuv accepts one connection per event-loop iteration. A busy worker's iteration is long
 # (a thousand events), so a burst of new clients would wait in the listen queue for
@@ -65,6 +72,7 @@ class Gateway:
         self.access_log = access_log
         self._snapshot_factory = snapshot_factory
         self._ticker = None
+        self._folding = None  # the next fold's timer while busy (fold)
         self.servers: list[asyncio.AbstractServer] = []
         self.listeners: list = []
         self.accept_batch = (ACCEPT_BATCH if settings.workers == 1
@@ -130,10 +138,17 @@ class Gateway:
                     if (ex.stall - 1) * TICK >= limit:
                         ex.on_timeout()
         self.pools.expire(now)
-        self.stats.fold()
+        if self._folding is None:  # else folded more often (fold)
+            self.fold()
+        self._ticker = self.loop.call_later(TICK, self.tick)
+
+    def fold(self) -> None:
+        """Count the requests finished since the last fold into the metrics and write their
+        access log lines; again in FOLD_EVERY if there were FOLD_BUSY of them or more."""
+        busy = self.stats.fold() >= FOLD_BUSY
         if self.access_log is not None:
             self.access_log.flush()
-        self._ticker = self.loop.call_later(TICK, self.tick)
+        self._folding = self.loop.call_later(FOLD_EVERY, self.fold) if busy else None
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish."""
@@ -152,6 +167,9 @@ class Gateway:
             conn.abort()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._folding is not None:
+            self._folding.cancel()
+            self._folding = None
         self.pools.close()
         if self.access_log is not None:
             self.access_log.flush()

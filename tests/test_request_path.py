@@ -14,6 +14,7 @@ Every wait is for an event (a response, EOF, a log line), bounded by a socket ti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import struct
@@ -447,6 +448,38 @@ def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once():
         assert relay.pool.idle == [] and relay.conn not in relay.pool.open
         relay.pool.release(relay.conn, True, 0.0)  # an exchange on it ending cleanly
         assert relay.pool.idle == []  # not kept either
+
+
+def test_under_load_the_metrics_are_folded_between_ticks_in_small_batches():
+    """A fold stalls every request in flight for as long as it takes, about 0.2 µs per
+    request it counts: after one that found FOLD_BUSY requests or more, the next comes in
+    FOLD_EVERY, not at the next tick; after one that found fewer, folding is the tick's
+    again. (The stand-ins' gateway has no tick: only those folds can run here.)"""
+    from fastgw.server import FOLD_BUSY, FOLD_EVERY, TICK
+
+    assert FOLD_EVERY < TICK
+    with StandIns() as relay:
+        gateway = relay.client.gateway
+        finished = gateway.snapshot.router.routes[0].stats  # what the next fold counts
+
+        def serve(count: int) -> None:
+            for _ in range(count):
+                relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+                relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        def answered() -> int:
+            return gateway.stats.requests.get(("s", "r", 200), 0)
+
+        serve(FOLD_BUSY)
+        gateway.fold()
+        assert not finished and answered() == FOLD_BUSY
+
+        serve(3)
+        until = relay.loop.time() + 5
+        while finished and relay.loop.time() < until:
+            relay.loop.run_until_complete(asyncio.sleep(FOLD_EVERY / 2))  # lets the timer run
+        assert not finished and answered() == FOLD_BUSY + 3
+        assert gateway._folding is None  # 3 < FOLD_BUSY: no timer, the tick's again
 
 
 # ---------------------------------------------------------------- 6. checked response heads
