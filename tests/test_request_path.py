@@ -452,15 +452,16 @@ def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once():
 
 def test_under_load_the_metrics_are_folded_between_ticks_in_small_batches():
     """A fold stalls every request in flight for as long as it takes, about 0.2 µs per
-    request it counts: after one that found FOLD_BUSY requests or more, the next comes in
-    FOLD_EVERY, not at the next tick; after one that found fewer, folding is the tick's
-    again. (The stand-ins' gateway has no tick: only those folds can run here.)"""
+    request it counts: after one that found requests finishing at FOLD_BUSY a second or
+    more, the next comes in FOLD_EVERY, not at the next tick; after one that found fewer,
+    folding is the tick's again. (The stand-ins' gateway has no tick: only those folds can
+    run here.)"""
     from fastgw.server import FOLD_BUSY, FOLD_EVERY, TICK
 
-    assert FOLD_EVERY < TICK
     with StandIns() as relay:
         gateway = relay.client.gateway
         finished = gateway.snapshot.router.routes[0].stats  # what the next fold counts
+        relay.conn.limit = 10_000  # the one stand-in connection carries every request
 
         def serve(count: int) -> None:
             for _ in range(count):
@@ -470,16 +471,23 @@ def test_under_load_the_metrics_are_folded_between_ticks_in_small_batches():
         def answered() -> int:
             return gateway.stats.requests.get(("s", "r", 200), 0)
 
-        serve(FOLD_BUSY)
-        gateway.fold()
-        assert not finished and answered() == FOLD_BUSY
+        slow = int(FOLD_BUSY * TICK) - 1  # a tick's worth, just under the rate
+        serve(slow)
+        gateway.fold(TICK)
+        assert not finished and answered() == slow
+        assert gateway._folding is None
 
-        serve(3)
+        busy = int(FOLD_BUSY * TICK)
+        serve(busy)
+        gateway.fold(TICK)
+        assert not finished and answered() == slow + busy and gateway._folding is not None
+
+        serve(3)  # under FOLD_BUSY * FOLD_EVERY: the fold after these ends the fast folds
         until = relay.loop.time() + 5
         while finished and relay.loop.time() < until:
             relay.loop.run_until_complete(asyncio.sleep(FOLD_EVERY / 2))  # lets the timer run
-        assert not finished and answered() == FOLD_BUSY + 3
-        assert gateway._folding is None  # 3 < FOLD_BUSY: no timer, the tick's again
+        assert not finished and answered() == slow + busy + 3
+        assert gateway._folding is None  # no timer: the tick's again
 
 
 # ---------------------------------------------------------------- 6. checked response heads
