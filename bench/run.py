@@ -8,9 +8,10 @@ serving a ~430-byte JSON document) share CPU 0. The client side saturates first 
 process tree spent per request (utime + stime from /proc), next to req/s and latency.
 Capacity per core is 1e6 / (µs per request). Rounds are interleaved (A B C, A B C, ...)
 and medians reported; each ratio is also given round by round (two figures of one round
-were measured within a minute of each other), which shows how far a run's noise reaches. Before measuring, each configuration must answer 200 with the
-upstream's body for a valid token and 401 without one; a run with any non-2xx answer
-or socket error is reported as failed.
+were measured within a minute of each other), which shows how far a run's noise reaches.
+Before measuring, each configuration must answer 200 with the upstream's body for a valid
+token and 401 without one; a run with any non-2xx answer or socket error is reported as
+failed.
 
 Scenario 10 puts TLS in front: fastgw and HAProxy terminating it on the same ECDSA P-256
 certificate, over keep-alive connections and with a new connection for every request

@@ -2,8 +2,9 @@
 
 The request path only appends a formatted line to a list; the gateway's fold
 (every 0.1 s, every 0.01 s under load: server.Gateway.fold) writes the batch with one
-`os.write`, so a slow disk costs at most one write per fold, never one per request. SIGUSR1 reopens the file, for log
-rotation. Tokens never appear: the path is logged without its query.
+`os.write`, so a slow disk costs at most one write per fold, never one per request.
+SIGUSR1 reopens the file, for log rotation. Tokens never appear: the path is logged
+without its query.
 
     2026-11-29T03:14:00Z 127.0.0.1 GET /v1/json 200 430 1.82 1.41 jwt-auth-app json oiloil
     time client method path status bytes total-ms upstream-ms service route consumer

@@ -2,10 +2,10 @@
 
 A worker's request path appends one tuple (status, seconds, upstream seconds) to its
 route's list, bound to the route when the configuration is compiled; `fold` (every
-tick, more often under load: Gateway.fold; and before a scrape) counts the lists into
-counters and histogram buckets with C loops (Counter, map, bisect). Nothing is formatted until a scrape, when the master
-asks every worker for its counters (over the same pipe as configurations) and renders
-them with prometheus-client.
+tick, more often under load: server.Gateway.fold; and before a scrape) counts the lists
+into counters and histogram buckets with C loops (Counter, map, bisect). Nothing is
+formatted until a scrape, when the master asks every worker for its counters (over the
+same pipe as configurations) and renders them with prometheus-client.
 """
 
 from __future__ import annotations
