@@ -436,10 +436,14 @@ class Exchange:
         parts = [self.method, b" ", self.target, b" HTTP/1.1\r\nhost: ",
                  node.fixed_host or self.host or node.host_header, b"\r\n"]
         rare = self.rare
-        skip = REQUEST_SKIP if rare is None else rare.skip
-        for name, value in self.headers:
-            if name not in skip:
-                parts += (name, b": ", value, b"\r\n")
+        fields = self.fields
+        if fields is not None:  # each name once, none that fastgw writes (_usual_fields)
+            parts += map(_FIELD_LINE, fields.items())
+        else:
+            skip = REQUEST_SKIP if rare is None else rare.skip
+            for name, value in self.headers:
+                if name not in skip:
+                    parts += (name, b": ", value, b"\r\n")
         if rare is None or rare.xff is None:
             parts += (client.forwarded, self.host, b"\r\n", self.framing)
         else:

@@ -339,21 +339,54 @@ class ClientConnection(asyncio.Protocol):
         if plain:
             self.headers = []
         else:
-            self._read_fields(ex)
+            self._read_fields(ex, fields)
 
-    def _read_fields(self, ex: Exchange) -> None:
+    def _read_fields(self, ex: Exchange, fields: dict) -> None:
         """A request that is not plain: its version, keep-alive and the fields fastgw reads
-        (`_special_fields`); its body, if any, is read while it is `current`."""
+        (`_usual_fields`, else `_special_fields`); its body, if any, is read while it is
+        `current`."""
         self.current = ex
         self.headers = _TRAILERS  # the message's trailers, if any, go nowhere
+        ex.req_done = False
+        if self._usual_fields(ex, fields):
+            return
         version = self.parser.get_http_version()
         ex.http11 = version == "1.1"
         ex.keep_alive = self.parser.should_keep_alive()
-        ex.req_done = False
         self._special_fields(ex)
         if version != "1.1" and version != "1.0":
             # llhttp reads "GET /a\n..." (no version) as HTTP/0.9: a malformed request line
             ex.refuse(responses.BAD_REQUEST if version == "0.9" else _VERSION_NOT_SUPPORTED)
+
+    def _usual_fields(self, ex: Exchange, fields: dict) -> bool:
+        """Whether the request is plain (see on_headers_complete) but for a Content-Length,
+        "Connection: keep-alive" and the forwarding fields a proxy in front adds (its
+        X-Forwarded-For is extended, the others fastgw writes itself): then read here
+        from `fields` (`dict(headers)` without Host), which keeps the rest to be forwarded
+        as it is. Every other request is read field by field (_special_fields)."""
+        if len(fields) + 1 != len(ex.headers) or not self.parser.should_keep_alive():
+            return False  # a name twice, no Host, or HTTP/1.0
+        read = _NOT_PLAIN.intersection(fields)
+        if not read <= _USUAL_FIELDS:
+            return False
+        connection = fields.get(b"connection")
+        if connection is not None and (connection not in _KEEP_ALIVE_VALUES
+                                       or self.parser.get_http_version() != "1.1"):
+            return False
+        length = fields.get(b"content-length")
+        rare = ex._rare()  # so the head is sent from `fields` with these (_send_filtered)
+        rare.xff = fields.get(b"x-forwarded-for")
+        for name in read:
+            del fields[name]
+        ex.fields = fields
+        self.stall = 0  # the body's time-out starts
+        if length is not None:
+            self.body_received = 0
+            length = int(length)  # llhttp has checked it: digits, and only one
+            ex.framing = b"content-length: %d\r\n" % length
+            if length > self.settings.max_body_bytes:
+                ex.refuse(responses.PAYLOAD_TOO_LARGE)
+        return True
 
     def _check_head_size(self, headers: list) -> None:
         """A head received in more than one read, or in a large one: its exact size."""
@@ -568,6 +601,10 @@ _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b
 # A request with none of these (and with one Host, and no name twice) is forwarded with
 # its fields as they are: no field read while parsing, none that fastgw writes itself.
 _NOT_PLAIN = _SPECIAL_REQUEST_HEADERS | (REQUEST_SKIP - {b"host"})
+_CONNECTION = {b"connection"}
+# What _usual_fields reads from `fields`: the rest of _NOT_PLAIN is read field by field.
+_USUAL_FIELDS = frozenset((b"connection", b"content-length", b"x-forwarded-for",
+                           b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"))
 _KEEP_ALIVE_VALUES = frozenset((b"keep-alive", b"Keep-Alive"))
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)
@@ -584,8 +621,10 @@ def _plain_without_keep_alive(fields: dict, parser: HttpRequestParser) -> bool:
     if (fields.get(b"connection") not in _KEEP_ALIVE_VALUES
             or parser.get_http_version() != "1.1"):
         return False
-    del fields[b"connection"]
-    return _NOT_PLAIN.isdisjoint(fields)  # else `fields` is not used: ex.headers is read
+    if _NOT_PLAIN.isdisjoint(fields.keys() - _CONNECTION):
+        del fields[b"connection"]
+        return True
+    return False  # `fields` as it was, for _usual_fields
 
 
 def _transfer_coding_fault(ex: Exchange, value: bytes) -> Response | None:

@@ -607,7 +607,8 @@ def test_connection_keep_alive_on_http11_is_a_plain_request_without_the_field(va
 @pytest.mark.parametrize("request_bytes", [
     b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\n"
     b"X-Secret: s\r\n\r\n",  # a field to drop
-    b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    b"GET /a HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n"
+    b"\r\n",
     b"GET /a HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive\r\n\r\n",  # 1.0's answer differs
 ])
 def test_connection_keep_alive_beside_what_is_not_plain_is_read_as_before(request_bytes):
@@ -616,3 +617,72 @@ def test_connection_keep_alive_beside_what_is_not_plain_is_read_as_before(reques
     assert b"x-secret" not in head.lower() and b"connection: keep-alive" not in head.lower()
     http10 = b"HTTP/1.0" in request_bytes
     assert (b"connection: keep-alive" in answer) == http10
+
+
+# A body's length, and the fields a proxy in front adds, are read from `fields` too
+# (ClientConnection._usual_fields): what goes upstream is what the field-by-field reading
+# sends, fastgw's own framing and forwarding fields included.
+
+_UPSTREAM_FIELDS = b"user-agent: Mozilla/5.0\r\naccept: */*\r\naccept-encoding: gzip\r\n"
+
+
+def _forwarding(forwarded_for: bytes) -> bytes:
+    return (b"x-real-ip: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-for: " +
+            forwarded_for + b"\r\nx-forwarded-host: a.example\r\n")
+
+
+@pytest.mark.parametrize("fields_in, forwarded_for, framing", [
+    (b"Content-Length: 005\r\n", b"127.0.0.1", b"content-length: 5\r\n"),
+    (b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 6.6.6.6\r\n"
+     b"X-Forwarded-Host: forged.example\r\n", b"10.0.0.1, 127.0.0.1", b""),
+    (b"Connection: keep-alive\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Length: 5\r\n",
+     b"10.0.0.1, 127.0.0.1", b"content-length: 5\r\n"),
+])
+def test_a_request_with_a_body_or_from_behind_a_proxy_is_sent_from_its_fields(
+        fields_in, forwarded_for, framing):
+    body = b"hello" if framing else b""
+    head, fields, answer = _relayed(b"POST /a HTTP/1.1\r\nHost: a.example\r\n" + BROWSER_FIELDS +
+                                    fields_in + b"\r\n" + body)
+    assert fields is not None  # read from its fields
+    assert head == (b"POST /a HTTP/1.1\r\nhost: a.example\r\n" + _UPSTREAM_FIELDS +
+                    _forwarding(forwarded_for) + framing + b"\r\n" + body)
+    assert answer == FORWARDED_HEAD.replace(b"Content-Type: text/plain\r\n", b"") + b"hello"
+
+
+def test_a_body_read_from_its_fields_may_come_after_the_head_is_sent():
+    with StandIns() as relay:
+        relay.client.data_received(b"POST /a HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n"
+                                   b"\r\n")
+        ex = relay.conn.exchange
+        assert ex.fields is not None and relay.upstream_side.written == [
+            b"POST /a HTTP/1.1\r\nhost: a.example\r\n" + _forwarding(b"127.0.0.1") +
+            b"content-length: 5\r\n\r\n"]
+        relay.client.data_received(b"hel")
+        relay.client.data_received(b"lo")
+        assert relay.upstream_side.written[1:] == [b"hel", b"lo"] and ex.req_done
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        assert relay.client_side.written == [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nserver: fastgw\r\n\r\n"]
+        assert relay.pool.idle == [relay.conn]  # whole both ways: reused
+
+
+def test_a_body_length_over_the_limit_read_from_the_fields_is_refused():
+    with StandIns() as relay:
+        relay.client.data_received(b"POST /a HTTP/1.1\r\nHost: a.example\r\n"
+                                   b"Content-Length: 999999999999\r\n\r\nhello")
+        assert relay.upstream_side.written == []
+        assert relay.client_side.written[0].startswith(b"HTTP/1.1 413 ")
+
+
+@pytest.mark.parametrize("fields_in, forwarded_for", [
+    (b"X_Forwarded_Proto: https\r\nX-Forwarded-For: 10.0.0.1\r\n", b"10.0.0.1, 127.0.0.1"),
+    (b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n",
+     b"10.0.0.1, 10.0.0.2, 127.0.0.1"),
+])
+def test_forwarding_fields_in_another_spelling_or_twice_are_read_field_by_field(
+        fields_in, forwarded_for):
+    head, fields, _ = _relayed(b"GET /a HTTP/1.1\r\nHost: a.example\r\n" + BROWSER_FIELDS +
+                               fields_in + b"\r\n")
+    assert fields is None
+    assert head == (b"GET /a HTTP/1.1\r\nhost: a.example\r\n" + _UPSTREAM_FIELDS +
+                    _forwarding(forwarded_for) + b"\r\n")
