@@ -196,9 +196,10 @@ class Exchange:
         self.client = client
         self.method = method
         self.url = url  # as the client sent it; `target` is what goes upstream
-        # (lower-case name, value) as received; `fields` the same as a dict, without Host,
-        # when every name is there once and each field but Host is forwarded as it is
-        # (else None: the fields are filtered through REQUEST_SKIP when sent)
+        # (lower-case name, value) as received; `fields` the same as a dict, without Host
+        # and fields.READ_BY_GATEWAY, when every name is there once and each field left is
+        # forwarded as it is (else None: the fields are filtered through REQUEST_SKIP when
+        # sent)
         self.headers = headers
         self.fields = fields
         self.host = host  # the Host field as received; then the Host to forward

@@ -21,6 +21,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from . import responses
 from .config.compile import Snapshot
+from .fields import READ_BY_GATEWAY
 from .metrics import WorkerStats
 from .relay import (CHUNKED_FRAMING, NO_BODY_FRAMINGS, QUEUED, REQUEST_SKIP, Exchange,
                     connection_tokens)
@@ -328,7 +329,8 @@ class ClientConnection(asyncio.Protocol):
         # forwards or is forwarded otherwise (but "Connection: keep-alive", see
         # _plain_without_keep_alive), and HTTP/1.1 (with no Connection field, only 1.1 of the
         # versions llhttp takes keeps the connection open). It has no body, so it is whole
-        # now; it is forwarded from `fields` as it is.
+        # now; it is forwarded from `fields` as it is. (No Host and a name twice pass the
+        # count too: routing answers that request 400, as HTTP/1.1 requires a Host.)
         plain = (len(fields) + 1 == len(headers) and parser.should_keep_alive()
                  and (_NOT_PLAIN.isdisjoint(fields)
                       or b"connection" in fields and _plain_without_keep_alive(fields, parser)))
@@ -364,10 +366,11 @@ class ClientConnection(asyncio.Protocol):
         X-Forwarded-For is extended, the others fastgw writes itself): then read here
         from `fields` (`dict(headers)` without Host), which keeps the rest to be forwarded
         as it is. Every other request is read field by field (_special_fields)."""
-        if len(fields) + 1 != len(ex.headers) or not self.parser.should_keep_alive():
-            return False  # a name twice, no Host, or HTTP/1.0
+        if (ex.host is None or len(fields) + 1 != len(ex.headers)
+                or not self.parser.should_keep_alive()):
+            return False  # no Host, a name twice, or HTTP/1.0
         read = _NOT_PLAIN.intersection(fields)
-        if not read <= _USUAL_FIELDS:
+        if not read <= READ_BY_GATEWAY:  # the rest of _NOT_PLAIN is read field by field
             return False
         connection = fields.get(b"connection")
         if connection is not None and (connection not in _KEEP_ALIVE_VALUES
@@ -602,9 +605,6 @@ _SPECIAL_REQUEST_HEADERS = frozenset((b"content-length", b"transfer-encoding", b
 # its fields as they are: no field read while parsing, none that fastgw writes itself.
 _NOT_PLAIN = _SPECIAL_REQUEST_HEADERS | (REQUEST_SKIP - {b"host"})
 _CONNECTION = {b"connection"}
-# What _usual_fields reads from `fields`: the rest of _NOT_PLAIN is read field by field.
-_USUAL_FIELDS = frozenset((b"connection", b"content-length", b"x-forwarded-for",
-                           b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"))
 _KEEP_ALIVE_VALUES = frozenset((b"keep-alive", b"Keep-Alive"))
 _EXPECTATION_FAILED = responses.error(417)
 _VERSION_NOT_SUPPORTED = responses.error(505)

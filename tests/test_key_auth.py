@@ -118,6 +118,16 @@ def test_custom_header_and_query_names(upstream, gateway_factory):
     assert_401(get(gw, f"/anything?apikey={API_KEY}"), "Missing API key in request")
 
 
+def test_a_key_header_fastgw_also_reads_itself_is_read_as_any_other(upstream, gateway_factory):
+    """The fields fastgw reads itself are not in a plain request's fields dict: a key in
+    one of them is looked for in the request's fields one by one, with or without a body."""
+    gw = gateway_factory(config(upstream, {"header": "Connection"}))
+    for method, body in (("GET", None), ("POST", b"hello")):
+        assert_401(gw.request(method, "/anything", headers={"Connection": "keep-alive"},
+                              body=body), "Invalid API key in request")
+        assert_401(gw.request(method, "/anything", body=body), "Missing API key in request")
+
+
 def test_hide_credentials_leaves_no_copy_where_the_key_was_read(upstream, gateway_factory):
     gw = gateway_factory(config(upstream, {"header": "X-API-Key", "hide_credentials": True}))
     cases = [  # (header lines, path) -> the target the upstream must see

@@ -12,7 +12,8 @@ Every plugin module declares:
   What it may use of `ex`: `method`, `target` (bytes, origin-form with the query, as it goes
   upstream; it may replace it), `headers` (list of (lower-case name, value) bytes, to read;
   `edit_headers()` returns it to delete or replace entries), `fields` (the same as a dict
-  without Host, when each name is there once; else None), `route`, `drop_header(names)`,
+  without Host and the fields fastgw reads itself, `fields.READ_BY_GATEWAY`, when each name
+  is there once; else None), `route`, `drop_header(names)`,
   `add_header(line)`, `refuse(response)` (answer, then close the connection), and
   `consumer`: an object with `.username` (str) and `.head`
   (the upstream head lines naming it, bytes, e.g. a `credentials.Identity`). A later

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
 from ..config.types import Field, Nullable, Str
+from ..fields import READ_BY_GATEWAY
 from ..responses import Response
 from ..spelling import header_names
 
@@ -125,8 +126,10 @@ class Places:
     def __init__(self, header: str, query: str, cookie: str | None, hide: bool):
         # The header in every spelling a server behind may read as it (X_Token is X-Token)
         self.header = header_names((header.lower().encode("latin-1"),))
-        # its one spelling, when it has only one (no "-" or "_": Authorization)
-        self.only = next(iter(self.header)) if len(self.header) == 1 else None
+        # its one spelling, when it has only one (no "-" or "_": Authorization) and may be
+        # in `ex.fields` (not a field fastgw reads itself, which only `ex.headers` holds)
+        self.only = (next(iter(self.header))
+                     if len(self.header) == 1 and not self.header & READ_BY_GATEWAY else None)
         # that spelling when the value is only read, not removed: a plugin may then look
         # it up in `ex.fields` itself, and take the general way (`in_header`, ...) when
         # there is no such field, or `fields` is None
