@@ -380,8 +380,10 @@ class FakeTransport:
     def resume_reading(self):
         self.reading = True
 
+    closed = False
+
     def close(self):
-        pass
+        self.closed = True
 
     abort = close
 
@@ -391,7 +393,7 @@ class StandIns:
     stand-in sockets: what the relay writes either way is in `client_side.written` and
     `upstream_side.written`."""
 
-    def __init__(self, client_on_write=None):
+    def __init__(self, client_on_write=None, environ=None):
         import asyncio
 
         import uvloop
@@ -404,7 +406,7 @@ class StandIns:
 
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        settings = Settings.load(environ={})
+        settings = Settings.load(environ=environ or {})
         gateway = Gateway(settings, snapshot_factory(settings))
         gateway.apply(validate({"services": [{"name": "s", "upstream": {"url": "http://127.0.0.1:9"},
                                               "routes": [{"name": "r", "paths": ["/*"]}]}]}), 1)
@@ -686,3 +688,29 @@ def test_forwarding_fields_in_another_spelling_or_twice_are_read_field_by_field(
     assert fields is None
     assert head == (b"GET /a HTTP/1.1\r\nhost: a.example\r\n" + _UPSTREAM_FIELDS +
                     _forwarding(forwarded_for) + b"\r\n")
+
+
+# ---------------------------------------------------------------- 8. time-outs on the tick
+
+def test_the_tick_times_connections_out_neither_early_nor_late():
+    """Gateway.tick skips the time-out check of a connection until the shortest time-out
+    could have passed: a head and an idle connection still time out on the first tick
+    after their own time-out (whole ticks counted from their last progress)."""
+    from fastgw.server import ClientConnection
+
+    with StandIns(environ={"FASTGW_HEADER_TIMEOUT": "0.25",
+                           "FASTGW_KEEPALIVE_TIMEOUT": "0.35"}) as relay:
+        gateway = relay.client.gateway
+        idle, in_head = relay.client_side, FakeTransport()
+        head = ClientConnection(gateway)
+        head.connection_made(in_head)
+        head.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n")
+        ticks = {}
+        for tick in range(1, 8):
+            gateway.tick()
+            gateway._ticker.cancel()  # ticked here, one by one
+            for name, transport in (("head", in_head), ("idle", idle)):
+                if transport.closed:
+                    ticks.setdefault(name, tick)
+        assert ticks == {"head": 4, "idle": 5}  # 3 whole ticks >= 0.25 s, 4 >= 0.35 s
+        assert in_head.written[0].startswith(b"HTTP/1.1 408 ")
