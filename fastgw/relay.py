@@ -66,7 +66,7 @@ CHUNKED_FRAMING = b"transfer-encoding: chunked\r\n"
 NO_BODY_FRAMINGS = (b"", b"content-length: 0\r\n")  # `framing` of a request without a body
 _SKIP_ALSO: dict[frozenset[bytes], frozenset[bytes]] = {}  # names -> REQUEST_SKIP | names
 _NEVER = float("inf")
-_PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
+PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 
 # The usual response is forwarded as the upstream wrote it but for three kinds of line,
 # found and dropped by C code (re): an HTTP/1.1 status other than 1xx, 204 and 304, a
@@ -142,7 +142,7 @@ class _HeadCheck:
 
 def connection_tokens(value: bytes) -> set[bytes]:
     """Header names listed in a Connection field besides close/keep-alive (RFC 9110 7.6.1)."""
-    if value in _PLAIN_CONNECTION:  # nearly always: no set to build
+    if value in PLAIN_CONNECTION:  # nearly always: no set to build
         return set()
     return {t.strip().lower() for t in value.split(b",") if t.strip()} - {b"close", b"keep-alive"}
 

@@ -23,8 +23,8 @@ from . import responses
 from .config.compile import Snapshot
 from .fields import READ_BY_GATEWAY
 from .metrics import WorkerStats
-from .relay import (CHUNKED_FRAMING, NO_BODY_FRAMINGS, QUEUED, REQUEST_SKIP, Exchange,
-                    connection_tokens)
+from .relay import (CHUNKED_FRAMING, NO_BODY_FRAMINGS, PLAIN_CONNECTION, QUEUED, REQUEST_SKIP,
+                    Exchange, connection_tokens)
 from .responses import Fault, Response
 from .routing import absolute_form
 from .settings import Settings
@@ -368,23 +368,28 @@ class ClientConnection(asyncio.Protocol):
 
     def _usual_fields(self, ex: Exchange, fields: dict) -> bool:
         """Whether the request is plain (see on_headers_complete) but for a Content-Length,
-        "Connection: keep-alive" and the forwarding fields a proxy in front adds (its
-        X-Forwarded-For is extended, the others fastgw writes itself): then read here
-        from `fields` (`dict(headers)` without Host), which keeps the rest to be forwarded
-        as it is. Every other request is read field by field (_special_fields)."""
-        if (ex.host is None or len(fields) + 1 != len(ex.headers)
-                or not self.parser.should_keep_alive()):
-            return False  # no Host, a name twice, or HTTP/1.0
+        "Connection: keep-alive" or "close", and the forwarding fields a proxy in front
+        adds (its X-Forwarded-For is extended, the others fastgw writes itself): then read
+        here from `fields` (`dict(headers)` without Host), which keeps the rest to be
+        forwarded as it is. Every other request is read field by field (_special_fields)."""
+        if ex.host is None or len(fields) + 1 != len(ex.headers):
+            return False  # no Host, or a name twice
         read = _NOT_PLAIN.intersection(fields)
         if not read <= READ_BY_GATEWAY:  # the rest of _NOT_PLAIN is read field by field
             return False
+        parser = self.parser
         connection = fields.get(b"connection")
-        if connection is not None and (connection not in _KEEP_ALIVE_VALUES
-                                       or self.parser.get_http_version() != "1.1"):
+        if connection is None:
+            if not parser.should_keep_alive():
+                return False  # HTTP/1.0 (see on_headers_complete)
+        elif connection not in PLAIN_CONNECTION or parser.get_http_version() != "1.1":
             return False
+        else:
+            ex.keep_alive = parser.should_keep_alive()
         length = fields.get(b"content-length")
-        rare = ex._rare()  # so the head is sent from `fields` with these (_send_filtered)
-        rare.xff = fields.get(b"x-forwarded-for")
+        xff = fields.get(b"x-forwarded-for")
+        if length is not None or xff is not None:  # sent from `fields` with them
+            ex._rare().xff = xff                   # (_send_filtered)
         for name in read:
             del fields[name]
         ex.fields = fields

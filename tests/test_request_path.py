@@ -651,6 +651,23 @@ def test_a_request_with_a_body_or_from_behind_a_proxy_is_sent_from_its_fields(
     assert answer == FORWARDED_HEAD.replace(b"Content-Type: text/plain\r\n", b"") + b"hello"
 
 
+@pytest.mark.parametrize("value", [b"close", b"Close"])
+def test_connection_close_on_http11_is_read_from_the_fields_and_closes_after_the_answer(value):
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n" + BROWSER_FIELDS +
+                                   b"Connection: " + value + b"\r\n\r\n")
+        ex = relay.conn.exchange
+        assert ex.fields is not None  # read from its fields
+        assert relay.upstream_side.written == [b"GET /a HTTP/1.1\r\nhost: a.example\r\n" +
+                                               _UPSTREAM_FIELDS + _forwarding(b"127.0.0.1") +
+                                               b"\r\n"]
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        assert relay.client_side.written == [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nserver: fastgw\r\n"
+            b"connection: close\r\n\r\nhello"]
+        assert relay.client_side.closed and relay.pool.idle == [relay.conn]
+
+
 def test_a_body_read_from_its_fields_may_come_after_the_head_is_sent():
     with StandIns() as relay:
         relay.client.data_received(b"POST /a HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\n"
