@@ -388,8 +388,9 @@ class ClientConnection(asyncio.Protocol):
             ex.keep_alive = parser.should_keep_alive()
         length = fields.get(b"content-length")
         xff = fields.get(b"x-forwarded-for")
-        if length is not None or xff is not None:  # sent from `fields` with them
-            ex._rare().xff = xff                   # (_send_filtered)
+        # with either, the head is sent from `fields` by _send_filtered, which adds them
+        if length is not None or xff is not None:
+            ex._rare().xff = xff
         for name in read:
             del fields[name]
         ex.fields = fields

@@ -690,7 +690,10 @@ def test_a_body_length_over_the_limit_read_from_the_fields_is_refused():
         relay.client.data_received(b"POST /a HTTP/1.1\r\nHost: a.example\r\n"
                                    b"Content-Length: 999999999999\r\n\r\nhello")
         assert relay.upstream_side.written == []
+        assert len(relay.client_side.written) == 1
         assert relay.client_side.written[0].startswith(b"HTTP/1.1 413 ")
+        assert b"connection: close" in relay.client_side.written[0].lower()
+        assert relay.client_side.closed  # the body that was not read cannot frame the next
 
 
 @pytest.mark.parametrize("fields_in, forwarded_for", [
