@@ -43,13 +43,24 @@ TICK = 0.1  # seconds between deadline checks: the precision of every time-out
 FOLD_EVERY = 0.01
 FOLD_BUSY = 5000
 
-# libuv accepts one connection per event-loop iteration. A busy worker's iteration is long
-# (a thousand events), so a burst of new clients would wait in the listen queue for
-# seconds (1,000 clients at once under load: up to 20 s, measured). Each connection libuv
-# accepts therefore takes up to this many more from the queue itself, as HAProxy's
-# tune.maxaccept does; like HAProxy, divided by twice the number of workers sharing the
-# queue, so that one worker does not take a whole burst.
+# libuv accepts one connection per listening handle and event-loop turn (libuv #3696). A
+# busy worker's turn is long (a thousand events), so a burst of new clients would wait in the
+# listen queue for seconds (1,000 clients at once under load: up to 20 s, measured). So, as
+# HAProxy's tune.maxaccept does, a worker takes more a turn, two ways:
+# - each listening socket is watched through LISTEN_HANDLES descriptors of its own (dup),
+#   each taking one connection a turn, in C;
+# - a connection accepted when none was for LONG_TURN (a long turn, or a quiet spell, when
+#   the queue is most likely empty and trying costs one accept(2)) takes up to ACCEPT_BATCH
+#   more from the queue itself, in Python: a socket object and a task each, about 13 us
+#   more per connection than libuv's (wrk, a new connection for every request).
+# The batch is divided by twice the number of workers sharing the queue, so that one worker
+# does not take a whole burst, and there are never more handles than that. A connection
+# wakes every handle, so more handles cost more when clients come one at a time (CPU per
+# request against one handle and a batch at every accept: 4 handles, +3 % with one client
+# at a time, -9 to -14 % with 10 to 50; 8 handles, +18 % with one).
 ACCEPT_BATCH = 64
+LISTEN_HANDLES = 4
+LONG_TURN = 0.0015  # seconds: the loop's clock moves by whole milliseconds, so 2 ms or more
 
 # What the parser is doing on a connection: between requests or in a body (IDLE), in a head,
 # or nothing more (CLOSED).
@@ -80,7 +91,9 @@ class Gateway:
         self.listeners: list = []
         self.accept_batch = (ACCEPT_BATCH if settings.workers == 1
                              else max(1, ACCEPT_BATCH // (2 * settings.workers)))
+        self.listen_handles = min(LISTEN_HANDLES, self.accept_batch)
         self._accepting: set[asyncio.Task] = set()
+        self._last_accept = -LONG_TURN  # the loop's clock when libuv last accepted
         # the fewest ticks without progress after which a connection may time out (tick)
         shortest = min(settings.header_timeout, settings.keepalive_timeout)
         self._quiet = next(n for n in count(1) if (n - 1) * TICK >= shortest)
@@ -101,8 +114,9 @@ class Gateway:
         `tls_sockets` through `tls` (a tls.TLSTerminator, which does the handshakes)."""
         for sock in sockets:
             sock.setblocking(False)  # accept_waiting must never wait on an empty queue
-            server = await self.loop.create_server(self._accepted, sock=sock, backlog=4096)
-            self.servers.append(server)
+            for handle in range(self.listen_handles):  # libuv closes each descriptor
+                self.servers.append(await self.loop.create_server(
+                    self._accepted, sock=sock.dup() if handle else sock, backlog=4096))
         for sock in tls_sockets:
             self.servers.append(tls.listen(sock, lambda: ClientConnection(self), self.stats,
                                            self.accept_batch))
@@ -110,8 +124,11 @@ class Gateway:
         self._ticker = self.loop.call_later(TICK, self.tick)
 
     def _accepted(self) -> ClientConnection:
-        """The protocol for a connection libuv accepted; a turn to take more."""
-        self.accept_waiting()
+        """The protocol for a connection libuv accepted; after a long turn, a batch more."""
+        now = self.loop.time()
+        if now - self._last_accept >= LONG_TURN:
+            self.accept_waiting()
+        self._last_accept = now
         return ClientConnection(self)
 
     def accept_waiting(self) -> None:

@@ -7,12 +7,13 @@ import hashlib
 import json
 import socket
 import time
+from collections import Counter
 
 import pytest
 import uvloop
 
 from conftest import service
-from fastgw.server import Gateway
+from fastgw.server import LONG_TURN, Gateway
 from fastgw.settings import Settings
 from fastgw.workers import snapshot_factory
 from upstream import pattern_sha256
@@ -291,10 +292,11 @@ def test_a_burst_of_new_connections_is_accepted_and_served(simple_gateway):
 
 
 @pytest.mark.parametrize("workers, batch", [("1", 64), ("2", 16), ("64", 1)])
-def test_each_accepted_connection_takes_a_bounded_batch_from_the_listen_queue(workers, batch):
-    """libuv accepts one connection per loop turn, which under load left clients in the
-    listen queue for seconds; each turn the gateway takes a batch more itself, a smaller
-    one when other workers share the queue."""
+def test_a_connection_accepted_after_a_long_turn_takes_a_bounded_batch(workers, batch):
+    """libuv accepts one connection per handle and loop turn, which under load left clients
+    in the listen queue for seconds; after a long turn the gateway takes a batch more
+    itself, a smaller one when other workers share the queue. A second connection in the
+    same turn takes none: a batch costs more per connection than libuv's accept."""
     async def main():
         settings = Settings.load(environ={"FASTGW_WORKERS": workers})
         gateway = Gateway(settings, snapshot_factory(settings))
@@ -305,7 +307,9 @@ def test_each_accepted_connection_takes_a_bounded_batch_from_the_listen_queue(wo
         try:
             taken = []
             while len(gateway.connections) < 150:
+                await asyncio.sleep(LONG_TURN + 0.001)  # the loop's clock moves on by as much
                 gateway._accepted()  # as libuv calls it for each connection it accepts
+                gateway._accepted()  # and for another one in the same turn
                 while gateway._accepting:
                     await asyncio.wait(list(gateway._accepting))
                 taken.append(len(gateway.connections) - sum(taken))
@@ -318,5 +322,45 @@ def test_each_accepted_connection_takes_a_bounded_batch_from_the_listen_queue(wo
             for c in clients:
                 c.close()
             listener.close()
+
+    uvloop.run(main())
+
+
+@pytest.mark.parametrize("workers, handles", [("1", 4), ("16", 2), ("64", 1)])
+def test_libuv_takes_a_connection_a_turn_through_each_of_several_handles(workers, handles):
+    """Each listening socket is watched through several descriptors, so that libuv takes
+    that many connections a loop turn (fewer when other workers share the queue)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        settings = Settings.load(environ={"FASTGW_WORKERS": workers})
+        gateway = Gateway(settings, snapshot_factory(settings))
+        gateway.accept_batch = 0  # libuv's accepts only
+        turn = 0
+        turns = []  # the loop turn in which libuv accepted each connection
+
+        def next_turn():
+            nonlocal turn
+            turn += 1
+            loop.call_soon(next_turn)  # runs once a turn
+
+        factory = gateway._accepted
+
+        def accepted():
+            turns.append(turn)
+            return factory()
+
+        gateway._accepted = accepted
+        listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        await gateway.start([listener])
+        clients = [socket.create_connection(listener.getsockname()) for _ in range(40)]
+        try:
+            next_turn()
+            while len(turns) < 40:
+                await asyncio.sleep(0)
+            assert list(Counter(turns).values()) == [handles] * (40 // handles)
+        finally:
+            await gateway.shutdown(0)
+            for c in clients:
+                c.close()
 
     uvloop.run(main())
