@@ -188,8 +188,9 @@ class TLSListener:
     """Accepts from one HTTPS listening socket shared with the other workers.
 
     The socket is watched for readability (as libuv watches a plain one); each turn
-    takes up to `accept_batch` connections, the same share a plain listener's turn
-    takes. `close` stops accepting, as `asyncio.Server.close` does.
+    takes up to `accept_batch` connections, as a plain listener does after a long turn
+    (server.ACCEPT_BATCH): a handshake costs far more than the accept. `close` stops
+    accepting, as `asyncio.Server.close` does.
     """
 
     def __init__(self, terminator: TLSTerminator, sock: socket.socket,
