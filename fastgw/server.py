@@ -56,8 +56,9 @@ FOLD_BUSY = 5000
 # The batch is divided by twice the number of workers sharing the queue, so that one worker
 # does not take a whole burst, and there are never more handles than that. A connection
 # wakes every handle, so more handles cost more when clients come one at a time (CPU per
-# request against one handle and a batch at every accept: 4 handles, +3 % with one client
-# at a time, -9 to -14 % with 10 to 50; 8 handles, +18 % with one).
+# request against one handle and a batch at every accept, a new connection for every
+# request: 4 handles, within noise with one client at a time, -12 to -18 % with 10 to 50;
+# 8 handles: 14 % more than 4 with one client, the same with 50).
 ACCEPT_BATCH = 64
 LISTEN_HANDLES = 4
 LONG_TURN = 0.0015  # seconds: the loop's clock moves by whole milliseconds, so 2 ms or more
