@@ -493,7 +493,7 @@ class Exchange:
             self.conn.spoil()
         client = self.client
         keep = client.keeps_open(self)
-        client.transport.writelines((
+        client.writelines((
             forwarded, (_END_KEEP if self.http11 else _END_KEEP_10) if keep else _END_CLOSE,
             body))
         now = client.loop.time()
@@ -694,7 +694,7 @@ class SlowResponse:
             self.close = True  # garbage after a whole response: finish, do not reuse
         out = self.out
         if out:  # one write (one gather syscall) for the head and body parsed just now
-            ex.client.transport.writelines(out)
+            ex.client.writelines(out)
             ex.bytes_out += sum(map(len, out))
             out.clear()
         if self.done:

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -144,6 +145,48 @@ def test_https_request_is_proxied_with_x_forwarded_proto_https(tls_gw):
     assert json.loads(body)["target"] == "/echo"
     status, _, plain = tls_gw.request("GET", "/echo")
     assert status == 200 and forwarded_proto(plain) == ["http"]
+
+
+def _whole(answer: bytes) -> bool:
+    """Whether `answer` holds a response head and the whole body its Content-Length gives."""
+    head, end, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    return bool(end) and length is not None and len(body) >= int(length.group(1))
+
+
+def test_an_answer_read_in_one_piece_goes_out_in_one_tls_record(tls_gw):
+    """Its head and body are written at once: uvloop's TLS transport would make a record of
+    each part (three for a small answer)."""
+    context = client_context(tls_gw, ssl.TLSVersion.TLSv1_2)  # 1.3 sends tickets as records
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with socket.create_connection(("127.0.0.1", tls_gw.tls_port), timeout=10) as raw:
+        while True:
+            try:
+                tls_client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        tls_client.write(b"GET /json HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        raw.sendall(outgoing.read())
+        received, answer = b"", b""
+        while not _whole(answer):
+            data = raw.recv(65536)
+            assert data, "the connection closed before the whole answer"
+            received += data
+            incoming.write(data)
+            try:
+                while True:  # a read gives one record's plaintext
+                    answer += tls_client.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    records = []  # (content type, length) of each record, from the 5-byte record headers
+    while received:
+        records.append((received[0], int.from_bytes(received[3:5], "big")))
+        received = received[5 + records[-1][1]:]
+    assert [kind for kind, _ in records] == [23]  # application data, once
 
 
 def test_bodies_stream_both_ways_over_tls_on_one_connection(tls_gw):
