@@ -129,6 +129,7 @@ class Gateway:
         now = self.loop.time()
         if now - self._last_accept >= LONG_TURN:
             self.accept_waiting()
+            now = self.loop.time()  # uvloop's clock is read anew, and a batch takes time
         self._last_accept = now
         return ClientConnection(self)
 
