@@ -279,11 +279,10 @@ class Exchange:
     def request_body(self, chunk: bytes) -> None:
         state = self.state
         if state == SENDING or state == RESPONDING:
-            transport = self.conn.transport
             if self.framing is CHUNKED_FRAMING:
-                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                self.conn.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
             else:
-                transport.write(chunk)
+                self.conn.transport.write(chunk)
             return
         if self.response is not None or state == DONE:
             return  # answered already; the body is not needed
@@ -460,7 +459,7 @@ class Exchange:
             chunks = rare.body
             if self.framing is CHUNKED_FRAMING:
                 chunks = [p for c in chunks for p in (b"%x\r\n" % len(c), c, b"\r\n")]
-            transport.writelines([b"".join(parts), *chunks])
+            self.conn.writelines([b"".join(parts), *chunks])
             rare.body = []
             client.resume_reading(client.BODY_BUFFER)
         else:

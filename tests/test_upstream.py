@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import collections
 import datetime
+import hashlib
 import ipaddress
 import json
 import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 import types
 
@@ -157,6 +159,75 @@ def test_https_upstream_verified_against_a_ca_file(tmp_path, gateway_factory):
         assert status == 200 and seen(body)["target"] == "/tls"
         assert gw.request("GET", "/tls", host="u.test")[0] == 502  # self-signed, verify on
         assert gw.request("GET", "/tls", host="n.test")[0] == 200
+    finally:
+        up.stop()
+
+
+class RecordCounter:
+    """A TCP relay in front of a TLS server, for one connection, that keeps the content type
+    of each TLS record sent to the server."""
+
+    def __init__(self, server_port: int):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.server_port = server_port
+        self.records: list[int] = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with self.listener:
+            client, _ = self.listener.accept()
+        server = socket.create_connection(("127.0.0.1", self.server_port))
+        threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+        self._pipe(client, server, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+        pending = b""
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                pending += data if count else b""
+                while len(pending) >= 5 and len(pending) >= 5 + (
+                        size := int.from_bytes(pending[3:5], "big")):
+                    with self.changed:
+                        self.records.append(pending[0])
+                        self.changed.notify_all()
+                    pending = pending[5 + size:]
+        except OSError:
+            pass
+        finally:
+            source.close()
+            sink.close()
+
+    def wait_for(self, kind: int, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.records.count(kind) >= count, timeout=5)
+
+
+def test_a_chunk_relayed_to_an_https_upstream_goes_in_one_tls_record(tmp_path,
+                                                                      gateway_factory):
+    """Re-chunked towards the upstream, a chunk's size line, data and CRLF are written at
+    once: uvloop's TLS transport would make a record of each."""
+    ctx, _ = _self_signed(tmp_path)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # where only application data is type 23
+    up = UpstreamServer(ssl_context=ctx).start()
+    relay = RecordCounter(int(up.url.rsplit(":", 1)[1]))
+    try:
+        gw = gateway_factory({"services": [service(
+            f"https://127.0.0.1:{relay.port}", [{"name": "a", "paths": ["/*"]}],
+            upstream={"tls": {"verify": False}})]})
+        with gw.raw() as c:
+            c.send(b"POST /body HTTP/1.1\r\nHost: api.test\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n")
+            relay.wait_for(23, 1)  # the head
+            c.send(b"5\r\nhello\r\n")
+            relay.wait_for(23, 2)  # the chunk
+            c.send(b"0\r\n\r\n")
+            status, _, body = c.response()
+        assert status == 200 and seen(body)["size"] == 5
+        assert seen(body)["sha256"] == hashlib.sha256(b"hello").hexdigest()
+        assert relay.records.count(23) == 3  # the head, the chunk, the last chunk
     finally:
         up.stop()
 
