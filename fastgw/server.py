@@ -94,7 +94,7 @@ class Gateway:
                              else max(1, ACCEPT_BATCH // (2 * settings.workers)))
         self.listen_handles = min(LISTEN_HANDLES, self.accept_batch)
         self._accepting: set[asyncio.Task] = set()
-        self._last_accept = -LONG_TURN  # the loop's clock when libuv last accepted
+        self._last_accept = -LONG_TURN  # the loop's clock after libuv's last accept (and batch)
         # the fewest ticks without progress after which a connection may time out (tick)
         shortest = min(settings.header_timeout, settings.keepalive_timeout)
         self._quiet = next(n for n in count(1) if (n - 1) * TICK >= shortest)

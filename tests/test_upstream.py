@@ -169,6 +169,7 @@ class RecordCounter:
 
     def __init__(self, server_port: int):
         self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)  # no thread left waiting if the gateway never connects
         self.port = self.listener.getsockname()[1]
         self.server_port = server_port
         self.records: list[int] = []
