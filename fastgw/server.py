@@ -100,9 +100,11 @@ class Gateway:
         self._quiet = next(n for n in count(1) if (n - 1) * TICK >= shortest)
 
     def apply(self, conf: dict, revision: int) -> Snapshot:
-        """Compile `conf` and put it in force; in-flight requests keep the old one."""
+        """Compile `conf` and put it in force; in-flight requests keep the old one. If it
+        fails to compile, the exception propagates and nothing has changed."""
         old = self.snapshot
         new = self._snapshot_factory(conf, revision, self.pools, old)
+        new.configure_pools()
         self.stats.bind(new.router.routes)
         self.snapshot = new
         if old is not None:

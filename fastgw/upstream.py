@@ -415,8 +415,6 @@ class Upstream:
         self.nodes = [Node(n["host"], n["port"], n["weight"],
                            pools.pool(scheme, n["host"], n["port"], conf["tls"]), default_port)
                       for n in specs]
-        for node in self.nodes:
-            node.pool.configure(conf["keepalive_pool"], conf["max_connections"])
         pass_host = conf["pass_host"]
         for node in self.nodes:
             if pass_host == "node":

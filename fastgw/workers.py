@@ -14,7 +14,8 @@ master -> worker `{"revision": N, "config": {...}}`, and with HTTPS listeners
 and after each SIGHUP that brought a good one), and `{"jwks": URL, "keys": [...] | null,
 "generation": N, "cooldown": S}` (a key set's keys, after each fetch: see jwks.py);
 worker -> master `{"ready": N}` once serving, `{"applied": N}` after each later
-configuration, `{"tls": N}` after each later pair, and `{"jwks_refetch": URL}` (a token's
+configuration (`{"applied": N, "failed": true}` if it could not compile it: it keeps the one
+it had), `{"tls": N}` after each later pair, and `{"jwks_refetch": URL}` (a token's
 kid is not in that set). The master reports a change as in force only when every worker
 has applied it.
 Revocation entries travel the same way (revocation_store.py): `{"revocations": {...},
@@ -183,6 +184,9 @@ class WorkerHandle:
                 continue
             if "tls" in report:
                 self.tls_applied = report["tls"]
+            if "failed" in report:
+                log.error("worker %d could not compile revision %d (its log says why) and "
+                          "keeps the configuration it had", self.pid, report["applied"])
             self.applied = report.get("ready") or report.get("applied") or self.applied
             self.changed.set()
         for waiter in self.stats_waiters:
@@ -447,10 +451,16 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
 
     async def follow_master() -> None:
         while line := await reader.readline():
+            failed = False
             with gc_paused():
                 message = orjson.loads(line)
                 if "config" in message:
-                    gateway.apply(message["config"], message["revision"])
+                    try:
+                        gateway.apply(message["config"], message["revision"])
+                    except Exception:  # a fault of fastgw's or a plugin's, not the user's
+                        failed = True
+                        log.exception("revision %d could not be compiled; revision %d stays "
+                                      "in force", message["revision"], gateway.snapshot.revision)
             if "revocations" in message:
                 revocation.apply(message["revocations"])
                 _report(revocations=message["generation"])
@@ -461,6 +471,8 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
             elif "tls" in message:
                 if terminator.replace(tls.CertificatePair.from_message(message["tls"])):
                     _report(tls=message["generation"])
+            elif failed:
+                _report(applied=message["revision"], failed=True)
             else:
                 _report(applied=message["revision"])
         stop.set()  # the master is gone

@@ -1,4 +1,5 @@
-"""A plugin whose access step raises: how the tests provoke an exception on the request path.
+"""A plugin whose access step raises: how the tests provoke an exception on the request path;
+with `at_build: true`, its build raises instead (a configuration that cannot be compiled).
 
 Registered only in gateways started with `Gateway(..., plugins=["faulty_plugin"])`
 (see tests/plugin_boot/sitecustomize.py); fastgw itself has no switch for it.
@@ -6,12 +7,13 @@ Registered only in gateways started with `Gateway(..., plugins=["faulty_plugin"]
 
 from __future__ import annotations
 
-from fastgw.config.types import Obj
+from fastgw.config.types import Bool, Field, Obj
 
 NAME = "explode"
 PRIORITY = 0
-SCHEMA = Obj({})
+SCHEMA = Obj({"at_build": Field(Bool(), default=False)})
 MESSAGE = "the explode plugin failed on purpose"
+BUILD_MESSAGE = "the explode plugin could not be built, on purpose"
 
 
 def cross_check(conf: dict, usernames: set[str]):
@@ -26,4 +28,6 @@ class Explode:
 
 
 def build(conf: dict, snapshot) -> Explode:
+    if conf["at_build"]:
+        raise RuntimeError(BUILD_MESSAGE)
     return Explode()

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from conftest import free_port, service
+from faulty_plugin import BUILD_MESSAGE
 from fastgw.config import ConfigError
 from fastgw.config.schema import validate
 from upstream import UpstreamServer
@@ -347,6 +348,37 @@ def test_connection_released_into_a_pruned_pool_is_closed(upstream, own_upstream
     own_upstream.release("1")
     assert first.response()[0] == 200  # the exchange in flight finishes on its connection
     assert own_upstream.wait_until(lambda: own_upstream.closed == 1)  # and then it is closed
+
+
+def test_a_configuration_that_fails_to_compile_leaves_the_pools_as_they_were(
+        upstream, gateway_factory):
+    def config(size: int, broken: bool) -> dict:
+        routes = [{"name": "a", "paths": ["/*"]}]
+        if broken:  # its plugin raises while the worker compiles the configuration
+            routes.append({"name": "b", "paths": ["/b"],
+                           "plugins": {"explode": {"at_build": True}}})
+        return {"services": [service(upstream.url, routes,
+                                     upstream={"keepalive_pool": {"size": size}})]}
+
+    def upstream_connection_header() -> str | None:
+        status, _, body = gw.request("GET", "/p", host="a")
+        assert status == 200
+        return dict(seen(body)["headers"]).get("connection")
+
+    gw = gateway_factory(config(320, False), plugins=("faulty_plugin",))
+    assert upstream_connection_header() is None  # kept alive
+    start = len(gw.log)
+    gw.write_config(config(0, True))  # size 0 would send "connection: close" upstream
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_log("could not compile revision 2", start=start)
+    assert any(BUILD_MESSAGE in line for line in gw.log[start:]), "".join(gw.log[start:])
+    assert upstream_connection_header() is None  # the pool kept its settings
+    assert gw.request("GET", "/b", host="a")[0] == 200  # and the routes are the old ones
+    start = len(gw.log)
+    gw.write_config(config(0, False))
+    gw.signal(signal.SIGHUP)
+    gw.wait_for_log("configuration reloaded", start=start)
+    assert upstream_connection_header() == "close"  # the worker still takes configurations
 
 
 def test_reload_raising_the_limit_lets_those_waiting_in(upstream, own_upstream,

@@ -22,10 +22,14 @@ class Snapshot:
                 conf["consumers"], previous.credentials.get(kind) if previous else None)
             for kind, module in CREDENTIAL_TYPES.items()}
         entries = []
-        self.pools_in_use = set()
+        # each pool's settings, put in force by configure_pools once this snapshot is whole
+        # (the schema has checked that the services sharing a node agree on them)
+        self._pool_settings = {}
         for service in conf["services"]:
             upstream = Upstream(service["upstream"], pools)
-            self.pools_in_use.update(node.pool for node in upstream.nodes)
+            settings = (service["upstream"]["keepalive_pool"],
+                        service["upstream"]["max_connections"])
+            self._pool_settings.update((node.pool, settings) for node in upstream.nodes)
             prefix = service["path_prefix"].rstrip("/")
             strip = len(prefix) if service["strip_path_prefix"] else 0
             for route_conf in service["routes"]:
@@ -39,6 +43,13 @@ class Snapshot:
         self.router = RouteTable.build(entries)
         self.routes = self.router.memo  # what requests seen before resolve to
         self.resolve = self.router.resolve
+        self.pools_in_use = set(self._pool_settings)
+
+    def configure_pools(self) -> None:
+        """Give the pools this snapshot uses its settings: only once it was built whole, so
+        that a configuration that fails to compile leaves the pools as they were."""
+        for pool, (keepalive_pool, max_connections) in self._pool_settings.items():
+            pool.configure(keepalive_pool, max_connections)
 
     def retire(self, older: "Snapshot") -> None:
         """Called once this snapshot replaced `older`: void what no longer exists."""
