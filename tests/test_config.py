@@ -28,6 +28,19 @@ def errors_of(conf) -> list[str]:
     return [f"{path}: {msg}" for path, msg in info.value.errors]
 
 
+# SPEC 3: "url: scheme://host[:port][/base-path] — or: nodes: [...] with scheme: http|https".
+def test_with_url_the_scheme_is_the_urls():
+    def scheme(upstream: dict) -> str:
+        return validate({"services": [svc(upstream=upstream)]})["services"][0]["upstream"][
+            "scheme"]
+
+    assert scheme({"url": "https://a"}) == "https"  # what GET /admin/services shows
+    assert scheme({"url": "HTTPS://a", "scheme": "http"}) == "https"  # "http", the default
+    assert scheme({"url": "http://a"}) == "http"
+    assert scheme({"nodes": [{"host": "a", "port": 1}], "scheme": "https"}) == "https"
+    assert scheme({"nodes": [{"host": "a", "port": 1}]}) == "http"
+
+
 def test_minimal_configuration_gets_defaults():
     conf = validate({"services": [svc()]})
     s = conf["services"][0]
@@ -56,6 +69,9 @@ def test_minimal_configuration_gets_defaults():
     ({"services": [svc(upstream={"url": "http://x:99999"})]},
      "services[0].upstream.url: is not a valid URL: Port out of range 0-65535"),
     ({"services": [svc(upstream={})]}, "services[0].upstream: needs exactly one of url or nodes"),
+    ({"services": [svc(upstream={"url": "http://a", "scheme": "https"})]},
+     "services[0].upstream.scheme: is https, but url starts with http://: with url, the "
+     "scheme is the url's"),
     ({"services": [svc(upstream={"nodes": [{"host": "a", "port": 0}]})]},
      "services[0].upstream.nodes[0].port: must be at least 1"),
     ({"services": [svc(upstream={"url": "http://a", "pass_host": "rewrite"})]},

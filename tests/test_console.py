@@ -441,6 +441,23 @@ def test_opening_and_saving_unchanged_changes_nothing(gateway, console, upstream
     assert_only_its_own_host(c, gw)
 
 
+def test_a_service_moved_from_https_nodes_to_an_http_url_goes_to_the_url(gateway, console,
+                                                                          upstream):
+    gw = gateway({"services": [{"name": "moved", "upstream": {
+        "nodes": [{"host": "127.0.0.1", "port": 1}], "scheme": "https"},
+        "routes": [{"name": "all", "paths": ["/*"]}]}]})
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("link", name="moved", exact=True).click()
+    page.get_by_role("radio", name="URL", exact=True).check()
+    page.get_by_label("Upstream URL").fill(upstream.url)
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Service saved.")
+    up = admin(gw, "GET", "/admin/services/moved")[1]["upstream"]
+    assert (up["url"], up["nodes"], up["scheme"]) == (upstream.url, None, "http")
+    assert gw.request("GET", "/x")[0] == 200
+
+
 # ---------------------------------------------------------------- errors at their fields
 
 def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):

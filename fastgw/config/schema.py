@@ -56,6 +56,15 @@ def _upstream_url(value: str) -> str | None:
 def _upstream_whole(up: dict, path: str, errors: Errors) -> None:
     if (up["url"] is None) == (up["nodes"] is None):
         errors.append((path, "needs exactly one of url or nodes"))
+    elif up["url"] is not None:
+        # the url's scheme is the scheme; `scheme` (for nodes) is written as it says. It
+        # could not tell https meant for TLS from http, so it is refused rather than lost;
+        # "http" is its default, which configurations stored with an https url carry.
+        scheme = up["url"].partition(":")[0].lower()
+        if up["scheme"] == "https" and scheme == "http":
+            errors.append((join(path, "scheme"), "is https, but url starts with http://: "
+                           "with url, the scheme is the url's"))
+        up["scheme"] = scheme
     if up["nodes"] is not None and not any(n["weight"] > 0 for n in up["nodes"]):
         errors.append((join(path, "nodes"), "needs a node with weight > 0"))
     if up["pass_host"] == "rewrite" and not up["upstream_host"]:

@@ -117,8 +117,8 @@ export async function serviceView(main, go, name) {
         service.upstream = service.upstream ?? {};
         if (urlRadio.checked) service.upstream.nodes = null;
         else service.upstream.url = null;
-        if (isNew && urlRadio.checked) delete service.upstream.scheme;
       }
+      if (urlRadio.checked) delete service.upstream?.scheme; // the url's scheme is the scheme
     } catch (error) {
       if (error instanceof FieldError) return form.showError(error);
       throw error;
