@@ -11,7 +11,7 @@ workers; a worker's check ignores an expired entry anyway, so a worker never pay
 expiry on a request.
 
 Two stores. `FileStore`: the file FASTGW_REVOCATIONS, rewritten whole and atomically
-(temp file, fsync, rename) on each change. `EtcdStore`: `{prefix}/revocations/{id}`, each
+(temp file, fsync, rename) on each change, and read again on SIGHUP. `EtcdStore`: `{prefix}/revocations/{id}`, each
 key on its own etcd lease that ends at the entry's `expires`, so etcd deletes it itself;
 the configuration's watch (config/etcd.py) hands the keys under that folder to `absorb`,
 which is how a revocation made on one node reaches the others, and how a compaction's
@@ -97,19 +97,30 @@ class Revocations:
     def load(self, raw_entries, where: str) -> None:
         """Entries read at start (a file, an etcd snapshot); expired ones are dropped and
         bad ones are an error naming them."""
-        now = time.time()
-        if not isinstance(raw_entries, list):
-            raise EntryError("revocations", "must be a list")
-        entries = []
-        for nth, raw in enumerate(raw_entries):
-            try:
-                entry = revocation.parse_stored(raw, now)
-            except EntryError as exc:
-                raise EntryError(f"revocations[{nth}].{exc.path}", exc.message) from None
-            if entry is not None:
-                entries.append(entry)
+        entries = _parsed(raw_entries)
         self._change(entries, [])
         log.info("%d revocation entries from %s", len(entries), where)
+
+    async def reread(self) -> None:
+        """SIGHUP: the entries made what the store holds (the file: edited by hand, or put
+        there by a deployment); an unusable file leaves the entries in force."""
+        async with self._lock:  # never between a change and its write
+            try:
+                raw_entries = self.store.reread()
+                if raw_entries is None:  # etcd: its watch keeps them current
+                    return
+                entries = {entry["id"]: entry for entry in _parsed(raw_entries)}
+            except (StartError, EntryError) as exc:
+                log.error("revocation entries not re-read from %s, those in force stay: %s",
+                          self.store.where, exc)
+                return
+            add = [entry for entry_id, entry in entries.items()
+                   if self.entries.get(entry_id) != entry]
+            remove = [entry_id for entry_id in self.entries if entry_id not in entries]
+            generation = self._change(add, remove)
+        await self._in_force(generation)
+        log.info("%d revocation entries re-read from %s (%d new or changed, %d gone)",
+                 len(entries), self.store.where, len(add), len(remove))
 
     async def _prune_forever(self) -> None:
         while True:
@@ -200,6 +211,22 @@ class Revocations:
         return _error(405, "method not allowed")  # /admin/revocations[/{id}] exist
 
 
+def _parsed(raw_entries) -> list[dict]:
+    """Entries as stored, validated; expired ones dropped; EntryError naming a bad one."""
+    now = time.time()
+    if not isinstance(raw_entries, list):
+        raise EntryError("revocations", "must be a list")
+    entries = []
+    for nth, raw in enumerate(raw_entries):
+        try:
+            entry = revocation.parse_stored(raw, now)
+        except EntryError as exc:
+            raise EntryError(f"revocations[{nth}].{exc.path}", exc.message) from None
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
 # ---------------------------------------------------------------- the file
 
 class FileStore:
@@ -212,19 +239,24 @@ class FileStore:
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
         try:
+            self.revocations.load(self.reread(), self.path)
+        except EntryError as exc:
+            raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
+
+    def reread(self) -> list:
+        """The entries in the file as stored ([] when there is none); StartError when it
+        cannot be read, EntryError when it holds no list of entries."""
+        try:
             with open(self.path, "rb") as f:
                 saved = orjson.loads(f.read())
         except FileNotFoundError:
-            return
+            return []
         except (OSError, orjson.JSONDecodeError) as exc:
             raise StartError(f"FASTGW_REVOCATIONS: cannot read {self.path}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
-        try:
-            if not isinstance(saved, dict):
-                raise EntryError("(top level)", "must be an object with a list `revocations`")
-            self.revocations.load(saved.get("revocations", []), self.path)
-        except EntryError as exc:
-            raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
+        if not isinstance(saved, dict):
+            raise EntryError("(top level)", "must be an object with a list `revocations`")
+        return saved.get("revocations", [])
 
     async def _save(self, entries: list[dict]) -> None:
         data = orjson.dumps({"revocations": entries})
@@ -326,6 +358,10 @@ class EtcdStore:
         remove = [i for i in remove if i in self.revocations.entries]
         self.revocations.absorb(add, remove)
         return bool(add or remove)
+
+    def reread(self) -> None:
+        """Nothing to read again: the watch keeps the entries current (absorb)."""
+        return None
 
     def start(self) -> None:
         """Entries come with the configuration's first read (or its snapshot)."""

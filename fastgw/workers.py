@@ -371,9 +371,11 @@ class Master:
         return 200, CONTENT_TYPE_LATEST.encode(), text
 
     async def reload(self) -> None:
-        """SIGHUP: read the source again; a bad file leaves the running configuration."""
+        """SIGHUP: read the source again; a bad file leaves the running configuration. The
+        revocations file and the certificate pair are read again too."""
         if self.tls_pair is not None:
             await self.reload_tls()
+        await self.revocations.reread()
         conf = await self.source.reload()
         if conf is not None:
             await self.apply(conf)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -295,6 +296,35 @@ def test_an_expired_entry_in_the_file_is_dropped_at_start(config, gateway_factor
     gw = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
     assert [e["id"] for e in admin(gw, "GET", "/admin/revocations")[1]] == ["live"]
     assert status_of(gw, token(jti="a")) == 200 and status_of(gw, token(jti="b")) == 401
+
+
+def test_sighup_reads_the_file_again_and_a_bad_one_keeps_the_entries(config, gateway_factory,
+                                                                     tmp_path):
+    path = tmp_path / "revocations.json"
+    now = time.time()
+
+    def entry(entry_id: str, jti: str) -> dict:
+        return {"id": entry_id, "jti": jti, "expires": now + 500, "created": now}
+
+    path.write_text(json.dumps({"revocations": [entry("first", "a")]}))
+    gw = with_ports(gateway_factory(config, env=admin_env(FASTGW_WORKERS="2",
+                                                          FASTGW_REVOCATIONS=str(path))))
+    assert status_of(gw, token(jti="a")) == 401 and status_of(gw, token(jti="b")) == 200
+    path.write_text(json.dumps({"revocations": [entry("second", "b")]}))  # as a deployment
+    start = len(gw.log)
+    gw.signal(signal.SIGHUP)
+    line = gw.wait_for_log("revocation entries re-read from", start=start)
+    assert "1 revocation entries re-read from" in line and "(1 new or changed, 1 gone)" in line
+    # in force in both workers before the line: every connection is answered alike
+    assert {status_of(gw, token(jti="a")) for _ in range(8)} == {200}
+    assert {status_of(gw, token(jti="b")) for _ in range(8)} == {401}
+    assert [e["id"] for e in admin(gw, "GET", "/admin/revocations")[1]] == ["second"]
+    path.write_text('{"revocations": [{"id": "x", "jti": 5}]}')
+    start = len(gw.log)
+    gw.signal(signal.SIGHUP)
+    line = gw.wait_for_log("revocation entries not re-read from", start=start)
+    assert "revocations[0].jti: must be a non-empty string" in line
+    assert status_of(gw, token(jti="b")) == 401  # the entries in force stay
 
 
 # ---------------------------------------------------------------- the CLI
