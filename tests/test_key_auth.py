@@ -257,20 +257,10 @@ def test_routes_run_plugins_by_priority_whatever_their_order():
 
 def test_credential_id_defaults_never_derive_from_the_key():
     conf = validate({"consumers": [{"username": "jack", "credentials": [
-        {"id": "mine", "type": "key-auth", "key": "k3"}, {"key": "jwt-key", "secret": SECRET},
-        {"type": "key-auth", "key": API_KEY}]}]})
-    assert [c["id"] for c in conf["consumers"][0]["credentials"]] == [
-        "mine", "jwt-key", "jack-key-auth"]
-
-
-def test_a_second_key_without_an_id_is_an_error_at_its_id():
-    # an id by position ("jack-key-auth-2") would pass to the next key when one before it
-    # is removed: the upstream's X-Credential-Identifier and the admin API's id with it
-    assert errors_of({"consumers": [{"username": "jack", "credentials": [
         {"type": "key-auth", "key": API_KEY}, {"key": "jwt-key", "secret": SECRET},
-        {"type": "key-auth", "key": OTHER_KEY}]}]}) == [
-        "consumers[0].credentials[2].id: is required: only one key-auth credential of a "
-        "consumer gets a default id, and this one would get it by position"]
+        {"type": "key-auth", "key": OTHER_KEY}, {"id": "mine", "type": "key-auth", "key": "k3"}]}]})
+    assert [c["id"] for c in conf["consumers"][0]["credentials"]] == [
+        "jack-key-auth", "jwt-key", "jack-key-auth-2", "mine"]
 
 
 def test_keys_are_indexed_by_a_keyed_hash_and_unchanged_credentials_kept():

@@ -170,13 +170,8 @@ def credential_ids(username, credentials: list) -> list:
 
 
 def _credential_ids(consumer: dict, path: str, errors: Errors) -> None:
-    creds = consumer["credentials"]
-    for ki, (cred, cred_id) in enumerate(zip(creds, credential_ids(consumer["username"],
-                                                                    creds))):
-        if cred_id is None:
-            errors.append((join(join(join(path, "credentials"), ki), "id"),
-                           f"is required: only one {cred['type']} credential of a consumer "
-                           f"gets a default id, and this one would get it by position"))
+    for cred, cred_id in zip(consumer["credentials"],
+                             credential_ids(consumer["username"], consumer["credentials"])):
         cred["id"] = cred_id
 
 

@@ -28,8 +28,7 @@ And may declare:
   counter name (without `_total`) -> (help, a function of the state giving its value).
 - A credential type, `CREDENTIAL_TYPE` (a consumer credential's `type`) with
   `CREDENTIAL_SCHEMA`; `SECRET_FIELDS`, what the admin API masks; `default_id(username,
-  cred, nth)`, the id of the consumer's nth credential of the type when it names none
-  (None: that one must name its id);
+  cred, nth)`, the id of the consumer's nth credential of the type when it names none;
   `generate_secret(cred)`, filling in a missing secret of an unvalidated credential and
   naming the field, or None; `index_credentials(consumers, previous)`, its credentials
   compiled per configuration (`snapshot.credentials[CREDENTIAL_TYPE]`), unchanged ones keeping

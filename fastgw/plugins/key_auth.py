@@ -54,12 +54,10 @@ CREDENTIAL_SCHEMA = Obj({
 })
 
 
-def default_id(username: str, cred: dict, nth: int) -> str | None:
+def default_id(username: str, cred: dict, nth: int) -> str:
     """Never derived from the key, which is a secret and would reach the upstream as
-    X-Credential-Identifier: the consumer's name, for its first key without an id. A
-    second has none (its id is required): numbered by position, it would pass to another
-    key when one before it is removed."""
-    return f"{username}-key-auth" if nth == 1 else None
+    X-Credential-Identifier: the consumer's name, numbered from its second key on."""
+    return f"{username}-key-auth" + (f"-{nth}" if nth > 1 else "")
 
 
 def generate_secret(cred: dict) -> str | None:
