@@ -11,12 +11,12 @@ workers; a worker's check ignores an expired entry anyway, so a worker never pay
 expiry on a request.
 
 Two stores. `FileStore`: the file FASTGW_REVOCATIONS, rewritten whole and atomically
-(temp file, fsync, rename) on each change, and read again on SIGHUP. `EtcdStore`: `{prefix}/revocations/{id}`, each
-key on its own etcd lease that ends at the entry's `expires`, so etcd deletes it itself;
-the configuration's watch (config/etcd.py) hands the keys under that folder to `absorb`,
-which is how a revocation made on one node reaches the others, and how a compaction's
-full read puts them right. While etcd is lost a node keeps the entries it has (and its
-etcd snapshot file holds them for a start without etcd).
+(temp file, fsync, rename) on each change, and read again on SIGHUP. `EtcdStore`:
+`{prefix}/revocations/{id}`, each key on its own etcd lease that ends at the entry's
+`expires`, so etcd deletes it itself; the configuration's watch (config/etcd.py) hands
+the keys under that folder to `absorb`, which is how a revocation made on one node reaches
+the others, and how a compaction's full read puts them right. While etcd is lost a node
+keeps the entries it has (and its etcd snapshot file holds them for a start without etcd).
 """
 
 from __future__ import annotations
@@ -106,9 +106,13 @@ class Revocations:
         there by a deployment); an unusable file leaves the entries in force."""
         async with self._lock:  # never between a change and its write
             try:
-                raw_entries = self.store.reread()
+                raw_entries = await asyncio.to_thread(self.store.reread)
                 if raw_entries is None:  # etcd: its watch keeps them current
                     return
+                for raw in raw_entries:  # one written by hand keeps the expiry it was given
+                    if isinstance(raw, dict) and "expires" not in raw and raw.get("id") in (
+                            self.entries):
+                        raw["expires"] = self.entries[raw["id"]]["expires"]
                 entries = {entry["id"]: entry for entry in _parsed(raw_entries)}
             except (StartError, EntryError) as exc:
                 log.error("revocation entries not re-read from %s, those in force stay: %s",
@@ -239,22 +243,29 @@ class FileStore:
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
         try:
-            self.revocations.load(self.reread(), self.path)
+            self.revocations.load(self._read(missing=[]), self.path)
         except EntryError as exc:
             raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
 
     def reread(self) -> list:
-        """The entries in the file as stored ([] when there is none); StartError when it
-        cannot be read, EntryError when it holds no list of entries."""
+        """The entries in the file as stored, for SIGHUP. A file gone or without its list
+        is an error, never "no entries": revoked tokens are not let in by accident."""
+        return self._read(missing=None)
+
+    def _read(self, missing: list | None) -> list:
+        """The file's entries as stored; `missing` when there is no file (None: an error).
+        StartError when it cannot be read, EntryError when it holds no list of entries."""
         try:
             with open(self.path, "rb") as f:
                 saved = orjson.loads(f.read())
         except FileNotFoundError:
-            return []
+            if missing is None:
+                raise StartError(f"FASTGW_REVOCATIONS: there is no {self.path}") from None
+            return missing
         except (OSError, orjson.JSONDecodeError) as exc:
             raise StartError(f"FASTGW_REVOCATIONS: cannot read {self.path}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
-        if not isinstance(saved, dict):
+        if not isinstance(saved, dict) or (missing is None and "revocations" not in saved):
             raise EntryError("(top level)", "must be an object with a list `revocations`")
         return saved.get("revocations", [])
 

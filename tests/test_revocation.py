@@ -319,12 +319,37 @@ def test_sighup_reads_the_file_again_and_a_bad_one_keeps_the_entries(config, gat
     assert {status_of(gw, token(jti="a")) for _ in range(8)} == {200}
     assert {status_of(gw, token(jti="b")) for _ in range(8)} == {401}
     assert [e["id"] for e in admin(gw, "GET", "/admin/revocations")[1]] == ["second"]
-    path.write_text('{"revocations": [{"id": "x", "jti": 5}]}')
-    start = len(gw.log)
-    gw.signal(signal.SIGHUP)
-    line = gw.wait_for_log("revocation entries not re-read from", start=start)
-    assert "revocations[0].jti: must be a non-empty string" in line
-    assert status_of(gw, token(jti="b")) == 401  # the entries in force stay
+    # a file that cannot be used keeps the entries in force; so do a file gone and one
+    # without its list, which are never read as "no entries"
+    moved = tmp_path / "moved.json"
+    for bad, expected in (('{"revocations": [{"id": "x", "jti": 5}]}',
+                           "revocations[0].jti: must be a non-empty string"),
+                          ("{}", "must be an object with a list `revocations`"),
+                          (None, f"there is no {path}")):
+        if bad is None:
+            path.rename(moved)
+        else:
+            path.write_text(bad)
+        start = len(gw.log)
+        gw.signal(signal.SIGHUP)
+        line = gw.wait_for_log("revocation entries not re-read from", start=start)
+        assert expected in line, line
+        assert status_of(gw, token(jti="b")) == 401
+        assert [e["id"] for e in admin(gw, "GET", "/admin/revocations")[1]] == ["second"]
+    # an entry written by hand without `expires` gets its 30 days once, not at every SIGHUP
+    moved.write_text(json.dumps({"revocations": [{"id": "hand", "jti": "c"}]}))
+    moved.rename(path)
+    for _ in range(2):
+        start = len(gw.log)
+        gw.signal(signal.SIGHUP)
+        line = gw.wait_for_log("revocation entries re-read from", start=start)
+        [listed] = admin(gw, "GET", "/admin/revocations")[1]
+        if _ == 0:
+            assert "(1 new or changed, 1 gone)" in line and listed["id"] == "hand"
+            expires = listed["expires"]
+        else:
+            assert "(0 new or changed, 0 gone)" in line and listed["expires"] == expires
+    assert status_of(gw, token(jti="c")) == 401
 
 
 # ---------------------------------------------------------------- the CLI
