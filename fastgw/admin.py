@@ -19,7 +19,7 @@ import orjson
 
 from . import __version__
 from .config import ConfigError, schema
-from .config.sources import Conflict, TooLarge, Unavailable
+from .config.sources import Conflict, NotInForce, TooLarge, Unavailable
 from .plugins import credential_type, issue_token
 
 MASK = "***"
@@ -274,6 +274,8 @@ class AdminAPI:
             raise AdminError(503, str(exc)) from None
         except TooLarge as exc:
             raise AdminError(400, str(exc)) from None
+        except NotInForce as exc:
+            raise AdminError(500, str(exc)) from None
 
     async def http(self, method: str, target: str, headers: dict, body: bytes):
         """The ControlProtocol handler: key check, then `handle`, answered as JSON."""

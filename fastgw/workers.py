@@ -46,7 +46,7 @@ from .access_log import AccessLog
 from .admin import AdminAPI
 from .config import gc_paused
 from .config.compile import Snapshot
-from .config.sources import FileSource, StartError
+from .config.sources import FileSource, NotInForce, StartError
 from .console import Console
 from .control_http import ControlProtocol
 from .jwks import KeySetFetchers
@@ -144,6 +144,7 @@ class WorkerHandle:
         self.tls_applied = 0  # the generation of the certificate pair it serves
         self.changed = asyncio.Event()  # set whenever `applied` or `tls_applied` moves
         self.revocations_applied = 0  # the generation of revocation entries it holds
+        self.failed = 0  # the last revision it could not compile (it kept the one it had)
         self.stats_waiters: list[asyncio.Future] = []
 
     @property
@@ -185,8 +186,7 @@ class WorkerHandle:
             if "tls" in report:
                 self.tls_applied = report["tls"]
             if "failed" in report:
-                log.error("worker %d could not compile revision %d (its log says why) and "
-                          "keeps the configuration it had", self.pid, report["applied"])
+                self.failed = report["applied"]
             self.applied = report.get("ready") or report.get("applied") or self.applied
             self.changed.set()
         for waiter in self.stats_waiters:
@@ -207,6 +207,8 @@ class Master:
         self.admin_socket = admin_socket
         self.metrics_socket = metrics_socket
         self.revision = 1  # counts what was sent to the workers (they acknowledge it)
+        # what every worker compiled last, and so what a new worker gets: (revision, conf)
+        self.in_force: tuple[int, dict] = (1, source.conf)
         self.sockets = sockets
         self.tls_sockets = list(tls_sockets)
         self.tls_pair = tls_pair  # the pair in force: what every worker, new ones too, gets
@@ -288,7 +290,7 @@ class Master:
             worker.send_tls(self.tls_generation, self.tls_pair)
             worker.tls_applied = self.tls_generation  # its `ready` will say so
         self.revocations.send_all(worker)
-        worker.send(self.revision, self.conf)
+        worker.send(*self.in_force)
         for message in self.jwks.messages():  # the keys fetched so far
             worker.send_message(message)
         self._background(self._supervise(worker))
@@ -326,16 +328,31 @@ class Master:
 
     # ------------------------------------------------------------ configuration
 
-    async def apply(self, conf: dict) -> int:
-        """Put a validated configuration in force in every worker; its revision."""
+    async def apply(self, conf: dict) -> bool:
+        """Put a validated configuration in force in every worker. False (and logged) if
+        a worker could not compile it: a fault of fastgw's or of a plugin's, whose
+        traceback the worker logged; every worker then keeps the configuration it had."""
         async with self._change_lock:
             self.revision += 1
+            revision = self.revision
             for worker in self.workers.values():
-                worker.send(self.revision, conf)
+                worker.send(revision, conf)
+            if not await self.wait_applied(revision):
+                log.error("not every worker acknowledged revision %d in time", revision)
+            failed = [w for w in self.workers.values() if w.failed == revision]
+            if failed:
+                log.error("revision %d is not in force: %d of %d workers could not compile "
+                          "it (their log says why); revision %d stays", revision, len(failed),
+                          len(self.workers), self.in_force[0])
+                if len(failed) < len(self.workers):  # the others go back to it too
+                    self.revision += 1
+                    for worker in self.workers.values():
+                        worker.send(self.revision, self.in_force[1])
+                    await self.wait_applied(self.revision)
+                return False
+            self.in_force = (revision, conf)
             self.jwks.configure(conf)
-            if not await self.wait_applied(self.revision):
-                log.error("not every worker acknowledged revision %d in time", self.revision)
-            return self.revision
+            return True
 
     def config_changed(self, conf: dict) -> None:
         """The source changed on its own (etcd): put it in force, changes in order."""
@@ -347,9 +364,13 @@ class Master:
         task.add_done_callback(self._tasks.discard)
 
     async def commit(self, conf: dict) -> dict:
-        """An admin change: persist it in the source, then put it in force everywhere."""
+        """An admin change: persist it in the source, then put it in force everywhere
+        (NotInForce if it could not be: see apply)."""
         conf = await self.source.commit(conf)
-        await self.apply(conf)
+        if not await self.apply(conf):
+            raise NotInForce(f"the configuration was stored, but the workers could not "
+                             f"compile it: revision {self.in_force[0]} stays in force (the "
+                             f"log says why)")
         return conf
 
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
@@ -377,8 +398,7 @@ class Master:
             await self.reload_tls()
         await self.revocations.reread()
         conf = await self.source.reload()
-        if conf is not None:
-            await self.apply(conf)
+        if conf is not None and await self.apply(conf):
             log.info("configuration reloaded from %s (revision %d)",
                      self.source.status()["config_source"], self.source.revision)
 

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import os
 import signal
 import socket
 import ssl
@@ -23,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import free_port, service
 from faulty_plugin import BUILD_MESSAGE
+from test_admin import KEY, admin
 from fastgw.config import ConfigError
 from fastgw.config.schema import validate
 from upstream import UpstreamServer
@@ -350,35 +352,51 @@ def test_connection_released_into_a_pruned_pool_is_closed(upstream, own_upstream
     assert own_upstream.wait_until(lambda: own_upstream.closed == 1)  # and then it is closed
 
 
-def test_a_configuration_that_fails_to_compile_leaves_the_pools_as_they_were(
-        upstream, gateway_factory):
+def test_a_configuration_that_fails_to_compile_changes_nothing(upstream, gateway_factory):
     def config(size: int, broken: bool) -> dict:
         routes = [{"name": "a", "paths": ["/*"]}]
-        if broken:  # its plugin raises while the worker compiles the configuration
+        if broken:  # its plugin raises while a worker compiles the configuration
             routes.append({"name": "b", "paths": ["/b"],
                            "plugins": {"explode": {"at_build": True}}})
         return {"services": [service(upstream.url, routes,
                                      upstream={"keepalive_pool": {"size": size}})]}
 
-    def upstream_connection_header() -> str | None:
-        status, _, body = gw.request("GET", "/p", host="a")
-        assert status == 200
-        return dict(seen(body)["headers"]).get("connection")
+    def serves_the_first() -> None:
+        for _ in range(6):  # on either worker
+            status, _, body = gw.request("GET", "/b", host="a")  # the old routes
+            # the pool kept its settings: size 0 would send "connection: close" upstream
+            assert status == 200 and "connection" not in dict(seen(body)["headers"])
 
-    gw = gateway_factory(config(320, False), plugins=("faulty_plugin",))
-    assert upstream_connection_header() is None  # kept alive
+    gw = gateway_factory(config(320, False), plugins=("faulty_plugin",), env={
+        "FASTGW_WORKERS": "2", "FASTGW_ADMIN_KEY": KEY,
+        "FASTGW_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"})
+    gw.admin_port = int(gw.env["FASTGW_ADMIN_LISTEN"].rsplit(":", 1)[1])
+    gw.wait_for_log("admin API on")
+    serves_the_first()
     start = len(gw.log)
-    gw.write_config(config(0, True))  # size 0 would send "connection: close" upstream
+    gw.write_config(config(0, True))
     gw.signal(signal.SIGHUP)
-    gw.wait_for_log("could not compile revision 2", start=start)
+    gw.wait_for_log("revision 2 is not in force: 2 of 2 workers could not compile it",
+                    start=start)
     assert any(BUILD_MESSAGE in line for line in gw.log[start:]), "".join(gw.log[start:])
-    assert upstream_connection_header() is None  # the pool kept its settings
-    assert gw.request("GET", "/b", host="a")[0] == 200  # and the routes are the old ones
+    assert not any("configuration reloaded" in line for line in gw.log[start:])
+    serves_the_first()
+    status, body = admin(gw, "PUT", "/admin/services/svc", config(0, True)["services"][0])
+    assert status == 500 and "revision 1 stays in force" in body["error_msg"], body
+    serves_the_first()
+    # workers started now get what is in force, not what could not be compiled (which
+    # they would exit on, again and again): with both replaced, only they can answer
+    for victim in gw.worker_pids():
+        start = len(gw.log)
+        os.kill(victim, signal.SIGKILL)
+        gw.wait_for_log("starting a new one", start=start)
+    serves_the_first()
     start = len(gw.log)
     gw.write_config(config(0, False))
     gw.signal(signal.SIGHUP)
     gw.wait_for_log("configuration reloaded", start=start)
-    assert upstream_connection_header() == "close"  # the worker still takes configurations
+    status, _, body = gw.request("GET", "/p", host="a")  # the workers still take changes
+    assert status == 200 and dict(seen(body)["headers"])["connection"] == "close"
 
 
 def test_reload_raising_the_limit_lets_those_waiting_in(upstream, own_upstream,

@@ -35,6 +35,10 @@ class TooLarge(Exception):
     """The store refused a change for its size (admin API: 400)."""
 
 
+class NotInForce(Exception):
+    """A change was stored, but the workers could not compile it (admin API: 500)."""
+
+
 class FileSource:
     """The configuration file: read at start and on SIGHUP, rewritten by the admin API."""
 
