@@ -665,6 +665,9 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     # a JWT credential whose secret the Random button made, HS512
     page.get_by_role("button", name="Add Credential").click()
     dialog = page.get_by_role("dialog", name="Add Credential to robot")
+    dialog.get_by_label("Type").select_option(label="Key Auth")  # the id it would get
+    expect(dialog.get_by_text("Optional: robot-key-auth-2 when empty.")).to_be_visible()
+    dialog.get_by_label("Type").select_option(label="JWT Auth")
     dialog.get_by_label("Key", exact=True).fill("robot-jwt")
     dialog.get_by_role("button", name="Random secret").click()
     secret = dialog.get_by_label("Secret", exact=True).input_value()

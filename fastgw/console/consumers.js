@@ -183,7 +183,7 @@ export function credentialDialog(consumer, cred, refresh) {
     form = new Form(isNew ? { type: typeSelect.value } : cred, { isNew });
     clear(idField, form.field({ path: "id", label: "ID", readonly: !isNew,
       help: !isNew ? null : typeSelect.value === "jwt-auth" ? "Optional: the key when empty."
-        : `Optional: ${consumer.username}-key-auth when empty.` }));
+        : `Optional: ${nextKeyAuthId(consumer)} when empty.` }));
     clear(specific, typeFields(form, typeSelect.value));
     clear(general, form.general);
   };
