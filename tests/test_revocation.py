@@ -18,6 +18,7 @@ import pytest
 from hypothesis import event, given, settings, strategies as st
 
 from conftest import ROOT, free_port, service
+from fastgw.revocation_store import COMPACT_SLACK
 from test_admin import KEY, admin
 from test_cluster import base_config, etcd, push, start_node  # noqa: F401 (fixtures)
 from test_metrics import scrape, value
@@ -259,6 +260,57 @@ def test_entries_survive_a_restart_in_file_mode(gw, config, gateway_factory):
     assert "1 revocation entries from" in again.wait_for_log("revocation entries from")
 
 
+def test_a_change_is_appended_to_the_file_and_read_back_at_start(gw, config,
+                                                                 gateway_factory):
+    path = gw.config_path.parent / "fastgw-revocations.json"
+    first = revoke(gw, jti="one")  # the first change after the file was read: written whole
+    assert json.loads(path.read_text()) == {"revocations": [first]}
+    inode, head = path.stat().st_ino, path.read_bytes()
+    second = revoke(gw, jti="two")
+    assert admin(gw, "DELETE", f"/admin/revocations/{first['id']}")[0] == 200
+    data = path.read_bytes()
+    assert path.stat().st_ino == inode and data.startswith(head)  # appended to, not replaced
+    assert [json.loads(line) for line in data[len(head):].splitlines()] == [
+        {"add": second}, {"remove": first["id"]}]
+    gw.stop()
+    again = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
+    assert admin(again, "GET", "/admin/revocations")[1] == [second]
+    assert status_of(again, token(jti="one")) == 200
+    assert status_of(again, token(jti="two")) == 401
+    third = revoke(again, jti="three")
+    assert json.loads(path.read_text()) == {"revocations": [second, third]}
+
+
+def test_the_file_is_rewritten_once_its_changes_outnumber_its_entries(gw):
+    path = gw.config_path.parent / "fastgw-revocations.json"
+    for n in range(COMPACT_SLACK + 16):
+        entry = revoke(gw, jti=f"j{n}")
+        assert admin(gw, "DELETE", f"/admin/revocations/{entry['id']}")[0] == 200
+    lines = path.read_bytes().splitlines()
+    assert len(lines) <= 2 + COMPACT_SLACK, len(lines)  # 160 changes, at most one entry
+    assert json.loads(lines[0]).keys() == {"revocations"}
+    assert admin(gw, "GET", "/admin/revocations")[1] == []
+
+
+def test_a_last_line_cut_short_is_left_out_and_the_next_change_rewrites_the_file(
+        config, gateway_factory, tmp_path):
+    now = time.time()
+    kept = {"id": "kept", "jti": "a", "expires": now + 500, "created": now}
+    added = {"id": "added", "jti": "b", "expires": now + 500, "created": now}
+    path = tmp_path / "revocations.json"
+    path.write_bytes(json.dumps({"revocations": [kept]}).encode() + b"\n" +
+                     json.dumps({"add": added}).encode() + b"\n" +
+                     b'{"add": {"id": "torn", "jti": "c", "expi')  # fastgw stopped here
+    gw = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
+    gw.wait_for_log("its last line, cut short, is left out")
+    assert sorted(e["id"] for e in admin(gw, "GET", "/admin/revocations")[1]) == [
+        "added", "kept"]
+    assert status_of(gw, token(jti="b")) == 401 and status_of(gw, token(jti="c")) == 200
+    entry = revoke(gw, jti="d")  # nothing is appended after a line cut short
+    assert [e["id"] for e in json.loads(path.read_text())["revocations"]] == [
+        "kept", "added", entry["id"]]
+
+
 def test_an_entry_is_forgotten_once_it_expires(gw):
     tok = token(jti="brief")
     entry = revoke(gw, jti="brief", expires=time.time() + 1.5)
@@ -276,7 +328,9 @@ def test_an_unusable_revocations_file_stops_the_start_in_one_line(config, gatewa
                                                                     tmp_path):
     for content, expected in ((b"{not json", "cannot read"),
                               (b'{"revocations": [{"id": "a", "jti": 5}]}',
-                               "revocations[0].jti: must be a non-empty string")):
+                               "revocations[0].jti: must be a non-empty string"),
+                              (b'{"revocations": []}\n{"nope": 1}\n{"remove": "a"}\n',
+                               "line 2 is not a change")):
         bad = tmp_path / "bad.json"
         bad.write_bytes(content)
         gw = gateway_factory(config, env={"FASTGW_REVOCATIONS": str(bad)}, start=False)
