@@ -112,9 +112,10 @@ class Revocations:
                 if raw_entries is None:  # etcd: its watch keeps them current
                     return
                 for raw in raw_entries:  # one written by hand keeps the expiry it was given
-                    if isinstance(raw, dict) and "expires" not in raw and raw.get("id") in (
-                            self.entries):
-                        raw["expires"] = self.entries[raw["id"]]["expires"]
+                    held = (self.entries.get(raw.get("id")) if isinstance(raw, dict)
+                            and "expires" not in raw and isinstance(raw.get("id"), str) else None)
+                    if held is not None:
+                        raw["expires"] = held["expires"]
                 entries = {entry["id"]: entry for entry in _parsed(raw_entries)}
             except (StartError, EntryError) as exc:
                 log.error("revocation entries not re-read from %s, those in force stay: %s",
@@ -147,12 +148,18 @@ class Revocations:
         if not expired:
             return
         async with self._lock:
+            # as they are now: a SIGHUP may have changed or lifted one meanwhile
+            now = time.time()
+            expired = [i for i in expired
+                       if i in self.entries and self.entries[i]["expires"] <= now]
+            if not expired:
+                return
             gone = set(expired)
             left = [e for i, e in self.entries.items() if i not in gone]
             try:
-                await self.store.forget(left)
+                await self.store.forget(expired, left)
             except OSError as exc:  # the file keeps them a while longer: they expired anyway
-                log.error("cannot rewrite %s: %s", self.store.where, exc.strerror or exc)
+                log.error("cannot write %s: %s", self.store.where, exc.strerror or exc)
             self._change([], expired)
 
     # ------------------------------------------------------------ changes
@@ -241,19 +248,23 @@ class FileStore:
     its own size, not the file's (rewriting 100,000 entries took 76 ms, 18 MB). The file is
     rewritten whole and atomically (temporary file, fsync, rename) by the first change after
     it was read (whoever wrote it, its shape is then fastgw's), once the lines appended
-    outnumber the live entries by COMPACT_SLACK, and when expired entries are forgotten. A
-    last line cut short (fastgw stopped while appending it, before the change was answered)
-    is left out."""
+    outnumber the live entries by COMPACT_SLACK, and when it is not the file last written
+    (replaced or removed without a SIGHUP: appending would spoil another file). A failed
+    append is cut off again; a last line cut short (fastgw stopped while appending it,
+    before the change was answered) is left out."""
 
     def __init__(self, path: str):
         self.path = self.where = path
         self.revocations: Revocations | None = None
         self._appended: int | None = None  # lines after the first; None: rewrite it first
+        self._written: tuple | None = None  # (device, inode, size) of the file as last written
 
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
         try:
-            self.revocations.load(self._read(missing=[]), self.path)
+            raw_entries = self._read(missing=_NO_FILE)
+            if raw_entries is not _NO_FILE:
+                self.revocations.load(raw_entries, self.path)
         except EntryError as exc:
             raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
 
@@ -327,34 +338,57 @@ class FileStore:
         self._appended = None  # until it is written
         data = orjson.dumps({"revocations": entries}) + b"\n"
         await asyncio.to_thread(replace_file, self.path, data)
-        self._appended = 0
+        st = os.stat(self.path)
+        self._written, self._appended = (st.st_dev, st.st_ino, st.st_size), 0
 
-    async def _change(self, change: dict, entries: list[dict]) -> None:
-        """A change appended (or the file rewritten with `entries`, the entries after it)."""
+    async def _change(self, changes: list[dict], entries: list[dict]) -> None:
+        """Changes appended, or the file rewritten with `entries` (the entries after them):
+        when it is due, or when the file is no longer the one last written (replaced or
+        removed meanwhile without a SIGHUP)."""
         if self._appended is None or self._appended >= len(entries) + COMPACT_SLACK:
             await self._save(entries)
             return
-        # until it is written: one that fails may leave a line cut short, which the next
-        # change must not follow, so that one rewrites the file
-        appended, self._appended = self._appended, None
-        await asyncio.to_thread(_append, self.path, orjson.dumps(change) + b"\n")
-        self._appended = appended + 1
+        appended, self._appended = self._appended, None  # until they are written
+        lines = b"".join(orjson.dumps(change) + b"\n" for change in changes)
+        written = await asyncio.to_thread(_append, self.path, lines, self._written)
+        if written is None:
+            await self._save(entries)
+            return
+        self._written, self._appended = written, appended + len(changes)
 
     async def write(self, entry: dict, entries: list[dict]) -> None:
-        await self._change({"add": entry}, entries)
+        await self._change([{"add": entry}], entries)
 
     async def delete(self, entry: dict, entries: list[dict]) -> None:
-        await self._change({"remove": entry["id"]}, entries)
+        await self._change([{"remove": entry["id"]}], entries)
 
-    forget = _save  # expired entries leave the file at once
+    async def forget(self, gone: list[str], entries: list[dict]) -> None:
+        await self._change([{"remove": entry_id} for entry_id in gone], entries)
 
 
-def _append(path: str, line: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # never created: written whole first
+_NO_FILE: list = []  # what FileStore._read gives at start when there is no file yet
+
+
+def _append(path: str, lines: bytes, written: tuple) -> tuple | None:
+    """`lines` appended to the file at `path` and fsynced, if it is still the one `written`
+    describes (device, inode, size); the file's new description, or None if it is not. A
+    failed append is cut off again, so that a change answered with an error never counts."""
     try:
-        if os.write(fd, line) != len(line):
-            raise OSError(f"short write to {path}")
-        os.fsync(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # never created: written whole first
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size) != written:
+            return None
+        try:
+            if os.write(fd, lines) != len(lines):
+                raise OSError(f"short write to {path}")
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, written[2])
+            raise
+        return st.st_dev, st.st_ino, written[2] + len(lines)
     finally:
         os.close(fd)
 
@@ -411,7 +445,7 @@ class EtcdStore:
         if gone is not None:
             self._seen[entry["id"]] = gone.header.revision
 
-    async def forget(self, entries: list[dict]) -> None:
+    async def forget(self, gone: list[str], entries: list[dict]) -> None:
         """Expired: etcd's lease deletes the key by itself."""
 
     def absorb(self, changes: dict[str, tuple[int, bytes | None]], everything: bool) -> bool:

@@ -396,7 +396,10 @@ class Master:
         revocations file and the certificate pair are read again too."""
         if self.tls_pair is not None:
             await self.reload_tls()
-        await self.revocations.reread()
+        try:
+            await self.revocations.reread()
+        except Exception:  # a fault of fastgw's: the configuration is read all the same
+            log.exception("re-reading the revocation entries failed")
         conf = await self.source.reload()
         if conf is not None and await self.apply(conf):
             log.info("configuration reloaded from %s (revision %d)",

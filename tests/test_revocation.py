@@ -281,6 +281,22 @@ def test_a_change_is_appended_to_the_file_and_read_back_at_start(gw, config,
     assert json.loads(path.read_text()) == {"revocations": [second, third]}
 
 
+def test_a_file_replaced_behind_fastgws_back_is_rewritten_not_appended_to(gw, config,
+                                                                          gateway_factory):
+    path = gw.config_path.parent / "fastgw-revocations.json"
+    first = revoke(gw, jti="one")
+    second = revoke(gw, jti="two")  # appended
+    path.write_text(json.dumps({"revocations": []}, indent=2))  # by hand, and no SIGHUP
+    third = revoke(gw, jti="three")
+    assert json.loads(path.read_text()) == {"revocations": [first, second, third]}
+    path.unlink()
+    fourth = revoke(gw, jti="four")  # a file removed: written again, not a 503
+    assert json.loads(path.read_text()) == {"revocations": [first, second, third, fourth]}
+    gw.stop()
+    again = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
+    assert len(admin(again, "GET", "/admin/revocations")[1]) == 4
+
+
 def test_the_file_is_rewritten_once_its_changes_outnumber_its_entries(gw):
     path = gw.config_path.parent / "fastgw-revocations.json"
     for n in range(COMPACT_SLACK + 16):
@@ -319,7 +335,8 @@ def test_an_entry_is_forgotten_once_it_expires(gw):
     assert admin(gw, "GET", "/admin/revocations")[1] == []  # only live entries are listed
     path = gw.config_path.parent / "fastgw-revocations.json"
     deadline = time.monotonic() + 3  # the master's prune, once a second, forgets it
-    while entry["id"] in path.read_text() or value(scrape(gw), "fastgw_revocations"):
+    while (json.loads(path.read_bytes().splitlines()[-1]) != {"remove": entry["id"]}
+           or value(scrape(gw), "fastgw_revocations")):  # ... with a line of its own
         assert time.monotonic() < deadline, "the expired entry is still kept"
         time.sleep(0.05)
 
@@ -379,6 +396,8 @@ def test_sighup_reads_the_file_again_and_a_bad_one_keeps_the_entries(config, gat
     for bad, expected in (('{"revocations": [{"id": "x", "jti": 5}]}',
                            "revocations[0].jti: must be a non-empty string"),
                           ("{}", "must be an object with a list `revocations`"),
+                          ('{"revocations": [{"id": ["x"], "jti": "c"}]}',
+                           "revocations[0].id: must be a non-empty string"),
                           (None, f"there is no {path}")):
         if bad is None:
             path.rename(moved)
