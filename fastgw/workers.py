@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
+COMPILE_FAILED = 3  # a worker's exit status when it cannot compile its first configuration
 
 
 def serve(settings: Settings) -> int:
@@ -215,7 +216,10 @@ class Master:
         self.tls_generation = 1
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
+        self.serving = False  # every worker took the first configuration
         self.stopping = False
+        self.exit_code = 0
+        self._pending: tuple[int, dict] | None = None  # a revision being put in force
         self._stop = asyncio.Event()
         self._change_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()  # held until done (the loop keeps weak refs)
@@ -241,7 +245,14 @@ class Master:
         self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
         self.revocations.attach(self)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
-        await self.wait_applied(self.revision)
+        started = loop.create_task(self.wait_applied(self.revision))
+        stopped = loop.create_task(self._stop.wait())  # by a signal, or _supervise
+        await asyncio.wait((started, stopped), return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        stopped.cancel()
+        if self.exit_code:
+            return await self._stop_workers()
+        self.serving = True
         self.source.follow(self.config_changed)
         if self.admin_socket is not None:
             api = Console(AdminAPI(self).http)  # the web console at /ui/, the API beside it
@@ -259,12 +270,16 @@ class Master:
                  len(self.workers), self.source.status()["config_source"])
         await self._stop.wait()
         log.info("fastgw stopping: draining in-flight requests")
+        return await self._stop_workers()
+
+    async def _stop_workers(self) -> int:
         self.stopping = True
         self.jwks.close()
         for worker in self.workers.values():
-            worker.process.send_signal(signal.SIGTERM)
+            if worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGTERM)
         await asyncio.gather(*(w.process.wait() for w in self.workers.values()))
-        return 0
+        return self.exit_code
 
     # ------------------------------------------------------------ workers
 
@@ -291,6 +306,8 @@ class Master:
             worker.tls_applied = self.tls_generation  # its `ready` will say so
         self.revocations.send_all(worker)
         worker.send(*self.in_force)
+        if self._pending is not None:  # and what is being put in force, as a change
+            worker.send(*self._pending)
         for message in self.jwks.messages():  # the keys fetched so far
             worker.send_message(message)
         self._background(self._supervise(worker))
@@ -299,6 +316,12 @@ class Master:
         await worker.read_reports()
         code = await worker.process.wait()
         if self.stopping:
+            return
+        if code == COMPILE_FAILED and not self.serving:
+            print("fastgw: the configuration could not be compiled: a fault of fastgw's or "
+                  "of a plugin's (the worker's traceback is above)", file=sys.stderr)
+            self.exit_code = 2
+            self._stop.set()
             return
         self.restarts += 1
         log.warning("worker %d (pid %d) exited with status %s; starting a new one",
@@ -331,28 +354,33 @@ class Master:
     async def apply(self, conf: dict) -> bool:
         """Put a validated configuration in force in every worker. False (and logged) if
         a worker could not compile it: a fault of fastgw's or of a plugin's, whose
-        traceback the worker logged; every worker then keeps the configuration it had."""
+        traceback the worker logged; every worker then keeps the configuration in force."""
         async with self._change_lock:
             self.revision += 1
             revision = self.revision
+            self._pending = (revision, conf)  # a worker started meanwhile gets it too
+            self.jwks.configure(conf)  # a fast worker may meet a new key set's token first
             for worker in self.workers.values():
                 worker.send(revision, conf)
-            if not await self.wait_applied(revision):
+            done = await self.wait_applied(revision)
+            done = done and await self.wait_applied(revision)  # and those started meanwhile
+            self._pending = None
+            if not done:
                 log.error("not every worker acknowledged revision %d in time", revision)
             failed = [w for w in self.workers.values() if w.failed == revision]
-            if failed:
-                log.error("revision %d is not in force: %d of %d workers could not compile "
-                          "it (their log says why); revision %d stays", revision, len(failed),
-                          len(self.workers), self.in_force[0])
-                if len(failed) < len(self.workers):  # the others go back to it too
-                    self.revision += 1
-                    for worker in self.workers.values():
-                        worker.send(self.revision, self.in_force[1])
-                    await self.wait_applied(self.revision)
-                return False
-            self.in_force = (revision, conf)
-            self.jwks.configure(conf)
-            return True
+            if not failed:
+                self.in_force = (revision, conf)
+                return True
+            log.error("revision %d is not in force: %d of %d workers could not compile it "
+                      "(their log says why); revision %d stays", revision, len(failed),
+                      len(self.workers), self.in_force[0])
+            self.jwks.configure(self.in_force[1])
+            if len(failed) < len(self.workers):  # the others go back to it too
+                self.revision += 1
+                for worker in self.workers.values():
+                    worker.send(self.revision, self.in_force[1])
+                await self.wait_applied(self.revision)
+            return False
 
     def config_changed(self, conf: dict) -> None:
         """The source changed on its own (etcd): put it in force, changes in order."""
@@ -364,13 +392,14 @@ class Master:
         task.add_done_callback(self._tasks.discard)
 
     async def commit(self, conf: dict) -> dict:
-        """An admin change: persist it in the source, then put it in force everywhere
-        (NotInForce if it could not be: see apply)."""
+        """An admin change: persist it in the source, then put it in force everywhere.
+        NotInForce if it could not be (see apply): then the change is undone in the
+        source too, so that what is stored is what runs."""
         conf = await self.source.commit(conf)
         if not await self.apply(conf):
-            raise NotInForce(f"the configuration was stored, but the workers could not "
-                             f"compile it: revision {self.in_force[0]} stays in force (the "
-                             f"log says why)")
+            await self.source.commit(self.in_force[1])
+            raise NotInForce("the workers could not compile this configuration (a fault of "
+                             "fastgw's or of a plugin's; the log says why): nothing changed")
         return conf
 
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
@@ -401,9 +430,13 @@ class Master:
         except Exception:  # a fault of fastgw's: the configuration is read all the same
             log.exception("re-reading the revocation entries failed")
         conf = await self.source.reload()
-        if conf is not None and await self.apply(conf):
-            log.info("configuration reloaded from %s (revision %d)",
-                     self.source.status()["config_source"], self.source.revision)
+        if conf is None:
+            return
+        if not await self.apply(conf):
+            self.source.keep(self.in_force[1])  # what the admin API reads and edits
+            return
+        log.info("configuration reloaded from %s (revision %d)",
+                 self.source.status()["config_source"], self.source.revision)
 
     async def reload_tls(self) -> None:
         """Re-read the certificate pair: checked here first, then every worker serves it
@@ -463,7 +496,11 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
     gateway = Gateway(settings, snapshot_factory(settings), access_log)
     keysets.ask = lambda url: _report(jwks_refetch=url)  # a kid its key sets lack
     with gc_paused():
-        gateway.apply(first["config"], first["revision"])
+        try:
+            gateway.apply(first["config"], first["revision"])
+        except Exception:  # the master gives up if this is the configuration it started on
+            log.exception("revision %d could not be compiled", first["revision"])
+            return COMPILE_FAILED
     gc.freeze()  # the first configuration lives long: keep it out of every collection
     await gateway.start([socket.socket(fileno=fd) for fd in fds],
                         [socket.socket(fileno=fd) for fd in tls_fds], terminator)

@@ -12,6 +12,8 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -381,8 +383,11 @@ def test_a_configuration_that_fails_to_compile_changes_nothing(upstream, gateway
     assert any(BUILD_MESSAGE in line for line in gw.log[start:]), "".join(gw.log[start:])
     assert not any("configuration reloaded" in line for line in gw.log[start:])
     serves_the_first()
+    # what the admin API reads and edits is what is in force, not what could not be
+    assert [r["name"] for r in admin(gw, "GET", "/admin/services/svc")[1]["routes"]] == ["a"]
     status, body = admin(gw, "PUT", "/admin/services/svc", config(0, True)["services"][0])
-    assert status == 500 and "revision 1 stays in force" in body["error_msg"], body
+    assert status == 500 and body["error_msg"].endswith("nothing changed"), body
+    assert [r["name"] for r in admin(gw, "GET", "/admin/services/svc")[1]["routes"]] == ["a"]
     serves_the_first()
     # workers started now get what is in force, not what could not be compiled (which
     # they would exit on, again and again): with both replaced, only they can answer
@@ -397,6 +402,19 @@ def test_a_configuration_that_fails_to_compile_changes_nothing(upstream, gateway
     gw.wait_for_log("configuration reloaded", start=start)
     status, _, body = gw.request("GET", "/p", host="a")  # the workers still take changes
     assert status == 200 and dict(seen(body)["headers"])["connection"] == "close"
+
+
+def test_a_first_configuration_that_fails_to_compile_stops_the_start(upstream,
+                                                                     gateway_factory):
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "b", "paths": ["/b"], "plugins": {"explode": {"at_build": True}}}])]},
+        plugins=("faulty_plugin",), start=False)
+    result = subprocess.run([sys.executable, "-m", "fastgw"], env=gw.env, text=True,
+                            capture_output=True, timeout=30, cwd=gw.config_path.parent)
+    assert result.returncode == 2, result.stderr
+    assert BUILD_MESSAGE in result.stderr  # the worker's traceback
+    assert "fastgw: the configuration could not be compiled" in result.stderr
+    assert "serving on" not in result.stderr
 
 
 def test_reload_raising_the_limit_lets_those_waiting_in(upstream, own_upstream,

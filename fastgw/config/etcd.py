@@ -314,6 +314,10 @@ class EtcdSource:
             changes[key] = (revision, None)
         return self._update(changes, revision, announce, everything=True)
 
+    def keep(self, conf: dict) -> None:
+        """The workers could not compile what was read: etcd still holds it, and the
+        workers keep the configuration in force until a change they can compile."""
+
     async def reload(self) -> dict | None:
         """SIGHUP: read everything again (the watch normally makes this unnecessary)."""
         try:

@@ -65,6 +65,11 @@ class FileSource:
         self.conf, self.revision = conf, self.revision + 1
         return conf
 
+    def keep(self, conf: dict) -> None:
+        """The workers could not compile what `reload` read: `conf` stays the one in force
+        (the file still holds the other, for the next SIGHUP)."""
+        self.conf = conf
+
     async def reload(self) -> dict | None:
         """Re-read the file; None (and the running configuration kept) when it is bad."""
         try:
