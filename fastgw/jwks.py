@@ -385,9 +385,12 @@ class KeySetFetchers:
         self.send = send
         self.fetchers: dict[str, KeySetFetcher] = {}
 
-    def configure(self, conf: dict) -> None:
-        """A configuration is in force: fetchers for its URLs, none for the others."""
+    def configure(self, conf: dict, also: dict | None = None) -> None:
+        """A configuration is in force (and `also`, while it is being replaced by it):
+        fetchers for its URLs, none for the others."""
         urls = key_set_urls(conf)
+        if also is not None:
+            urls = {**key_set_urls(also), **urls}
         for url in list(self.fetchers):
             if url not in urls:
                 self.fetchers.pop(url).close()

@@ -257,7 +257,7 @@ class FileStore:
         self.path = self.where = path
         self.revocations: Revocations | None = None
         self._appended: int | None = None  # lines after the first; None: rewrite it first
-        self._written: tuple | None = None  # (device, inode, size) of the file as last written
+        self._written: tuple | None = None  # _identity() of the file as fastgw last wrote it
 
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
@@ -338,8 +338,7 @@ class FileStore:
         self._appended = None  # until it is written
         data = orjson.dumps({"revocations": entries}) + b"\n"
         await asyncio.to_thread(replace_file, self.path, data)
-        st = os.stat(self.path)
-        self._written, self._appended = (st.st_dev, st.st_ino, st.st_size), 0
+        self._written, self._appended = _identity(os.stat(self.path)), 0
 
     async def _change(self, changes: list[dict], entries: list[dict]) -> None:
         """Changes appended, or the file rewritten with `entries` (the entries after them):
@@ -369,17 +368,22 @@ class FileStore:
 _NO_FILE: list = []  # what FileStore._read gives at start when there is no file yet
 
 
+def _identity(st: os.stat_result) -> tuple:
+    """What tells the file fastgw wrote from one put in its place: a file removed and
+    written again may get the same inode, and even the same size, not the same mtime."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _append(path: str, lines: bytes, written: tuple) -> tuple | None:
     """`lines` appended to the file at `path` and fsynced, if it is still the one `written`
-    describes (device, inode, size); the file's new description, or None if it is not. A
-    failed append is cut off again, so that a change answered with an error never counts."""
+    describes (_identity); the file's new identity, or None if it is another. A failed
+    append is cut off again, so that a change answered with an error never counts."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # never created: written whole first
     except FileNotFoundError:
         return None
     try:
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino, st.st_size) != written:
+        if _identity(os.fstat(fd)) != written:
             return None
         try:
             if os.write(fd, lines) != len(lines):
@@ -388,7 +392,7 @@ def _append(path: str, lines: bytes, written: tuple) -> tuple | None:
         except BaseException:
             os.ftruncate(fd, written[2])
             raise
-        return st.st_dev, st.st_ino, written[2] + len(lines)
+        return _identity(os.fstat(fd))
     finally:
         os.close(fd)
 

@@ -190,6 +190,7 @@ class WorkerHandle:
                 self.failed = report["applied"]
             self.applied = report.get("ready") or report.get("applied") or self.applied
             self.changed.set()
+        self.changed.set()  # gone: whoever waits for it looks at its slot again
         for waiter in self.stats_waiters:
             waiter.cancel()
 
@@ -216,7 +217,6 @@ class Master:
         self.tls_generation = 1
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
-        self.serving = False  # every worker took the first configuration
         self.stopping = False
         self.exit_code = 0
         self._pending: tuple[int, dict] | None = None  # a revision being put in force
@@ -245,14 +245,9 @@ class Master:
         self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
         self.revocations.attach(self)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
-        started = loop.create_task(self.wait_applied(self.revision))
-        stopped = loop.create_task(self._stop.wait())  # by a signal, or _supervise
-        await asyncio.wait((started, stopped), return_when=asyncio.FIRST_COMPLETED)
-        started.cancel()
-        stopped.cancel()
-        if self.exit_code:
+        await self.wait_applied(self.revision)
+        if self._stop.is_set():  # a signal, or a first configuration that cannot be compiled
             return await self._stop_workers()
-        self.serving = True
         self.source.follow(self.config_changed)
         if self.admin_socket is not None:
             api = Console(AdminAPI(self).http)  # the web console at /ui/, the API beside it
@@ -300,7 +295,10 @@ class Master:
             sys.executable, "-m", "fastgw.workers", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, pass_fds=[*fds, *tls_fds, log_fd], env=env)
         os.close(log_fd)
+        old = self.workers.get(slot)
         worker = self.workers[slot] = WorkerHandle(slot, process, self.jwks.requested)
+        if old is not None:
+            old.changed.set()  # whoever waited for the old one waits for this one
         if self.tls_pair is not None:
             worker.send_tls(self.tls_generation, self.tls_pair)
             worker.tls_applied = self.tls_generation  # its `ready` will say so
@@ -317,11 +315,14 @@ class Master:
         code = await worker.process.wait()
         if self.stopping:
             return
-        if code == COMPILE_FAILED and not self.serving:
+        if code == COMPILE_FAILED and not any(w.applied for w in self.workers.values()):
+            # no worker ever compiled a configuration: the one fastgw started on is at fault
             print("fastgw: the configuration could not be compiled: a fault of fastgw's or "
                   "of a plugin's (the worker's traceback is above)", file=sys.stderr)
             self.exit_code = 2
             self._stop.set()
+            for other in self.workers.values():
+                other.changed.set()  # their waiters see the stop
             return
         self.restarts += 1
         log.warning("worker %d (pid %d) exited with status %s; starting a new one",
@@ -337,15 +338,19 @@ class Master:
         return await self._wait_workers(lambda w: w.revocations_applied >= generation)
 
     async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
-        """True once `done(worker)` holds for every worker (re-asked as each reports)."""
-        async def one(worker: WorkerHandle) -> None:
-            while not done(worker):
+        """True once `done(worker)` holds for the worker in every slot (re-asked as each
+        reports, and for a worker that replaced one that died meanwhile); False after
+        `timeout`, or when fastgw stops."""
+        async def one(slot: int) -> None:
+            while not self._stop.is_set():
+                worker = self.workers[slot]
+                if done(worker):
+                    return
                 worker.changed.clear()
                 await worker.changed.wait()
         try:
-            await asyncio.wait_for(asyncio.gather(*(one(w) for w in self.workers.values())),
-                                   timeout)
-            return True
+            await asyncio.wait_for(asyncio.gather(*map(one, list(self.workers))), timeout)
+            return not self._stop.is_set()
         except asyncio.TimeoutError:
             return False
 
@@ -358,18 +363,20 @@ class Master:
         async with self._change_lock:
             self.revision += 1
             revision = self.revision
+            # key sets of both, meanwhile: a fast worker may meet a new key set's token
+            self.jwks.configure(conf, also=self.in_force[1])
             self._pending = (revision, conf)  # a worker started meanwhile gets it too
-            self.jwks.configure(conf)  # a fast worker may meet a new key set's token first
-            for worker in self.workers.values():
-                worker.send(revision, conf)
-            done = await self.wait_applied(revision)
-            done = done and await self.wait_applied(revision)  # and those started meanwhile
-            self._pending = None
-            if not done:
-                log.error("not every worker acknowledged revision %d in time", revision)
+            try:
+                for worker in self.workers.values():
+                    worker.send(revision, conf)
+                if not await self.wait_applied(revision):
+                    log.error("not every worker acknowledged revision %d in time", revision)
+            finally:
+                self._pending = None
             failed = [w for w in self.workers.values() if w.failed == revision]
             if not failed:
                 self.in_force = (revision, conf)
+                self.jwks.configure(conf)
                 return True
             log.error("revision %d is not in force: %d of %d workers could not compile it "
                       "(their log says why); revision %d stays", revision, len(failed),
@@ -393,13 +400,15 @@ class Master:
 
     async def commit(self, conf: dict) -> dict:
         """An admin change: persist it in the source, then put it in force everywhere.
-        NotInForce if it could not be (see apply): then the change is undone in the
-        source too, so that what is stored is what runs."""
+        NotInForce if it could not be (see apply): what the admin API reads and edits is
+        then the configuration in force (file mode: `keep`), and a start on what was
+        stored stops with the compile error."""
         conf = await self.source.commit(conf)
         if not await self.apply(conf):
-            await self.source.commit(self.in_force[1])
+            self.source.keep(self.in_force[1])
             raise NotInForce("the workers could not compile this configuration (a fault of "
-                             "fastgw's or of a plugin's; the log says why): nothing changed")
+                             "fastgw's or of a plugin's; the log says why): it is stored, "
+                             "and the configuration in force stays")
         return conf
 
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
