@@ -112,10 +112,11 @@ class Revocations:
                 if raw_entries is None:  # etcd: its watch keeps them current
                     return
                 for raw in raw_entries:  # one written by hand keeps the expiry it was given
-                    held = (self.entries.get(raw.get("id")) if isinstance(raw, dict)
-                            and "expires" not in raw and isinstance(raw.get("id"), str) else None)
-                    if held is not None:
-                        raw["expires"] = held["expires"]
+                    if not isinstance(raw, dict) or "expires" in raw:
+                        continue
+                    entry_id = raw.get("id")
+                    if isinstance(entry_id, str) and entry_id in self.entries:
+                        raw["expires"] = self.entries[entry_id]["expires"]
                 entries = {entry["id"]: entry for entry in _parsed(raw_entries)}
             except (StartError, EntryError) as exc:
                 log.error("revocation entries not re-read from %s, those in force stay: %s",
@@ -262,28 +263,32 @@ class FileStore:
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
         try:
-            raw_entries = self._read(missing=_NO_FILE)
-            if raw_entries is not _NO_FILE:
-                self.revocations.load(raw_entries, self.path)
+            saved = self._read()
+            if saved is not None:
+                self.revocations.load(saved.get("revocations", []), self.path)
         except EntryError as exc:
             raise StartError(f"FASTGW_REVOCATIONS: {self.path}: {exc}") from None
 
     def reread(self) -> list:
         """The entries in the file as stored, for SIGHUP. A file gone or without its list
         is an error, never "no entries": revoked tokens are not let in by accident."""
-        return self._read(missing=None)
+        saved = self._read()
+        if saved is None:
+            raise StartError(f"FASTGW_REVOCATIONS: there is no {self.path}")
+        if "revocations" not in saved:
+            raise EntryError("(top level)", "must be an object with a list `revocations`")
+        return saved["revocations"]
 
-    def _read(self, missing: list | None) -> list:
-        """The file's entries as stored; `missing` when there is no file (None: an error).
-        StartError when it cannot be read, EntryError when it holds no list of entries."""
+    def _read(self) -> dict | None:
+        """The file as stored, with its changes made (`revocations` then holds the entries
+        as they are now); None when there is no file. StartError when it cannot be read,
+        EntryError when it is no object."""
         self._appended = None  # the next change rewrites what was read
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            if missing is None:
-                raise StartError(f"FASTGW_REVOCATIONS: there is no {self.path}") from None
-            return missing
+            return None
         except OSError as exc:
             raise StartError(f"FASTGW_REVOCATIONS: cannot read {self.path}: "
                              f"{exc.strerror or exc}") from None
@@ -295,14 +300,15 @@ class FileStore:
                 saved = orjson.loads(first)
             except orjson.JSONDecodeError:
                 raise StartError(f"FASTGW_REVOCATIONS: cannot read {self.path}: {exc}") from None
-        if not isinstance(saved, dict) or (missing is None and "revocations" not in saved):
+        if not isinstance(saved, dict):
             raise EntryError("(top level)", "must be an object with a list `revocations`")
-        entries = saved.get("revocations", [])
-        if not changes:
-            return entries
-        if not isinstance(entries, list):
-            raise EntryError("revocations", "must be a list")
-        return self._replayed(entries, changes.split(b"\n"), data.endswith(b"\n"))
+        if changes:
+            entries = saved.get("revocations", [])
+            if not isinstance(entries, list):
+                raise EntryError("revocations", "must be a list")
+            saved["revocations"] = self._replayed(entries, changes.split(b"\n"),
+                                                  data.endswith(b"\n"))
+        return saved
 
     def _replayed(self, entries: list, lines: list[bytes], whole: bool) -> list:
         """`entries` with the changes on `lines` made (the last cut short unless `whole`)."""
@@ -363,9 +369,6 @@ class FileStore:
 
     async def forget(self, gone: list[str], entries: list[dict]) -> None:
         await self._change([{"remove": entry_id} for entry_id in gone], entries)
-
-
-_NO_FILE: list = []  # what FileStore._read gives at start when there is no file yet
 
 
 def _identity(st: os.stat_result) -> tuple:
