@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -295,6 +296,31 @@ def test_a_file_replaced_behind_fastgws_back_is_rewritten_not_appended_to(gw, co
     gw.stop()
     again = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
     assert len(admin(again, "GET", "/admin/revocations")[1]) == 4
+
+
+def test_a_change_that_cannot_be_appended_whole_leaves_the_file_as_it_was(gw, config,
+                                                                            gateway_factory):
+    path = gw.config_path.parent / "fastgw-revocations.json"
+    first = revoke(gw, jti="one")  # written whole
+    second = revoke(gw, jti="two")  # appended
+    data = path.read_bytes()
+    # the master may write only 10 bytes more: the next line goes in part (a short write)
+    master = gw.proc.pid
+    soft, hard = resource.prlimit(master, resource.RLIMIT_FSIZE)
+    resource.prlimit(master, resource.RLIMIT_FSIZE, (len(data) + 10, hard))
+    try:
+        status, body = admin(gw, "POST", "/admin/revocations", {"jti": "three"})
+    finally:
+        resource.prlimit(master, resource.RLIMIT_FSIZE, (soft, hard))
+    assert status == 503 and body["error_msg"].startswith("cannot write "), body
+    assert path.read_bytes() == data  # the part written is cut off again
+    assert status_of(gw, token(jti="three")) == 200
+    fourth = revoke(gw, jti="four")  # after a failed append: written whole
+    assert json.loads(path.read_text()) == {"revocations": [first, second, fourth]}
+    gw.stop()
+    again = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
+    assert [e["id"] for e in admin(again, "GET", "/admin/revocations")[1]] == [
+        first["id"], second["id"], fourth["id"]]
 
 
 def test_the_file_is_rewritten_once_its_changes_outnumber_its_entries(gw):
