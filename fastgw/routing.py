@@ -172,7 +172,7 @@ class RouteTable:
         if NEEDS_NORMALIZING(target):
             target = normalize_path(target)
             if target is None:
-                raise Fault(responses.BAD_REQUEST)  # a backslash
+                raise Fault(responses.BAD_REQUEST)  # a backslash or a fragment
             route = self.match(host, target, method)
             if self.match(host, lenient_reading(target), method) is not route:
                 raise Fault(responses.BAD_REQUEST)  # another route to some servers behind
@@ -259,7 +259,7 @@ def absolute_form(target: bytes) -> tuple[bytes, bytes, bytes] | None:
 
 
 # A path holding none of these is in normal form already (the usual case: one C call).
-NEEDS_NORMALIZING = re.compile(rb"/\.|%|\\|//|;").search
+NEEDS_NORMALIZING = re.compile(rb"/\.|%|\\|//|;|#").search
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
@@ -275,14 +275,16 @@ def _percent(match: re.Match) -> bytes:
 
 
 def normalize_path(path: bytes) -> bytes | None:
-    """`path` in normal form, routed and sent upstream as such, or None when it cannot be
-    (a backslash: no URI character, RFC 3986 2, and a separator to Windows servers).
+    """`path` in normal form, routed and sent upstream as such, or None when it cannot be:
+    a backslash (no URI character, RFC 3986 2, and a separator to Windows servers), or a
+    "#" (a fragment, which no request-target has, RFC 9112 3.2: servers that end the path
+    there would serve "/admin#x" as "/admin", whatever route "/admin#x" took here).
 
     Percent-encoded unreserved characters are decoded and other escapes upper-cased
     (RFC 3986 6.2.2: "/%61dmin" is "/admin" to any server), runs of "/" are one (as nginx
     routes), and "." and ".." segments are resolved (5.2.4), so that "/public/../private"
     is "/private"."""
-    if b"\\" in path:
+    if b"\\" in path or b"#" in path:
         return None
     if b"%" in path:
         path = _PERCENT.sub(_percent, path)

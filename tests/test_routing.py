@@ -79,7 +79,7 @@ def test_method_must_be_allowed_and_falls_through_to_next_candidate():
     ("/a/%2e%2e/b", "/b"), ("/a/%2E/b", "/a/b"), ("/a/..", "/"), ("/a/b/.", "/a/b/"),
     ("/%61dmin/x", "/admin/x"), ("/a%7e%2D%5f", "/a~-_"), ("/a%2fb", "/a%2Fb"),
     ("/a%20b", "/a%20b"), ("//admin//x", "/admin/x"), ("/a;v=1/b", "/a;v=1/b"),
-    ("/a\\b", None),
+    ("/a\\b", None), ("/a#b", None),
 ])
 def test_paths_are_put_in_normal_form(raw, expected):
     assert normalize_path(raw.encode()) == (None if expected is None else expected.encode())
@@ -182,6 +182,27 @@ def test_a_path_another_server_reads_as_another_route_is_refused(upstream, gatew
         assert status == routed, same_route
         if status == 200:
             assert json.loads(body)["target"] == same_route
+
+
+def test_a_fragment_in_the_path_is_refused_not_routed_past_a_plugin(upstream, gateway_factory):
+    # Servers that end the path at "#" would serve "/admin#x" as "/admin": had it been
+    # routed as it is, it would take the open route past the plugin of "/admin".
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "open", "paths": ["/*"]},
+        {"name": "admin", "paths": ["/admin"], "plugins": {"key-auth": {}}},
+        {"name": "locked", "paths": ["/locked/*"], "plugins": {"key-auth": {}}}])],
+        "consumers": []})
+    for target in (b"/admin#x", b"/admin#", b"/locked#/a", b"http://api.test/admin#x",
+                   b"/x#/../admin"):
+        with gw.raw() as c:
+            c.send(b"GET " + target + b" HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            status, _, body = c.response()
+        assert (status, json.loads(body)) == (400, {"error_msg": "400 Bad Request"}), target
+    assert gw.request("GET", "/admin")[0] == 401
+    with gw.raw() as c:  # in the query, "#" is the query's: the path routes as it is
+        c.send(b"GET /x?a=1#b HTTP/1.1\r\nHost: api.test\r\n\r\n")
+        status, _, body = c.response()
+    assert status == 200 and json.loads(body)["target"] == "/x?a=1#b"
 
 
 def test_absolute_form_request_target_is_accepted(simple_gateway):
