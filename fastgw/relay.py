@@ -74,6 +74,9 @@ PLAIN_CONNECTION = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 # response takes the slow path, `SlowResponse`, which rebuilds its head field by field.
 # (One expression matching the whole head instead cost a third more instructions.)
 _FAST_STATUS = {b"HTTP/1.1 %d" % code: code for code in range(200, 600) if code not in (204, 304)}
+# What follows the code on a status line forwarded as it is: a reason phrase (RFC 9112 4;
+# llhttp takes control characters in it too, which the slow path's own line leaves out).
+_REASON = re.compile(rb"(?: [\t\x20-\x7e\x80-\xff]*)?(?:\r|$)").match
 # (A line starts after "\n": llhttp takes no "\n" in a head but after "\r". One literal
 # first lets re skip to each line; the look-ahead on the first letter skips most lines.)
 _SLOW_FIELD = re.compile(
@@ -108,7 +111,7 @@ def fast_head(head: bytes) -> tuple:
     checked = _CHECKED.get(head)
     if checked is not None:  # (): remembered for the slow path (a chunked one, say)
         return checked
-    status = _FAST_STATUS.get(head[:12])
+    status = _FAST_STATUS.get(head[:12]) if _REASON(head, 12) else None
     length = None if status is None or _SLOW_FIELD(head) is not None else _CONTENT_LENGTH(head)
     checked = (() if length is None or not _HeadCheck.accepts(head)
                else (status, int(length[1]), _DROPPED_LINES(b"", head)))
@@ -732,10 +735,6 @@ class SlowResponse:
         if status < 200:
             self._interim_response(status)
             return
-        ex.status = status
-        ex.state = RESPONDING
-        ex.t_head = ex.client.loop.time()
-        self.head_sent = True
         parts = [status_line(status), SERVER]
         length = -1
         tokens = None
@@ -746,18 +745,27 @@ class SlowResponse:
                 if lname == b"content-length":
                     length = int(value)  # llhttp has checked it is digits, and only one
                 elif lname == b"transfer-encoding":
-                    upstream_chunked = True  # llhttp refuses anything but chunked last
+                    # llhttp takes codings before chunked (and reads a body that does not
+                    # end in chunked until the close); the body is re-framed here, so any
+                    # other coding would reach the client dropped: a fault, as nginx has it
+                    if upstream_chunked or value.strip(b" \t").lower() != b"chunked":
+                        raise HttpParserError("a transfer coding other than chunked")
+                    upstream_chunked = True
                 elif lname == b"connection":
-                    tokens = connection_tokens(value)
+                    tokens = (tokens or set()) | connection_tokens(value)
                 continue
             parts += (name, b": ", value, b"\r\n")
+        ex.status = status  # a head fastgw can forward: the answer starts
+        ex.state = RESPONDING
+        ex.t_head = ex.client.loop.time()
+        self.head_sent = True
         if tokens:
             parts = _without(parts, tokens)
         self.headers = []
         has_body = True
         if ex.method == b"HEAD" or status == 204 or status == 304:
             has_body = False
-            if length >= 0:
+            if length >= 0 and status != 204:  # never on a 204 (RFC 9110 8.6)
                 parts.append(b"content-length: %d\r\n" % length)
             self.done = True  # llhttp waits for a HEAD body that never comes
         elif length >= 0:

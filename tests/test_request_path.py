@@ -568,6 +568,66 @@ def test_a_response_head_llhttp_refuses_is_a_502_every_time_it_comes(head):
             assert relay.pool.idle == [] and relay.conn.exchange is None
 
 
+@pytest.mark.parametrize("framing", [
+    b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"Transfer-Encoding: gzip\r\n\r\nabc",  # read until the close, by llhttp
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+])
+def test_a_response_in_a_transfer_coding_other_than_chunked_is_a_502(framing):
+    """The body is re-framed on its way: its other codings would reach the client dropped,
+    and the body corrupted (or, read until the close, cut short as if broken off)."""
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\n" + framing)
+        assert [w.split(b"\r\n", 1)[0] for w in relay.client_side.written] == [
+            b"HTTP/1.1 502 Bad Gateway"]
+        assert relay.pool.idle == [] and relay.conn.exchange is None
+
+
+def test_every_connection_field_of_a_response_names_fields_that_are_dropped():
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nConnection: x-a\r\nConnection: x-b\r\n"
+                                 b"X-A: 1\r\nX-B: 2\r\nX-C: 3\r\nContent-Length: 2\r\n\r\nok")
+        head = b"".join(relay.client_side.written).lower()
+        assert b"x-a:" not in head and b"x-b:" not in head and b"x-c: 3" in head
+
+
+def test_a_204_is_forwarded_without_a_content_length():
+    """RFC 9110 8.6: never on a 204 (a 304 and a HEAD answer keep theirs)."""
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        (head,) = relay.client_side.written
+        assert head.startswith(b"HTTP/1.1 204") and b"content-length" not in head.lower()
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n")
+        assert b"content-length: 5\r\n" in relay.client_side.written[-1]
+
+
+def test_a_status_line_with_control_characters_is_rebuilt_not_forwarded():
+    """llhttp takes a reason phrase with a NUL in it, which strict clients refuse: the
+    slow path writes its own status line."""
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok")
+        data = b"".join(relay.client_side.written)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"\x00" not in data
+        assert data.endswith(b"\r\n\r\nok")
+
+
+@pytest.mark.parametrize("version,continues", [(b"1.1", True), (b"1.0", False)])
+def test_100_continue_is_sent_to_http11_clients_only(version, continues):
+    """HTTP/1.0 has no 1xx: its client's expectation is ignored (RFC 9110 10.1.1, 15.2)."""
+    with StandIns() as relay:
+        relay.client.data_received(b"POST /a HTTP/" + version + b"\r\nHost: a.example\r\n"
+                                   b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert relay.upstream_side.written  # the head is upstream, the body still to come
+        assert (b"HTTP/1.1 100 Continue\r\n\r\n" in relay.client_side.written) is continues
+        relay.client.data_received(b"hello")
+        assert relay.upstream_side.written[-1] == b"hello"
+
+
 def test_the_table_of_checked_response_heads_stays_within_its_bounds():
     """Distinct heads never grow it past its size, and a long head is not kept."""
     from fastgw import relay
