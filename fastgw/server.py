@@ -483,7 +483,8 @@ class ClientConnection(asyncio.Protocol):
                 if value.rstrip(b" \t").lower() != b"100-continue":
                     ex.refuse(_EXPECTATION_FAILED)
                     return
-                ex._rare().expect_continue = True
+                if ex.http11:  # HTTP/1.0 has no 1xx: its expectation is ignored (RFC 9110 10.1.1)
+                    ex._rare().expect_continue = True
             elif name == b"x-forwarded-for":
                 rare = ex._rare()
                 rare.xff = value if rare.xff is None else rare.xff + b", " + value
