@@ -174,8 +174,9 @@ class RouteTable:
             if target is None:
                 raise Fault(responses.BAD_REQUEST)  # a backslash or a fragment
             route = self.match(host, target, method)
-            if self.match(host, lenient_reading(target), method) is not route:
-                raise Fault(responses.BAD_REQUEST)  # another route to some servers behind
+            for reading in lenient_readings(target):
+                if self.match(host, reading, method) is not route:
+                    raise Fault(responses.BAD_REQUEST)  # another route to some servers behind
         else:
             route = self.match(host, target, method)
         found = ((None, responses.NOT_FOUND, forwarded) if route is None else
@@ -291,16 +292,23 @@ def normalize_path(path: bytes) -> bytes | None:
     return _remove_dot_segments(_SLASHES.sub(b"/", path))
 
 
-def lenient_reading(path: bytes) -> bytes:
-    """How the most lenient servers read a normalized path: %2F and %5C as "/", and what
-    follows ";" in a segment dropped (servlet containers' path parameters). A request
-    whose lenient reading takes another route than its path is refused (the server behind
-    might serve the other route's path with this route's checks)."""
+def lenient_readings(path: bytes) -> set[bytes]:
+    """How the most lenient servers may read a normalized path: %2F and %5C as "/" (the
+    ".." segments that makes then kept as names, as servers that decode after they
+    normalize have them, or resolved, as those that decode first do), and what follows
+    ";" in a segment dropped (servlet containers' path parameters, then dot segments
+    resolved). A request any of whose readings takes another route than its path is
+    refused: the server behind might serve the other route's path with this route's
+    checks ("/private%2F..%2Fx" is "/x" here and "/private/../x" to a WSGI app)."""
+    readings = set()
     if b"%" in path:
-        path = _ENCODED_SEPARATOR.sub(b"/", path)
+        decoded = _SLASHES.sub(b"/", _ENCODED_SEPARATOR.sub(b"/", path))
+        readings |= {decoded, _remove_dot_segments(decoded)}
+        path = decoded
     if b";" in path:
         path = b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
-    return _remove_dot_segments(_SLASHES.sub(b"/", path))
+        readings.add(_remove_dot_segments(_SLASHES.sub(b"/", path)))
+    return readings
 
 
 def _remove_dot_segments(path: bytes) -> bytes:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import service
-from fastgw.routing import (NEEDS_NORMALIZING, Route, RouteTable, lenient_reading,
+from fastgw.routing import (NEEDS_NORMALIZING, Route, RouteTable, lenient_readings,
                             normalize_path, parse_host)
 
 
@@ -87,13 +87,17 @@ def test_paths_are_put_in_normal_form(raw, expected):
         assert not NEEDS_NORMALIZING(raw.encode())  # the usual path skips all of it
 
 
-@pytest.mark.parametrize("path,lenient", [
-    ("/public/..%2Fprivate", "/private"), ("/public/..%5Cprivate", "/private"),
-    ("/admin%2Fsecret", "/admin/secret"), ("/public/..;/private", "/private"),
-    ("/admin;/secret", "/admin/secret"), ("/a;v=1/b", "/a/b"), ("/files/a%2Fb", "/files/a/b"),
+@pytest.mark.parametrize("path,readings", [
+    ("/public/..%2Fprivate", {"/public/../private", "/private"}),
+    ("/public/..%5Cprivate", {"/public/../private", "/private"}),
+    ("/private%2F..%2Fx", {"/private/../x", "/x"}),
+    ("/admin%2Fsecret", {"/admin/secret"}), ("/public/..;/private", {"/private"}),
+    ("/admin;/secret", {"/admin/secret"}), ("/a;v=1/b", {"/a/b"}),
+    ("/files/a%2Fb", {"/files/a/b"}), ("/a%20b", {"/a%20b"}),
+    ("/p/..%2F..;/x", {"/p/../..;/x", "/..;/x", "/x"}),
 ])
-def test_the_lenient_reading_of_a_path(path, lenient):
-    assert lenient_reading(path.encode()) == lenient.encode()
+def test_the_lenient_readings_of_a_path(path, readings):
+    assert lenient_readings(path.encode()) == {r.encode() for r in readings}
 
 
 @pytest.mark.parametrize("value,forwarded,routed", [
@@ -173,7 +177,8 @@ def test_a_path_another_server_reads_as_another_route_is_refused(upstream, gatew
         {"name": "admin", "paths": ["/admin/*"], "plugins": {"jwt-auth": {}}}])],
         "consumers": []})
     for confusing in ("/admin%2Fsecret", "/admin%5csecret", "/admin;/secret",
-                      "/admin\\secret", "/x/..%2Fadmin/secret"):
+                      "/admin\\secret", "/x/..%2Fadmin/secret", "/admin%2F..%2Fx",
+                      "/admin%2F..", "/admin%2F..;/x"):
         status, _, _ = gw.request("GET", confusing)
         assert status == 400, confusing
     for same_route, routed in (("/%61dmin/secret", 401), ("//admin/secret", 401),
