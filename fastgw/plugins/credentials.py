@@ -121,7 +121,8 @@ class Places:
     """Where one plugin configuration looks for its credential. `cookie` None: not in a
     cookie. With `hide`, the copy read is removed from what goes upstream."""
 
-    __slots__ = ("header", "only", "plain", "is_header", "query", "cookie", "hide")
+    __slots__ = ("header", "only", "plain", "is_header", "query", "query_folded", "cookie",
+                 "hide")
 
     def __init__(self, header: str, query: str, cookie: str | None, hide: bool):
         # The header in every spelling a server behind may read as it (X_Token is X-Token)
@@ -136,6 +137,7 @@ class Places:
         self.plain = None if hide else self.only
         self.is_header = self.header.__contains__
         self.query = query.encode()
+        self.query_folded = self.query.lower()
         self.cookie = None if cookie is None else cookie.encode()
         self.hide = hide
 
@@ -172,16 +174,20 @@ class Places:
 
     def _from_query(self, ex) -> bytes | None:
         """Names are compared percent-decoded, as the upstream's framework will read them
-        (`%6Awt` is `jwt`), so that no spelling of a second copy slips past."""
+        (`%6Awt` is `jwt`), and a name in another case counts as a second copy (some
+        frameworks read names so), so that no spelling of a second copy slips past."""
         path, _, query = ex.target.partition(b"?")
         params = query.split(b"&")
         found = None
+        copies = 0
         for i, param in enumerate(params):
-            name = param.partition(b"=")[0]
-            if unquote_to_bytes(name.replace(b"+", b" ")) == self.query:
-                if found is not None:
-                    raise Repeated
-                found = i
+            name = unquote_to_bytes(param.partition(b"=")[0].replace(b"+", b" "))
+            if name.lower() == self.query_folded:
+                copies += 1
+                if name == self.query:
+                    found = i
+        if copies > 1:
+            raise Repeated
         if found is None:
             return None
         value = params[found].partition(b"=")[2]
