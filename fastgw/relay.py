@@ -52,10 +52,15 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate",
                         b"proxy-authorization"))
 # Request fields the gateway writes itself (framing, Host, forwarding, and what plugins
-# set), so a client's copy, under any spelling, never reaches the upstream.
+# set), so a client's copy, under any spelling, never reaches the upstream; and the other
+# fields that frameworks read as what a proxy in front saw or routed (RFC 7239 Forwarded,
+# which some prefer to X-Forwarded-*; the URL IIS and Symfony route by instead of the
+# request's), which no client may claim.
 REQUEST_SKIP = header_names(HOP_BY_HOP | UPSTREAM_HEADERS | {
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-    b"x-forwarded-host", b"x-real-ip"})
+    b"x-forwarded-host", b"x-real-ip", b"forwarded", b"x-forwarded-port",
+    b"x-forwarded-prefix", b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-forwarded-server",
+    b"x-original-url", b"x-rewrite-url"})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))

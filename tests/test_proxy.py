@@ -53,6 +53,22 @@ def test_client_x_forwarded_for_is_extended_and_spoofed_identity_removed(simple_
     assert header(seen, "x-credential-identifier") is None
 
 
+@pytest.mark.parametrize("name", [
+    "Forwarded", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Ssl",
+    "X-Forwarded-Scheme", "X-Forwarded-Server", "X-Original-URL", "X-Rewrite-URL",
+    "x_original_url"])
+def test_what_a_proxy_in_front_would_say_is_not_taken_from_the_client(simple_gateway, name):
+    """Frameworks read these as the proxy's word (Spring prefers Forwarded to the
+    X-Forwarded-* fastgw sets; IIS and Symfony route by X-Original-URL)."""
+    _, _, body = simple_gateway.request("GET", "/", headers={
+        name: "for=6.6.6.6;proto=https;host=admin.internal" if name == "Forwarded"
+        else "/admin", "X-Kept": "1"})
+    seen = echo(body)
+    assert not [k for k, _ in seen["headers"]
+                if k.replace("_", "-") == name.lower().replace("_", "-")]
+    assert header(seen, "x-kept") == "1"
+
+
 def test_hop_by_hop_headers_are_not_forwarded_either_way(simple_gateway):
     with simple_gateway.raw() as c:
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n"
