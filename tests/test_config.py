@@ -94,6 +94,26 @@ def test_minimal_configuration_gets_defaults():
      "services[0].routes[0].priority: must be an integer, not a string"),
     ({"services": {}}, "services: must be a list, not a mapping"),
     (["not", "a", "mapping"], "(top level): must be a mapping, not a list"),
+    # numbers the workers' messages (64 bits) and JSON readers (2^53) carry exactly
+    ({"services": [svc(routes=[{"name": "r", "paths": ["/x"], "priority": 10 ** 20}])]},
+     "services[0].routes[0].priority: must be a finite number of at most "
+     "9,007,199,254,740,992 (2^53) either way"),
+    ({"services": [svc(upstream={"url": "http://a", "timeout": {"connect": float("inf")}})]},
+     "services[0].upstream.timeout.connect: must be a finite number of at most "
+     "9,007,199,254,740,992 (2^53) either way"),
+    ({"services": [svc(upstream={"url": "http://a", "timeout": {"connect": float("nan")}})]},
+     "services[0].upstream.timeout.connect: must be a finite number of at most "
+     "9,007,199,254,740,992 (2^53) either way"),
+    # nothing that could split the upstream's request head
+    ({"services": [svc(upstream={"url": "http://a", "pass_host": "rewrite",
+                                 "upstream_host": "h\r\nX-Injected: yes"})]},
+     "services[0].upstream.upstream_host: 'h\\r\\nX-Injected: yes' is not host[:port]"),
+    ({"services": [svc(upstream={"url": "http://a/a b HTTP/1.1\r\nX: y"})]},
+     "services[0].upstream.url: must not contain spaces, control or non-ASCII characters "
+     "(percent-encode them)"),
+    ({"services": [svc(upstream={"url": "http://a/caf\u00e9"})]},
+     "services[0].upstream.url: must not contain spaces, control or non-ASCII characters "
+     "(percent-encode them)"),
 ])
 def test_errors_name_their_path(conf, expected):
     assert expected in errors_of(conf)

@@ -46,6 +46,17 @@ def _path_prefix(value: str) -> str | None:
     return _route_path(value)
 
 
+_HOST_FIELD = re.compile(r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _host_field(value: str) -> str | None:
+    """The Host an upstream is sent (pass_host rewrite): host[:port], and nothing a line
+    of the request head could be split at."""
+    if _HOST_FIELD.fullmatch(value) is None:
+        return f"{value!r} is not host[:port]"
+    return None
+
+
 def _upstream_url(value: str) -> str | None:
     parts, problem = http_url(value, "must start with http:// or https://")
     if problem is None and (parts.query or parts.fragment):
@@ -96,7 +107,7 @@ UPSTREAM = Obj({
     "nodes": Field(Nullable(List(NODE, min_len=1))),
     "scheme": Field(Str(choices=("http", "https")), default="http"),
     "pass_host": Field(Str(choices=("pass", "node", "rewrite")), default="pass"),
-    "upstream_host": Field(Nullable(Str())),
+    "upstream_host": Field(Nullable(Str(_host_field))),
     "timeout": Field(Obj({
         "connect": Field(Seconds(), default=60),
         "send": Field(Seconds(), default=60),

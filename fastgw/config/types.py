@@ -13,6 +13,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import SplitResult, urlsplit
 
 INVALID = object()
+# The largest magnitude of a number in a configuration: what every JSON reader (the
+# console's JavaScript among them) keeps exactly, well inside the 64 bits the workers'
+# messages carry; infinity and NaN are no numbers here either.
+LARGEST = 2 ** 53
 
 Errors = list[tuple[str, str]]
 Check = Callable[[Any], str | None]
@@ -37,10 +41,17 @@ def join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+_NOT_URI = re.compile(r"[^\x21-\x7e]")
+
+
 def http_url(value: str, scheme_rule: str) -> tuple[SplitResult | None, str | None]:
     """`value` split, and what keeps it from being an http(s) URL one may configure, or
     None: it parses, its scheme is http or https (else `scheme_rule`, the message), it has
-    a host and a port of 1-65535 if any, and no credentials."""
+    a host and a port of 1-65535 if any, and no credentials, nor a character that is not
+    in a URI (a space, a control character: its path goes into a request line)."""
+    if _NOT_URI.search(value):
+        return None, ("must not contain spaces, control or non-ASCII characters "
+                      "(percent-encode them)")
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -127,6 +138,10 @@ class Int(Type):
     def load(self, value: Any, path: str, errors: Errors) -> Any:
         if not isinstance(value, self.kinds) or isinstance(value, bool):
             return self.wrong_kind(value, path, errors)
+        if not -LARGEST <= value <= LARGEST:  # NaN too
+            errors.append((path, f"must be a finite number of at most {LARGEST:,} (2^53) "
+                                 f"either way"))
+            return INVALID
         if self.positive and not value > 0:
             errors.append((path, "must be greater than 0"))
             return INVALID
