@@ -9,6 +9,7 @@ except a secret the API generated itself, returned once by the PUT that made it.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hmac
 import time
@@ -64,6 +65,9 @@ class AdminAPI:
     def __init__(self, master):
         self.master = master
         self.key = master.settings.admin_key.encode()
+        # one change at a time, from the configuration it read to the one it commits:
+        # two at once each built on the same configuration, and the last lost the first's
+        self._changing = asyncio.Lock()
 
     def authorised(self, given: bytes | None) -> bool:
         return given is not None and hmac.compare_digest(given, self.key)
@@ -282,7 +286,11 @@ class AdminAPI:
         try:
             if not self.authorised(headers.get(b"x-api-key")):
                 raise AdminError(401, "missing or wrong X-API-KEY")
-            status, answer = await self.handle(method, target, body)
+            if method == "GET":
+                status, answer = await self.handle(method, target, body)
+            else:
+                async with self._changing:
+                    status, answer = await self.handle(method, target, body)
         except AdminError as exc:
             status, answer = exc.status, exc.body()
         return status, b"application/json", orjson.dumps(answer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt as pyjwt
 import pytest
@@ -75,6 +76,23 @@ def test_services_and_routes_crud(admin_gw, upstream):
     assert admin(admin_gw, "DELETE", "/admin/services/public")[0] == 200
     assert admin_gw.request("GET", "/pub/hello")[0] == 401  # now the jwt service's /*
     assert admin(admin_gw, "GET", "/admin/services/public")[0] == 404
+
+
+def test_changes_made_at_once_are_all_kept(admin_gw):
+    """Each change reads the configuration, edits it and commits it: twenty at once, each
+    answered 200, are twenty routes, in the admin API and in the file."""
+    names = [f"r{i}" for i in range(20)]
+
+    def put(name):
+        return admin(admin_gw, "PUT", f"/admin/services/api/routes/{name}",
+                     {"paths": [f"/{name}"]})
+    with ThreadPoolExecutor(len(names)) as pool:
+        answers = list(pool.map(put, names))
+    assert [status for status, _ in answers] == [200] * len(names)
+    routes = {r["name"] for r in admin(admin_gw, "GET", "/admin/services/api")[1]["routes"]}
+    assert routes == {"r", *names}
+    stored = yaml.safe_load(admin_gw.config_path.read_text())
+    assert {r["name"] for r in stored["services"][0]["routes"]} == routes
 
 
 def test_a_service_configuring_a_shared_node_pool_differently_is_refused(admin_gw, upstream):
