@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
+import json
 import time
 from typing import Any
 from urllib.parse import unquote
@@ -20,6 +21,7 @@ import orjson
 
 from . import __version__
 from .config import ConfigError, schema
+from .config.loader import json_object
 from .config.sources import Conflict, NotInForce, TooLarge, Unavailable
 from .plugins import credential_type, issue_token
 
@@ -83,8 +85,11 @@ class AdminAPI:
         if method in ("PUT", "POST") and body:
             try:
                 data = orjson.loads(body)
+                json.loads(body, object_pairs_hook=json_object)  # a key twice: refused
             except orjson.JSONDecodeError as exc:
                 raise AdminError(400, f"body is not JSON: {exc}") from None
+            except ConfigError as exc:  # as a file's is (the last would win unseen)
+                raise AdminError(400, f"body: {exc.errors[0][1]}") from None
         conf = self.master.conf
         match (method, parts):
             case ("GET", ["status"]):

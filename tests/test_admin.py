@@ -106,6 +106,14 @@ def test_a_service_configuring_a_shared_node_pool_differently_is_refused(admin_g
     assert status == 200  # the same (default) settings
 
 
+def test_a_key_twice_in_a_body_is_refused(admin_gw):
+    """As in a configuration file: the last would win, unseen (here: no services)."""
+    status, body = admin(admin_gw, "PUT", "/admin/config",
+                         b'{"services": [], "consumers": [], "services": []}')
+    assert (status, body["error_msg"]) == (400, "body: duplicate key 'services'")
+    assert len(admin(admin_gw, "GET", "/admin/services")[1]) == 1
+
+
 def test_invalid_body_names_the_field(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
         "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})

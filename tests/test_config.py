@@ -167,6 +167,20 @@ def test_duplicate_yaml_key_is_an_error():
     assert "duplicate key 'services'" in str(info.value)
 
 
+@pytest.mark.parametrize("text,name,expected", [
+    ("services: [{? [a, b] : 1, name: a}]\n", "f.yaml",
+     "line 1: a key must be a name, not a list"),
+    ("a: " + "[" * 5000 + "]" * 5000 + "\n", "f.yaml", "(top level): is nested too deeply"),
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "f.json",
+     "(top level): is nested too deeply"),
+])
+def test_a_document_no_configuration_could_be_is_an_error_not_a_traceback(text, name,
+                                                                           expected):
+    with pytest.raises(ConfigError) as info:
+        parse(text, name)
+    assert str(info.value) == expected
+
+
 def test_duplicate_json_key_is_an_error():
     with pytest.raises(ConfigError):
         parse('{"services": [], "services": []}', "f.json")

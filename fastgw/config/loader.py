@@ -18,6 +18,10 @@ class _StrictLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict)):  # "? [a, b]": no name of anything
+                mark = key_node.start_mark
+                raise ConfigError([(f"line {mark.line + 1}", "a key must be a name, not a "
+                                                             f"{type(key).__name__}")])
             if key in seen:
                 mark = key_node.start_mark
                 raise ConfigError([(f"line {mark.line + 1}", f"duplicate key {key!r}")])
@@ -25,7 +29,8 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _json_object(pairs):
+def json_object(pairs):
+    """A JSON object that names no key twice (json's object_pairs_hook)."""
     out = {}
     for key, value in pairs:
         if key in out:
@@ -38,10 +43,12 @@ def parse(text: str, filename: str = "") -> object:
     """The data in a YAML or JSON document; ConfigError when it cannot be parsed."""
     try:
         if filename.endswith(".json"):
-            return json.loads(text, object_pairs_hook=_json_object)
+            return json.loads(text, object_pairs_hook=json_object)
         return yaml.load(text, Loader=_StrictLoader)
     except json.JSONDecodeError as exc:
         raise ConfigError([(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from None
+    except RecursionError:
+        raise ConfigError([("(top level)", "is nested too deeply")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(yaml)"
