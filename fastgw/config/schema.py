@@ -7,6 +7,7 @@ import re
 import ssl
 
 from ..plugins import CREDENTIAL_TYPES, DEFAULT_CREDENTIAL_TYPE, PLUGINS, credential_type
+from ..routing import parse_host
 from ..upstream import POOL_SETTINGS, node_key, upstream_nodes
 from .types import (INVALID, Bool, ConfigError, Errors, Field, Int, List, Map, Nullable, Obj,
                     Seconds, Str, http_url, join)
@@ -46,13 +47,10 @@ def _path_prefix(value: str) -> str | None:
     return _route_path(value)
 
 
-_HOST_FIELD = re.compile(r"([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
-
-
 def _host_field(value: str) -> str | None:
-    """The Host an upstream is sent (pass_host rewrite): host[:port], and nothing a line
-    of the request head could be split at."""
-    if _HOST_FIELD.fullmatch(value) is None:
+    """The Host an upstream is sent (pass_host rewrite): host[:port] by the rule a client's
+    Host is held to, so nothing a line of the request head could be split at."""
+    if not value.isascii() or not parse_host(value.encode()) or value != value.strip():
         return f"{value!r} is not host[:port]"
     return None
 
