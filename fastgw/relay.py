@@ -36,6 +36,7 @@ import re
 from httptools import HttpParserError, HttpResponseParser
 
 from . import responses
+from .fields import SAID_BY_PROXY
 from .plugins import PENDING, UPSTREAM_HEADERS
 from .responses import SERVER, Fault, Response, status_line
 from .spelling import header_names
@@ -58,9 +59,7 @@ HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te"
 # request's), which no client may claim.
 REQUEST_SKIP = header_names(HOP_BY_HOP | UPSTREAM_HEADERS | {
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
-    b"x-forwarded-host", b"x-real-ip", b"forwarded", b"x-forwarded-port",
-    b"x-forwarded-prefix", b"x-forwarded-ssl", b"x-forwarded-scheme", b"x-forwarded-server",
-    b"x-original-url", b"x-rewrite-url"})
+    b"x-forwarded-host", b"x-real-ip", *SAID_BY_PROXY})
 RESPONSE_SKIP = HOP_BY_HOP | {b"server", b"content-length"}
 # Methods whose request may be sent again on another connection (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))

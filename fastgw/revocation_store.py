@@ -149,6 +149,7 @@ class Revocations:
             entry = self.entries.get(entry_id)
             if entry is not None and entry["expires"] == expires:
                 expired.append(entry_id)
+        expired = list(dict.fromkeys(expired))  # once each (a SIGHUP may push one twice)
         if not expired:
             return
         async with self._lock:

@@ -654,6 +654,14 @@ def _relayed(request: bytes) -> tuple[bytes, dict | None, bytes]:
         return relay.upstream_side.written[-1], ex.fields, relay.client_side.written[-1]
 
 
+def test_a_request_from_behind_a_proxy_that_adds_x_forwarded_port_stays_plain():
+    """AWS ALB and Traefik add it to every request: it is dropped from the fields dict."""
+    sent, fields, _ = _relayed(b"GET /a HTTP/1.1\r\nHost: a.example\r\n"
+                               b"X-Forwarded-Port: 443\r\nAccept: */*\r\n\r\n")
+    assert fields == {b"accept": b"*/*"}
+    assert b"x-forwarded-port" not in sent.lower() and b"accept: */*" in sent
+
+
 @pytest.mark.parametrize("value", [b"keep-alive", b"Keep-Alive"])
 def test_connection_keep_alive_on_http11_is_a_plain_request_without_the_field(value):
     """Browsers and most HTTP libraries send it: it says what HTTP/1.1 means anyway, so the
