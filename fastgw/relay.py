@@ -741,8 +741,9 @@ class SlowResponse:
             return
         parts = [status_line(status), SERVER]
         length = -1
-        tokens = None
+        tokens: set[bytes] = set()
         upstream_chunked = False
+        has_body = not (ex.method == b"HEAD" or status == 204 or status == 304)
         for name, value in self.headers:
             lname = name.lower()
             if lname in RESPONSE_SKIP:
@@ -752,11 +753,13 @@ class SlowResponse:
                     # llhttp takes codings before chunked (and reads a body that does not
                     # end in chunked until the close); the body is re-framed here, so any
                     # other coding would reach the client dropped: a fault, as nginx has it
-                    if upstream_chunked or value.strip(b" \t").lower() != b"chunked":
+                    # (an answer without a body only says what a GET's would be framed by)
+                    if has_body and (upstream_chunked
+                                     or value.strip(b" \t").lower() != b"chunked"):
                         raise HttpParserError("a transfer coding other than chunked")
                     upstream_chunked = True
                 elif lname == b"connection":
-                    tokens = (tokens or set()) | connection_tokens(value)
+                    tokens |= connection_tokens(value)
                 continue
             parts += (name, b": ", value, b"\r\n")
         ex.status = status  # a head fastgw can forward: the answer starts
@@ -766,9 +769,7 @@ class SlowResponse:
         if tokens:
             parts = _without(parts, tokens)
         self.headers = []
-        has_body = True
-        if ex.method == b"HEAD" or status == 204 or status == 304:
-            has_body = False
+        if not has_body:
             if length >= 0 and status != 204:  # never on a 204 (RFC 9110 8.6)
                 parts.append(b"content-length: %d\r\n" % length)
             self.done = True  # llhttp waits for a HEAD body that never comes

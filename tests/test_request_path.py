@@ -584,6 +584,17 @@ def test_a_response_in_a_transfer_coding_other_than_chunked_is_a_502(framing):
         assert relay.pool.idle == [] and relay.conn.exchange is None
 
 
+def test_an_answer_without_a_body_is_forwarded_whatever_coding_it_names():
+    """A 304 (and a HEAD answer) only says how a GET's body would be framed: nothing of it
+    is re-framed, so its coding is no fault."""
+    with StandIns() as relay:
+        relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        relay.conn.data_received(b"HTTP/1.1 304 Not Modified\r\n"
+                                 b"Transfer-Encoding: gzip, chunked\r\n\r\n")
+        assert relay.client_side.written[-1].startswith(b"HTTP/1.1 304 Not Modified\r\n")
+        assert relay.pool.idle == [relay.conn]
+
+
 def test_every_connection_field_of_a_response_names_fields_that_are_dropped():
     with StandIns() as relay:
         relay.client.data_received(b"GET /a HTTP/1.1\r\nHost: a.example\r\n\r\n")
