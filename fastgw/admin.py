@@ -26,6 +26,7 @@ from .config.sources import Conflict, NotInForce, TooLarge, Unavailable
 from .plugins import credential_type, issue_token
 
 MASK = "***"
+UNAUTHORISED = orjson.dumps({"error_msg": "missing or wrong X-API-KEY"})
 
 
 class AdminError(Exception):
@@ -286,11 +287,18 @@ class AdminAPI:
         except NotInForce as exc:
             raise AdminError(500, str(exc)) from None
 
+    def admit(self, method: str, target: str, headers: dict):
+        """ControlProtocol's check of a request's head: a request without the key is
+        answered 401 before its body is read (the body is then dropped, never held)."""
+        if self.authorised(headers.get(b"x-api-key")):
+            return None
+        return 401, b"application/json", UNAUTHORISED
+
     async def http(self, method: str, target: str, headers: dict, body: bytes):
         """The ControlProtocol handler: key check, then `handle`, answered as JSON."""
         try:
-            if not self.authorised(headers.get(b"x-api-key")):
-                raise AdminError(401, "missing or wrong X-API-KEY")
+            if not self.authorised(headers.get(b"x-api-key")):  # (admit has answered it)
+                return 401, b"application/json", UNAUTHORISED
             if method == "GET":
                 status, answer = await self.handle(method, target, body)
             else:

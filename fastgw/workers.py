@@ -250,11 +250,14 @@ class Master:
             return await self._stop_workers()
         self.source.follow(self.config_changed)
         if self.admin_socket is not None:
-            api = Console(AdminAPI(self).http)  # the web console at /ui/, the API beside it
-            await loop.create_server(lambda: ControlProtocol(api.http), sock=self.admin_socket)
+            api = Console(AdminAPI(self))  # the web console at /ui/, the API beside it
+            await loop.create_server(lambda: ControlProtocol(api.http, self.settings, api.admit),
+                                     sock=self.admin_socket)
             log.info("admin API on %s:%d", *self.settings.admin_listen)
         if self.metrics_socket is not None:
-            await loop.create_server(lambda: ControlProtocol(self.metrics_http),
+            # (no request to these endpoints has a body)
+            await loop.create_server(lambda: ControlProtocol(self.metrics_http, self.settings,
+                                                             max_body=0),
                                      sock=self.metrics_socket)
             log.info("metrics on %s:%d", *self.settings.metrics_listen)
         addresses = ", ".join([*(f"{h}:{p}" for h, p in self.settings.listen),

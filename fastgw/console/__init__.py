@@ -44,18 +44,24 @@ def load_files(folder: Path = FOLDER) -> dict[str, tuple[bytes, bytes]]:
 
 class Console:
     """Answers GET under /ui/ from the files read at start; anything else goes
-    to `api` (the admin API's handler)."""
+    to `api` (the admin API)."""
 
     def __init__(self, api, folder: Path = FOLDER):
         self.api = api
         self.files = load_files(folder)
 
+    def admit(self, method: str, target: str, headers: dict):
+        """The admin API's check of a request's head (its key); the console needs none."""
+        if _console_path(target):
+            return None
+        return self.api.admit(method, target, headers)
+
     async def http(self, method: str, target: str, headers: dict, body: bytes):
+        if not _console_path(target):
+            return await self.api.http(method, target, headers, body)
         path = target.split("?", 1)[0]
         if path == "/ui":
             return 301, b"text/plain", b"", HEADERS + b"location: /ui/\r\n"
-        if not path.startswith(PREFIX):
-            return await self.api(method, target, headers, body)
         if method != "GET":
             return 405, b"application/json", b'{"error_msg": "method not allowed"}', HEADERS
         name = unquote(path[len(PREFIX):]) or "index.html"
@@ -64,3 +70,8 @@ class Console:
             return NOT_FOUND
         content_type, data = found
         return 200, content_type, data, HEADERS
+
+
+def _console_path(target: str) -> bool:
+    path = target.split("?", 1)[0]
+    return path == "/ui" or path.startswith(PREFIX)
