@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from . import __version__
+from . import __version__, jwt
 from .config import ConfigError, schema
 from .config.loader import json_object
 from .config.sources import Conflict, NotInForce, TooLarge, Unavailable
@@ -153,7 +153,8 @@ class AdminAPI:
             case ("POST", ["jwks", "refresh"]):
                 return 200, await self.master.jwks.refresh_all()
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
-                return 200, {"token": self._token(username, cred_id, data or {})}
+                return 200, {"token": self._token(username, cred_id,
+                                                  {} if data is None else data)}
             case (_, ["revocations", *rest]):  # SPEC section 9: revocation_store.py
                 return await self.master.revocations.admin(method, rest, data)
         raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,
@@ -258,13 +259,16 @@ class AdminAPI:
         elif not isinstance(claims, dict):
             raise AdminError(400, "claims must be an object", "claims")
         expires, ttl = data.get("expires"), data.get("ttl")
+        now = time.time()
         if expires is not None and (isinstance(expires, bool)
-                                    or not isinstance(expires, (int, float))):
-            raise AdminError(400, "expires must be unix seconds", "expires")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-            raise AdminError(400, "ttl must be a positive integer", "ttl")
+                                    or not isinstance(expires, (int, float))
+                                    or not jwt.is_time(expires)):
+            raise AdminError(400, "expires must be unix seconds, from 1970 to 9999", "expires")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1
+                                or not jwt.is_time(now + ttl)):
+            raise AdminError(400, "ttl must be a positive integer, ending before 9999", "ttl")
         try:
-            return issue_token(cred, claims, ttl, expires, now=time.time())
+            return issue_token(cred, claims, ttl, expires, now=now)
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
 

@@ -146,18 +146,20 @@ def _claim(text: str) -> tuple[str, object]:
 
 
 def _time(text: str, flag: str = "--expires") -> float:
-    """Unix seconds, or an ISO 8601 time (UTC when it names no zone)."""
+    """Unix seconds, or an ISO 8601 time (UTC when it names no zone), from 1970 to 9999."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{flag} {text!r}: not an ISO 8601 time or unix seconds") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
+        try:
+            when = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{flag} {text!r}: not an ISO 8601 time or unix seconds") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = when.timestamp()
+    if not jwt.is_time(seconds):
+        raise ValueError(f"{flag} {text!r}: not a time from 1970 to 9999")
+    return seconds
 
 
 def _secret(args) -> int:

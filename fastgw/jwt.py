@@ -26,6 +26,9 @@ _ALGORITHMS = {name: alg for name, alg in get_default_algorithms().items() if na
 ALGORITHM_NAMES = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384",
                    "PS512", "ES256", "ES384", "ES512", "EdDSA")
 HMAC_ALGORITHMS = frozenset(("HS256", "HS384", "HS512"))
+# The latest time a token or a revocation may name: 9999-12-31T23:59:59Z, the last one
+# that can be written as a date (ISO 8601, Python's datetime, the console's Date).
+LATEST = 253_402_300_799
 
 _URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _PADDING = (b"", b"", b"==", b"=")  # by len % 4; a remainder of 1 is never valid
@@ -148,15 +151,25 @@ def sign_token(algorithm: str, key_material: bytes | str, claims: dict[str, Any]
     return pyjwt.encode(claims, key_material, algorithm=algorithm, headers={"typ": "JWT"})
 
 
+def is_time(seconds: float) -> bool:
+    """Whether unix `seconds` is a time from 1970 to LATEST (NaN and infinity are not)."""
+    return 0 <= seconds <= LATEST
+
+
 def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float | None,
                  extra: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """The payload of a generated token: extra claims, the key, `iat` and `exp`."""
+    """The payload of a generated token: extra claims, the key, `iat` and `exp`;
+    ValueError for a lifetime or an expiry no token can have."""
     now = int(time.time() if now is None else now)
     claims = dict(extra)
     claims[key_claim] = key
     claims.setdefault("iat", now)
     if expires is not None:
+        if not is_time(expires):
+            raise ValueError(f"expires {expires!r}: not a time from 1970 to 9999")
         claims["exp"] = int(expires)
     elif lifetime is not None:
+        if lifetime < 1 or not is_time(now + lifetime):
+            raise ValueError(f"ttl {lifetime!r}: not a number of seconds from 1 to the year 9999")
         claims["exp"] = now + int(lifetime)
     return claims

@@ -27,6 +27,8 @@ import math
 import secrets
 import time
 
+from .jwt import is_time
+
 DEFAULT_LIFETIME = 30 * 86400  # seconds an entry lives when it names no `expires`
 MAX_LIFETIME = 10 * 366 * 86400  # an entry may not outlive ten years
 MAX_CLAIM_LENGTH = 4096  # characters of a jti, sub or iss in an entry
@@ -66,8 +68,9 @@ def _time(data: dict, name: str) -> float | None:
     value = data.get(name)
     if value is None:
         return None
-    if type(value) not in _NUMBER or not math.isfinite(value):
-        raise EntryError(name, "must be a time in unix seconds (a number)")
+    if type(value) not in _NUMBER or not is_time(value):
+        raise EntryError(name, "must be a time in unix seconds (a number from 0, 1970, "
+                               "to 253402300799, 9999)")
     return value
 
 

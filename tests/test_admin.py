@@ -190,11 +190,15 @@ def test_token_endpoint(admin_gw):
     assert claims["age"] == 18 and claims["exp"] - claims["iat"] == 60
     assert admin_gw.request("GET", "/x", headers={"Authorization": body["token"]})[0] == 200
     assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/nope/token", {})[0] == 404
-    for bad in ({"ttl": "soon"}, {"ttl": True}, {"ttl": 0}, {"expires": True},
-                {"expires": "tomorrow"}, {"claims": []}):
+    for bad in ({"ttl": "soon"}, {"ttl": True}, {"ttl": 0}, {"ttl": 10 ** 20}, {"expires": True},
+                {"expires": "tomorrow"}, {"expires": 1e300}, {"expires": -5}, {"claims": []}):
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", bad)
         assert status == 400 and body["path"] == next(iter(bad)), bad
+    for raw in (b"[]", b"0", b"\"ttl\""):  # a body, but no object (an empty one is {})
+        status, body = admin(admin_gw, "POST",
+                             "/admin/consumers/jack/credentials/jack-jwt/token", raw)
+        assert status == 400 and body["error_msg"] == "body must be a JSON object", raw
 
 
 def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw):
@@ -238,3 +242,12 @@ def test_put_config_keeps_masked_secrets(admin_gw):
     assert admin_gw.request("GET", "/only", headers={"Authorization": token})[0] == 200
     assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 404
     assert admin(admin_gw, "GET", "/admin/status")[1]["revision"] == 2
+
+
+@pytest.mark.parametrize("key", [[1], {"a": 1}, 5])
+def test_a_masked_secret_beside_a_key_that_is_no_string_is_400(admin_gw, key):
+    """The key names the credential (its default id): one that is a list was looked up
+    as an id, and answered 500."""
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jack",
+                         {"credentials": [{"key": key, "secret": "***"}]})
+    assert status == 400 and body["error_msg"] == "secret: '***' is not a value", body

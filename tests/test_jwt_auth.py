@@ -694,6 +694,13 @@ def test_token_command_errors(tmp_path, key_pairs):
     out = fastgw("token", "--consumer", "es", "--expires", "someday", config_file=f)
     assert out.returncode == 2 and "not an ISO 8601 time" in out.stderr
     assert "Traceback" not in out.stderr
+    for flag, value in (("--expires", "inf"), ("--expires", "1e300"), ("--expires", "nan"),
+                        ("--expires", "0001-01-01")):
+        out = fastgw("token", "--consumer", "es", flag, value, config_file=f)
+        assert out.returncode == 2 and f"{flag} '{value}': not a time" in out.stderr, out.stderr
+    for ttl in ("0", "-5", "1" + "0" * 20):  # a token that expires as it is made, or never
+        out = fastgw("token", "--consumer", "es", "--ttl", ttl, config_file=f)
+        assert out.returncode == 1 and f"ttl {ttl}: not a number" in out.stderr, out.stderr
 
 
 def test_token_command_signs_with_private_key(tmp_path, key_pairs):

@@ -222,6 +222,7 @@ NOW = time.time()
     ({"sub": "b"}, "issued_before"),
     ({"sub": "b", "issued_before": "yesterday"}, "issued_before"),
     ({"sub": "b", "issued_before": True}, "issued_before"),
+    ({"sub": "b", "issued_before": 1e300}, "issued_before"),  # (no date: the CLI's traceback)
     ({"jti": ""}, "jti"),
     ({"jti": 12}, "jti"),
     ({"jti": ["a"]}, "jti"),
@@ -482,6 +483,11 @@ def test_the_cli_revokes_and_lists(gw):
     assert refused.returncode == 2 and "--expires 'soon'" in refused.stderr
     refused = fastgw("revoke", "--jti", "x", "--expires", "2001-01-01", env=env)
     assert refused.returncode == 1 and "expires: is in the past" in refused.stderr
+    for flag, when in (("--issued-before", "1e300"), ("--expires", "inf"),
+                       ("--issued-before", "nan")):  # never sent (inf was sent as null)
+        refused = fastgw("revoke", "--sub", "ann", flag, when, env=env)
+        assert refused.returncode == 2 and f"{flag} '{when}': not a time" in refused.stderr
+        assert "Traceback" not in refused.stderr
     keyless = fastgw("revocations", env={"PATH": "/usr/bin:/bin"})
     assert keyless.returncode == 2 and "FASTGW_ADMIN_KEY" in keyless.stderr
     wrong = fastgw("revocations", "--admin-key", "wrong", env=env)

@@ -172,9 +172,10 @@ def credential_ids(username, credentials: list) -> list:
             continue
         nth = counts[kind] = counts.get(kind, 0) + 1
         try:
-            ids.append(kind.default_id(username, cred, nth))
+            own = kind.default_id(username, cred, nth)
         except (KeyError, TypeError):  # a raw credential without what its default needs
-            ids.append(None)
+            own = None
+        ids.append(own if isinstance(own, str) else None)  # (a key that is a list, say)
     return ids
 
 
