@@ -265,6 +265,7 @@ class FileStore:
         self._appended: int | None = None  # lines after the first; None: rewrite it first
         self._live = 0  # the entries in the file once its changes are made
         self._written: tuple | None = None  # _identity() of the file as fastgw last wrote it
+        self._seen = False  # there has been a file since start (read or written)
 
     def start(self) -> None:
         """Read the file (none yet: no entries); StartError when it cannot be used."""
@@ -277,9 +278,12 @@ class FileStore:
 
     def reread(self) -> list:
         """The entries in the file as stored, for SIGHUP. A file gone or without its list
-        is an error, never "no entries": revoked tokens are not let in by accident."""
+        is an error, never "no entries": revoked tokens are not let in by accident. (A file
+        there has never been is no entries, as at start.)"""
         saved = self._read()
         if saved is None:
+            if not self._seen:
+                return []
             raise StartError(f"FASTGW_REVOCATIONS: there is no {self.path}")
         if "revocations" not in saved:
             raise EntryError("(top level)", "must be an object with a list `revocations`")
@@ -293,6 +297,7 @@ class FileStore:
         try:
             with open(self.path, "rb") as f:
                 data = f.read()
+            self._seen = True
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -351,6 +356,7 @@ class FileStore:
         data = orjson.dumps({"revocations": entries}) + b"\n"
         await asyncio.to_thread(replace_file, self.path, data)
         self._written, self._appended = _identity(os.stat(self.path)), 0
+        self._seen = True
         self._live = len(entries)
 
     async def _change(self, changes: list[dict], live: int, after: Entries) -> None:

@@ -452,6 +452,30 @@ def test_sighup_reads_the_file_again_and_a_bad_one_keeps_the_entries(config, gat
     assert status_of(gw, token(jti="c")) == 401
 
 
+def test_sighup_before_there_was_ever_a_file_is_no_entries_not_an_error(config,
+                                                                         gateway_factory,
+                                                                         tmp_path):
+    path = tmp_path / "never.json"
+    gw = with_ports(gateway_factory(config, env=admin_env(FASTGW_REVOCATIONS=str(path))))
+    start = len(gw.log)
+    gw.signal(signal.SIGHUP)
+    line = gw.wait_for_log("revocation entries re-read from", start=start)
+    assert "0 revocation entries re-read" in line
+    assert not [line for line in gw.log[start:] if "not re-read" in line]
+    now = time.time()  # a file a deployment puts there later is read at the next SIGHUP
+    path.write_text(json.dumps({"revocations": [{"id": "d", "jti": "a", "expires": now + 500,
+                                                 "created": now}]}))
+    start = len(gw.log)
+    gw.signal(signal.SIGHUP)
+    assert "1 revocation entries re-read" in gw.wait_for_log("re-read from", start=start)
+    assert status_of(gw, token(jti="a")) == 401
+    path.unlink()  # and once there was one, its going is an error again
+    start = len(gw.log)
+    gw.signal(signal.SIGHUP)
+    assert f"there is no {path}" in gw.wait_for_log("not re-read from", start=start)
+    assert status_of(gw, token(jti="a")) == 401
+
+
 # ---------------------------------------------------------------- the CLI
 
 def fastgw(*args: str, env: dict) -> subprocess.CompletedProcess:
