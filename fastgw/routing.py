@@ -296,8 +296,8 @@ def lenient_readings(path: bytes) -> set[bytes]:
     """How the most lenient servers may read a normalized path: %2F and %5C as "/" (the
     ".." segments that makes then kept as names, as servers that decode after they
     normalize have them, or resolved, as those that decode first do), and what follows
-    ";" in a segment dropped (servlet containers' path parameters, then dot segments
-    resolved). A request any of whose readings takes another route than its path is
+    ";" in a segment dropped (servlet containers' path parameters; the dot segments that
+    leaves kept, or resolved, as they do). A request any of whose readings takes another route than its path is
     refused: the server behind might serve the other route's path with this route's
     checks ("/private%2F..%2Fx" is "/x" here and "/private/../x" to a WSGI app)."""
     readings = set()
@@ -306,8 +306,9 @@ def lenient_readings(path: bytes) -> set[bytes]:
         readings |= {decoded, _remove_dot_segments(decoded)}
         path = decoded
     if b";" in path:
-        path = b"/".join(segment.partition(b";")[0] for segment in path.split(b"/"))
-        readings.add(_remove_dot_segments(_SLASHES.sub(b"/", path)))
+        path = _SLASHES.sub(b"/", b"/".join(segment.partition(b";")[0]
+                                            for segment in path.split(b"/")))
+        readings |= {path, _remove_dot_segments(path)}
     return readings
 
 
