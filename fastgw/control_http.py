@@ -3,18 +3,22 @@
 Requests are answered strictly in the order they came, one at a time per connection, by an
 async handler: `handler(method, target, headers, body) -> (status, content_type, body
 bytes)`, or with a fourth item: more header lines, as bytes ending in CRLF (the console's
-security headers). Pipelined requests wait in `queue` (PIPELINE_DEPTH of them at most
-before reading pauses); one with "Connection: close" is the last one read.
+security headers). Pipelined requests wait in `queue`; reading pauses while PIPELINE_DEPTH
+of them (or MAX_BODY bytes of their bodies) wait, and while the client does not read its
+answers. One with "Connection: close" is the last one read; a half-close ends reading, and
+what was read whole is still answered.
 
 `admit(method, target, headers)`, if given, sees each request as soon as its head is
 parsed and may answer it at once (the admin API's key check): its body, if any, is then
-read and dropped, never held. A request admitted with "Expect: 100-continue" gets its
-`100 Continue` then, when no answer is owed before it.
+read and dropped, never held, and the connection closes after the answer if the body had
+not all come. A request admitted with "Expect: 100-continue" gets its `100 Continue` when
+no answer is owed before it.
 
-Time-outs, as on the proxy port: a head must be whole within FASTGW_HEADER_TIMEOUT of its
-first byte, a body may go that long between reads (both answered 408), and an idle
-connection is closed after FASTGW_KEEPALIVE_TIMEOUT. A head over FASTGW_MAX_HEADER_BYTES
-is answered 431.
+Limits, as on the proxy port: a head must be whole within FASTGW_HEADER_TIMEOUT of its
+first byte and a body may go that long between reads (408); an idle connection, and one
+whose client does not read its answers, is closed after FASTGW_KEEPALIVE_TIMEOUT; a head
+over FASTGW_MAX_HEADER_BYTES is 431, a body over `max_body` 413; HTTP/1.0 and 1.1 only;
+no Upgrade or CONNECT (501).
 """
 
 from __future__ import annotations
@@ -39,20 +43,24 @@ TIMED_OUT = (408, _JSON, b'{"error_msg": "request timed out"}')
 TOO_LARGE = (413, _JSON, b'{"error_msg": "request body too large"}')
 HEAD_TOO_LARGE = (431, _JSON, b'{"error_msg": "request header fields too large"}')
 NOT_IMPLEMENTED = (501, _JSON, b'{"error_msg": "not implemented"}')
+VERSION_NOT_SUPPORTED = (505, _JSON, b'{"error_msg": "HTTP version not supported"}')
 ERROR = (500, _JSON, b'{"error_msg": "error"}')
 
 
 class _Request:
     """One request read from the connection, waiting for its answer."""
 
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "answer", "complete")
+    __slots__ = ("method", "target", "headers", "body", "size", "keep_alive", "answer",
+                 "complete", "continue_owed")
 
     def __init__(self, method: str, target: str, headers: dict, keep_alive: bool):
         self.method, self.target, self.headers = method, target, headers
         self.body: list[bytes] = []
+        self.size = 0  # bytes held in `body`
         self.keep_alive = keep_alive
         self.answer: tuple | None = None  # an answer decided before the handler (admit, fault)
         self.complete = False  # the whole request has been read
+        self.continue_owed = False  # "Expect: 100-continue", not answered yet
 
 
 class _Stop(Exception):
@@ -61,6 +69,9 @@ class _Stop(Exception):
 
 
 class ControlProtocol(asyncio.Protocol):
+    # reasons to stop reading from the client, as bits
+    PIPELINE, WRITE = 1, 2
+
     def __init__(self, handler, settings, admit=None, max_body: int = MAX_BODY):
         self.handler = handler
         self.admit = admit
@@ -72,26 +83,32 @@ class ControlProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
         self.queue: deque[_Request] = deque()
+        self.queued_bytes = 0  # of the bodies held in `queue`
         self.current: _Request | None = None  # the request being read, once its head is
         self.answering: asyncio.Task | None = None
-        self.reading = True  # False once nothing more is read (a close, a fault)
-        self.paused = False
+        self.reading = True  # False once nothing more is read (a close, a fault, the end)
+        self.ended = False  # the last request was read whole ("Connection: close")
+        self.read_pauses = 0
+        self.drained: asyncio.Future | None = None  # while the client reads too slowly
         self.in_head = False
-        self.head_size = 0
+        self.head_started = 0.0  # the loop's clock at a head's first byte
+        self.head_size = 0  # of the head being parsed, as parsed
+        self.head_read = 0  # bytes of the reads that ended in that head
         self.body_size = 0
         self.fault: tuple | None = None  # why a parser callback stopped the parser
-        self.ended = False  # the last request was read ("Connection: close")
         self.timer: asyncio.TimerHandle | None = None
         self.url, self.headers = b"", {}
 
     def connection_made(self, transport):
         self.transport = transport
-        self._arm(self.keepalive_timeout)
+        self._arm()
 
     def connection_lost(self, exc):
         self.transport = None
         self.reading = False
         self._disarm()
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
 
     def data_received(self, data):
         if not self.reading:
@@ -99,40 +116,58 @@ class ControlProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # llhttp stops right after the head of a request that switches protocols
-            # (Upgrade, CONNECT): none is served here
-            self.current = None
-            request = self.queue[-1]
-            request.answer = request.answer or NOT_IMPLEMENTED
-            request.keep_alive = self.reading = False
+            # llhttp stops right after a request that switches protocols (Upgrade,
+            # CONNECT): on_message_complete has refused it
+            self.reading = False
         except httptools.HttpParserError:  # (which wraps _Stop)
             if not self.ended:
                 self._refuse(self.fault or BAD_REQUEST)
         else:
-            if self.current is not None and not self.in_head:
-                self._arm(self.header_timeout)  # a body may go that long between reads
-        if len(self.queue) > PIPELINE_DEPTH and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+            if self.in_head:  # httptools holds a field line until it ends: count the bytes
+                self.head_read += len(data)
+                if self.head_read > 2 * self.max_head + 65536:
+                    self._refuse(HEAD_TOO_LARGE)
+        if len(self.queue) > PIPELINE_DEPTH or self.queued_bytes > MAX_BODY:
+            self._pause(self.PIPELINE)
         self._kick()
+        self._arm()
+
+    def eof_received(self):
+        """The client sent all it will: what it sent whole is answered, then the
+        connection closes."""
+        if self.current is not None:  # a body that can never be whole
+            self._refuse(BAD_REQUEST)
+        self.reading = False  # (a head cut short is dropped)
+        if self.queue:
+            self.queue[-1].keep_alive = False  # the last answer says so
+        self._kick()
+        self._arm()
+        return bool(self.queue) or self.answering is not None  # kept open for the answers
+
+    def pause_writing(self):
+        self._pause(self.WRITE)
+
+    def resume_writing(self):
+        self._resume(self.WRITE)
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
 
     # Parser callbacks
 
     def on_message_begin(self):
         self.url, self.headers = b"", {}
         self.in_head = True
-        self.head_size = 0
-        self.body_size = 0
-        if self.answering is None and not self.queue:
-            self._arm(self.header_timeout)  # a head must be whole in this time
+        self.head_started = self.loop.time()
+        self.head_size = self.head_read = self.body_size = 0
 
     def on_url(self, url):
         self.url += url
         self._count_head(len(url))
 
     def on_header(self, name, value):
-        self.headers[name.lower()] = value
         self._count_head(len(name) + len(value) + 4)
+        if self.current is None:  # else a chunked body's trailers: dropped
+            self.headers[name.lower()] = value
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
@@ -143,28 +178,43 @@ class ControlProtocol(asyncio.Protocol):
     def on_headers_complete(self):
         self.in_head = False
         parser = self.parser
+        headers = self.headers
         request = self.current = _Request(parser.get_method().decode(),
-                                          self.url.decode("latin-1"), self.headers,
+                                          self.url.decode("latin-1"), headers,
                                           parser.should_keep_alive())
         self.queue.append(request)
-        if self.admit is not None:
-            request.answer = self.admit(request.method, request.target, request.headers)
-        if (request.answer is None and parser.get_http_version() != "1.0"
-                and self.headers.get(b"expect", b"").lower() == b"100-continue"
-                and len(self.queue) == 1 and self.answering is None):
-            self.transport.write(CONTINUE)
+        version = parser.get_http_version()
+        length = headers.get(b"content-length")  # (llhttp has checked it: digits)
+        if version != "1.1" and version != "1.0":  # "GET /\r\n" is 0.9 to llhttp
+            request.answer = BAD_REQUEST if version == "0.9" else VERSION_NOT_SUPPORTED
+            request.keep_alive = False
+        elif length is not None and int(length) > self.max_body:
+            request.answer, request.keep_alive = TOO_LARGE, False
+        elif self.admit is not None:  # (the connection stays open if its body comes)
+            request.answer = self.admit(request.method, request.target, headers)
+        if (request.answer is None and version == "1.1"
+                and headers.get(b"expect", b"").lower() == b"100-continue"):
+            request.continue_owed = True
+            self._send_continue()
 
     def on_body(self, chunk):
         self.body_size += len(chunk)
         if self.body_size > self.max_body:
             self.fault = TOO_LARGE
             raise _Stop
-        if self.current.answer is None:  # else answered already: the body is dropped
-            self.current.body.append(chunk)
+        request = self.current
+        if request.answer is None:  # else answered already: the body is dropped
+            request.body.append(chunk)
+            request.size += len(chunk)
+            self.queued_bytes += len(chunk)
 
     def on_message_complete(self):
         request, self.current = self.current, None
         request.complete = True
+        request.continue_owed = False
+        if self.parser.should_upgrade():  # none is served here
+            request.answer = request.answer or NOT_IMPLEMENTED
+            request.keep_alive = False
         if not request.keep_alive:  # the last request read from this connection
             self.reading = False
             self.ended = True
@@ -173,24 +223,25 @@ class ControlProtocol(asyncio.Protocol):
     # Answering, in order
 
     def _refuse(self, answer: tuple) -> None:
-        """Answer the request being read (or one that could not be) with `answer`, after
-        those before it, and read nothing more."""
+        """Answer the request being read (or one that could not be) with `answer` (unless
+        it has one already), after those before it, and read nothing more."""
         self.reading = False
         request, self.current = self.current, None
         if request is None:  # bytes that are no request, or a head cut short
             request = _Request("", "", {}, False)
             self.queue.append(request)
-        request.answer, request.keep_alive = answer, False
+        request.answer = request.answer or answer
+        request.keep_alive = False
 
     def _kick(self) -> None:
         """Start answering when the oldest request can be answered and none is."""
         queue = self.queue
-        if self.answering is None and queue and (queue[0].complete or queue[0].answer):
-            self._disarm()  # no time-out while the handler answers
+        if self.answering is not None:
+            return
+        if queue and (queue[0].complete or queue[0].answer):
             self.answering = self.loop.create_task(self._answer_in_turn())
-        elif self.answering is None and not queue and not self.reading:
-            if self.transport is not None:
-                self.transport.close()
+        elif not queue and not self.reading:
+            self._close()
 
     async def _answer_in_turn(self) -> None:
         queue = self.queue
@@ -202,23 +253,25 @@ class ControlProtocol(asyncio.Protocol):
             if not request.complete:  # answered before its body came: that body is not read
                 request.keep_alive = False
             queue.popleft()
+            self.queued_bytes -= request.size
             self._send(answer, request.keep_alive)
             if not request.keep_alive:
-                queue.clear()
                 self.reading = False
+                queue.clear()
+                break
+            if self.read_pauses & self.WRITE and not await self._drain():
                 break
         self.answering = None
-        if self.transport is None:
+        if self.transport is None or self.transport.is_closing():
             return
         if not self.reading:
             if not queue:
-                self.transport.close()
+                self._close()
             return
-        if self.paused:
-            self.paused = False
-            self.transport.resume_reading()
-        self._arm(self.header_timeout if self.current is not None or self.in_head
-                  else self.keepalive_timeout)
+        if len(queue) <= PIPELINE_DEPTH and self.queued_bytes <= MAX_BODY:
+            self._resume(self.PIPELINE)
+        self._send_continue()
+        self._arm()
 
     async def _handle(self, request: _Request) -> tuple:
         try:
@@ -229,9 +282,20 @@ class ControlProtocol(asyncio.Protocol):
                           request.target.split("?")[0])
             return ERROR
 
+    async def _drain(self) -> bool:
+        """Wait for the client to read the answers written; False (and the connection
+        aborted) when it reads none for the keep-alive time-out."""
+        self.drained = self.loop.create_future()
+        try:
+            await asyncio.wait_for(self.drained, self.keepalive_timeout)
+        except asyncio.TimeoutError:
+            self.transport.abort()
+            return False
+        finally:
+            self.drained = None
+        return self.transport is not None
+
     def _send(self, answer: tuple, keep_alive: bool) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
         status, content_type, body, *extra = answer
         self.transport.write(b"".join((
             status_line(status), SERVER, b"content-type: ", content_type, b"\r\n", *extra,
@@ -239,13 +303,52 @@ class ControlProtocol(asyncio.Protocol):
             b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
             body)))
         if not keep_alive:
-            self.transport.close()
+            self._close()
 
-    # Time-outs
+    def _send_continue(self) -> None:
+        """The 100 Continue of the request being read, once it is the one to answer."""
+        queue = self.queue
+        if (queue and queue[0].continue_owed and self.answering is None
+                and self.transport is not None):
+            queue[0].continue_owed = False
+            self.transport.write(CONTINUE)
 
-    def _arm(self, seconds: float) -> None:
+    def _close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():  # a client that does not read is cut off
+            self.loop.call_later(self.keepalive_timeout, transport.abort)
+
+    # Flow control and time-outs
+
+    def _pause(self, reason: int) -> None:
+        if not self.read_pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self.read_pauses |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.read_pauses & reason:
+            self.read_pauses &= ~reason
+            if not self.read_pauses and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _arm(self) -> None:
+        """The time-out of the connection's state: none while an answer is made or
+        written (_drain has its own), else a head's, a body's, or an idle connection's."""
         self._disarm()
-        self.timer = self.loop.call_later(seconds, self._timed_out)
+        if self.answering is not None or self.transport is None or not self.reading:
+            return
+        if self.current is not None:
+            seconds = self.header_timeout  # between reads of a body
+        elif self.in_head:
+            seconds = self.head_started + self.header_timeout - self.loop.time()
+        elif self.queue:
+            return  # answered next (_kick)
+        else:
+            seconds = self.keepalive_timeout
+        self.timer = self.loop.call_later(max(seconds, 0), self._timed_out)
 
     def _disarm(self) -> None:
         if self.timer is not None:
@@ -261,4 +364,4 @@ class ControlProtocol(asyncio.Protocol):
             self._kick()
         else:  # idle
             self.reading = False
-            self.transport.close()
+            self._close()

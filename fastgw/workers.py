@@ -173,8 +173,10 @@ class WorkerHandle:
         while line := await self.process.stdout.readline():
             report = orjson.loads(line)
             if "stats" in report:
-                if self.stats_waiters:
-                    self.stats_waiters.pop(0).set_result(report["stats"])
+                if self.stats_waiters:  # in the order asked; one given up on is done
+                    waiter = self.stats_waiters.pop(0)
+                    if not waiter.done():
+                        waiter.set_result(report["stats"])
                 continue
             if "jwks_refetch" in report:
                 if self.on_refetch is not None:
@@ -423,9 +425,11 @@ class Master:
             serving = bool(self.workers) and not self.stopping
             return ((200, b"application/json", b'{"status": "ok"}') if serving else
                     (503, b"application/json", b'{"status": "stopping"}'))
+        # (a worker gone, whose replacement is starting, has no counters to give)
+        alive = [w for w in self.workers.values() if not w.process.stdin.is_closing()]
         try:
-            snapshots = await asyncio.wait_for(
-                asyncio.gather(*(w.stats() for w in self.workers.values())), APPLY_TIMEOUT)
+            snapshots = await asyncio.wait_for(asyncio.gather(*(w.stats() for w in alive)),
+                                               APPLY_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
         text = render(snapshots, self.source.revision, self.restarts, len(self.workers),

@@ -4,6 +4,7 @@ limits, and requests they do not serve, on a real master."""
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 
@@ -154,6 +155,9 @@ def test_a_head_too_large_is_431(control_gw):
     b"Upgrade: websocket\r\n\r\n" % KEY.encode(),
     b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\nX-API-KEY: %s\r\n\r\n"
     % KEY.encode(),
+    b"GET /admin/status HTTP/1.1\r\nHost: a\r\nX-API-KEY: %s\r\n"
+    b"Connection: upgrade, close\r\nUpgrade: websocket\r\n\r\n" % KEY.encode(),
+    b"CONNECT 127.0.0.1:22 HTTP/1.0\r\nX-API-KEY: %s\r\n\r\n" % KEY.encode(),
 ])
 def test_a_request_to_switch_protocols_is_501_not_a_traceback(control_gw, head):
     with RawClient(control_gw.admin_port, 10) as client:
@@ -192,3 +196,88 @@ def test_a_pipeline_deeper_than_what_is_read_ahead_is_answered_whole(control_gw)
         client.send(get(b"/healthz", key=None) * 100 + get(b"/metrics", close=True, key=None))
         statuses = [client.response()[0] for _ in range(101)]
         assert statuses == [200] * 101 and client.closed()
+
+
+def test_a_half_closed_client_gets_the_answers_to_what_it_sent(control_gw, upstream):
+    """A change applied is answered, though the client shut its sending side after it."""
+    for port, request in ((control_gw.admin_port, put_service("half", upstream.url)),
+                          (control_gw.metrics_port, get(b"/metrics", key=None))):
+        with RawClient(port, 10) as client:
+            client.send(request).sock.shutdown(socket.SHUT_WR)
+            status, headers, _ = client.response()
+            assert status == 200 and headers["connection"] == "close" and client.closed()
+    assert "half" in service_names(control_gw)
+
+
+def test_100_continue_comes_when_the_answers_before_it_are_out(control_gw):
+    with RawClient(control_gw.admin_port, 10) as client:
+        client.send(get(b"/admin/status") + b"POST /admin/revocations HTTP/1.1\r\nHost: a\r\n"
+                    b"X-API-KEY: %s\r\nExpect: 100-continue\r\nContent-Length: 14\r\n\r\n"
+                    % KEY.encode())
+        assert client.response()[0] == 200
+        assert client.fp.readline() == b"HTTP/1.1 100 Continue\r\n" and client.fp.readline() == b"\r\n"
+        status, _, body = client.send(b'{"jti": "j1"} ').response()
+    assert status == 201 and json.loads(body)["jti"] == "j1"
+
+
+@pytest.mark.parametrize("port, request_", [
+    ("metrics_port", b"GET /metrics HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: 5\r\n\r\n"),
+    ("admin_port", b"PUT /admin/config HTTP/1.1\r\nHost: a\r\nX-API-KEY: %s\r\n"
+                   b"Expect: 100-continue\r\nContent-Length: 100000000\r\n\r\n" % KEY.encode()),
+])
+def test_a_body_too_large_by_its_length_is_413_without_100_continue(control_gw, port,
+                                                                    request_):
+    with RawClient(getattr(control_gw, port), 10) as client:
+        status, headers, _ = client.send(request_).response()
+        assert status == 413 and headers["connection"] == "close"
+
+
+def test_versions_other_than_1_0_and_1_1_are_refused(control_gw):
+    with RawClient(control_gw.admin_port, 10) as client:  # no version: HTTP/0.9 to llhttp
+        status, _, _ = client.send(b"GET /admin/status\r\nX-API-KEY: %s\r\n\r\n"
+                                   % KEY.encode()).response()
+        assert status == 400
+
+
+def test_trailers_do_not_change_the_head_that_was_admitted(control_gw):
+    with RawClient(control_gw.admin_port, 10) as client:
+        status, _, _ = client.send(
+            b"GET /admin/status HTTP/1.1\r\nHost: a\r\nX-API-KEY: %s\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-API-KEY: wrong\r\n\r\n"
+            % KEY.encode()).response()
+    assert status == 200
+
+
+def test_a_field_line_that_never_ends_is_431_not_held(control_gw):
+    """httptools holds an unfinished line: the bytes of a head are counted as they come."""
+    with RawClient(control_gw.metrics_port, 10) as client:
+        client.send(b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: ")
+        for _ in range(3):
+            client.send(b"a" * 32768)
+        status, headers, _ = client.response()
+        assert status == 431 and headers["connection"] == "close"
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_answered_into_memory(control_gw):
+    """Reading stops while answers wait to be written, and the connection is cut after the
+    keep-alive time-out (1.5 s here): 5,000 answers of 13 KB were held, 65 MB."""
+    master = control_gw.proc.pid
+
+    def peak_mb() -> float:
+        with open(f"/proc/{master}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+    before = peak_mb()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", control_gw.admin_port))
+    sock.settimeout(10)
+    with sock:
+        sock.sendall(b"GET /ui/dom.js HTTP/1.1\r\nHost: a\r\n\r\n" * 5000)  # no key needed
+        poll = select.poll()
+        poll.register(sock, select.POLLERR | select.POLLHUP)  # not POLLIN: nothing is read
+        started = time.monotonic()
+        assert poll.poll(10_000), "the connection was not cut off"
+        assert 1.4 < time.monotonic() - started < 9
+    assert peak_mb() - before < 30

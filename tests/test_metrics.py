@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 
 import jwt as pyjwt
@@ -96,3 +97,27 @@ def test_healthz(upstream, gateway_factory):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/healthz")
     assert conn.getresponse().status == 200
+
+
+def test_a_scrape_a_worker_answered_too_late_for_leaves_the_next_ones_and_supervision(
+        upstream, gateway_factory):
+    """The stats a stopped worker sends after the scrape gave up on it (503) are dropped:
+    they ended the master's supervision of that worker, so every later scrape got 503 and
+    a worker that died was not replaced."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{free_port()}"})
+    gw.metrics_port = int(gw.env["FASTGW_METRICS_LISTEN"].rsplit(":", 1)[1])
+    [worker] = gw.worker_pids()
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.metrics_port, timeout=15)
+        conn.request("GET", "/metrics")
+        assert conn.getresponse().status == 503  # after the 5 s it waits for workers
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    assert value(scrape(gw), "fastgw_worker_restarts_total") == 0
+    start = len(gw.log)
+    os.kill(worker, signal.SIGKILL)
+    gw.wait_for_log("starting a new one", start=start)
+    assert value(scrape(gw), "fastgw_worker_restarts_total") == 1
+    assert gw.request("GET", "/x")[0] == 200
