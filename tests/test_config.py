@@ -114,6 +114,13 @@ def test_minimal_configuration_gets_defaults():
     ({"services": [svc(upstream={"url": "http://a/caf\u00e9"})]},
      "services[0].upstream.url: must not contain spaces, control or non-ASCII characters "
      "(percent-encode them)"),
+    # a name no URL can hold (the console's Delete of the credential ".." deleted its consumer)
+    ({"consumers": [{"username": ".."}]},
+     "consumers[0].username: must not be '..', which no URL can name (it is a dot segment)"),
+    ({"consumers": [{"username": "u", "credentials": [{"id": ".", "key": "k", "secret": "s" * 40}]}]},
+     "consumers[0].credentials[0].id: must not be '.', which no URL can name (it is a dot segment)"),
+    ({"consumers": [{"username": "u", "credentials": [{"key": "..", "secret": "s" * 40}]}]},
+     "consumers[0].credentials[0].id: must not be '..', which no URL can name (it is a dot segment)"),
 ])
 def test_errors_name_their_path(conf, expected):
     assert expected in errors_of(conf)

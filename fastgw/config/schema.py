@@ -180,13 +180,23 @@ def credential_ids(username, credentials: list) -> list:
 
 
 def _credential_ids(consumer: dict, path: str, errors: Errors) -> None:
-    for cred, cred_id in zip(consumer["credentials"],
-                             credential_ids(consumer["username"], consumer["credentials"])):
+    for nth, (cred, cred_id) in enumerate(zip(consumer["credentials"], credential_ids(
+            consumer["username"], consumer["credentials"]))):
         cred["id"] = cred_id
+        if _dot_segment(cred_id):  # (a jwt-auth credential's id defaults to its key)
+            errors.append((f"{path}.credentials[{nth}].id", _dot_segment(cred_id)))
+
+
+def _dot_segment(name: str | None) -> str | None:
+    """What is wrong with naming an object "." or "..": no URL names it (browsers, curl and
+    servers resolve such a segment, %2E-encoded too), so the admin API cannot."""
+    if name in (".", ".."):
+        return f"must not be {name!r}, which no URL can name (it is a dot segment)"
+    return None
 
 
 CONSUMER = Obj({
-    "username": Field(Str(pattern=r"[A-Za-z0-9_.-]{1,100}"), required=True),
+    "username": Field(Str(_dot_segment, pattern=r"[A-Za-z0-9_.-]{1,100}"), required=True),
     "credentials": Field(List(_Credential()), default=[]),
 }, check=_credential_ids)
 
