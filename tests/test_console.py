@@ -575,6 +575,26 @@ def test_a_name_holding_html_is_shown_as_text(gateway, console, upstream):
     assert_only_its_own_host(c, gw)
 
 
+def test_a_delete_the_admin_api_refuses_says_why(gateway, console, upstream):
+    """It showed nothing: the page went on as if the consumer was deleted."""
+    gw = gateway({
+        "services": [{"name": "svc", "upstream": {"url": upstream.url}, "routes": [
+            {"name": "r", "paths": ["/*"], "plugins": {"key-auth": {"anonymous_consumer": "anon"}}}]}],
+        "consumers": [{"username": "anon"}]})
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
+    page.get_by_role("link", name="anon", exact=True).click()
+    page.get_by_role("button", name="Delete Consumer").click()
+    dialog = page.get_by_role("dialog", name="Delete consumer anon?")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("no consumer named 'anon'")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("heading", name="Consumer anon")).to_be_visible()
+    assert [u["username"] for u in admin(gw, "GET", "/admin/consumers")[1]] == ["anon"]
+    assert c.errors == []
+
+
 # ---------------------------------------------------------------- many consumers
 
 def test_a_thousand_consumers_are_listed_and_searched_in_under_a_second(gateway, console):

@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import {
-  FieldError, Form, clear, confirmDialog, h, headRow, openDialog, showOnce, uid, viewLink,
+  FieldError, Form, clear, confirmDelete, h, headRow, openDialog, showOnce, uid, viewLink,
 } from "./dom.js";
 import { CONSUMER_ACTIONS, CREDENTIAL_GROUPS } from "./extensions.js";
 import { tokenDialog } from "./token.js";
@@ -76,8 +76,8 @@ export async function consumerView(main, go, username) {
             h("button", { type: "button", "aria-label": `Edit credential ${cred.id}`,
                           onclick: () => credentialDialog(consumer, cred, refresh) }, "Edit"),
             h("button", { type: "button", class: "danger", "aria-label": `Delete credential ${cred.id}`, onclick: async () => {
-              if (!(await confirmDialog(`Delete credential ${cred.id}?`, "Delete"))) return;
-              await api.remove("consumers", username, "credentials", cred.id);
+              if (!(await confirmDelete(`Delete credential ${cred.id}?`,
+                () => api.remove("consumers", username, "credentials", cred.id)))) return;
               refresh("Credential deleted.");
             } }, "Delete"))))))
     : h("p", { class: "empty" }, "No credentials yet.");
@@ -95,8 +95,8 @@ export async function consumerView(main, go, username) {
     h("div", { class: "actions" },
       h("button", { type: "button", onclick: () => go("consumers") }, "Back to consumers"),
       h("button", { type: "button", class: "danger", onclick: async () => {
-        if (!(await confirmDialog(`Delete consumer ${username}?`, "Delete"))) return;
-        await api.remove("consumers", username);
+        if (!(await confirmDelete(`Delete consumer ${username}?`,
+          () => api.remove("consumers", username)))) return;
         go("consumers", "Consumer deleted.");
       } }, "Delete Consumer")));
 }

@@ -1,6 +1,8 @@
 // Building the page: elements, fields bound to an object's paths, dialogs.
 // Text is only ever set as text (append of a string, textContent): nothing here parses HTML.
 
+import { ApiError } from "./api.js";
+
 let counter = 0;
 export const uid = (stem = "f") => `${stem}-${++counter}`;
 
@@ -298,14 +300,30 @@ export function openDialog(title, ...content) {
   return dialog;
 }
 
-export function confirmDialog(question, action) {
+// Asks `question`; "Delete" runs `remove` (an admin API call). True once it is done; an
+// answer that refuses it (a reference to it, etcd unreachable, ...) is shown in the dialog,
+// which stays open.
+export function confirmDelete(question, remove) {
   return new Promise((resolve) => {
-    let answer = false;
-    const dialog = openDialog(question,
+    let done = false;
+    const error = h("p", { class: "form-error", role: "alert" });
+    const dialog = openDialog(question, error,
       h("div", { class: "actions" },
-        h("button", { type: "button", class: "danger", onclick: () => { answer = true; dialog.close(); } }, action),
+        h("button", { type: "button", class: "danger", onclick: async () => {
+          error.textContent = "";
+          try {
+            await remove();
+          } catch (failure) {
+            if (!(failure instanceof ApiError)) throw failure;
+            if (failure.status === 401) dialog.close(); // signed out: the page says so
+            else error.textContent = failure.message;
+            return;
+          }
+          done = true;
+          dialog.close();
+        } }, "Delete"),
         h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
-    dialog.addEventListener("close", () => resolve(answer));
+    dialog.addEventListener("close", () => resolve(done));
   });
 }
 

@@ -1,7 +1,7 @@
 // Services and their routes: list, create, edit, delete; their plugins.
 
 import { api } from "./api.js";
-import { FieldError, Form, clear, confirmDialog, h, headRow, uid, viewLink } from "./dom.js";
+import { FieldError, Form, clear, confirmDelete, h, headRow, uid, viewLink } from "./dom.js";
 import { pluginSection } from "./plugins.js";
 
 const METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT", "PURGE"];
@@ -30,8 +30,8 @@ export async function servicesList(main, go) {
     h("td", {}, (s.routes ?? []).map((r) => r.name).join(", ")),
     h("td", { class: "row-actions" },
       h("button", { type: "button", class: "danger", "aria-label": `Delete service ${s.name}`, onclick: async () => {
-        if (!(await confirmDialog(`Delete service ${s.name}?`, "Delete"))) return;
-        await api.remove("services", s.name);
+        if (!(await confirmDelete(`Delete service ${s.name}?`,
+          () => api.remove("services", s.name)))) return;
         go("services");
       } }, "Delete"))));
   clear(main,
@@ -163,8 +163,8 @@ function routesSection(go, service) {
             h("td", {}, Object.keys(r.plugins ?? {}).join(", ")),
             h("td", { class: "row-actions" },
               h("button", { type: "button", class: "danger", "aria-label": `Delete route ${r.name}`, onclick: async () => {
-                if (!(await confirmDialog(`Delete route ${r.name}?`, "Delete"))) return;
-                await api.remove("services", service.name, "routes", r.name);
+                if (!(await confirmDelete(`Delete route ${r.name}?`,
+                  () => api.remove("services", service.name, "routes", r.name)))) return;
                 go("service", service.name);
               } }, "Delete"))))))
       : h("p", { class: "empty" }, "No routes yet."),
