@@ -18,6 +18,7 @@ from typing import Any
 import jwt as pyjwt
 import orjson
 from jwt.algorithms import get_default_algorithms
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.exceptions import InvalidKeyError
 
 _ALGORITHMS = {name: alg for name, alg in get_default_algorithms().items() if name != "none"}
@@ -82,6 +83,20 @@ def decode_secret(secret: str, base64_encoded: bool) -> bytes:
 _PLAIN_SECRET = re.compile(rb"(?![0\[{])[\x21-\x7e]+")
 
 
+MIN_RSA_BITS = 2048  # RFC 7518 3.3 and 3.5: "a key of size 2048 bits or larger MUST be used"
+
+
+class WeakKey(ValueError):
+    """An RSA key too small to trust: a 512-bit one is factored in hours."""
+
+
+def check_key_size(key) -> None:
+    """WeakKey for an RSA key (public or private) under MIN_RSA_BITS; other keys pass."""
+    size = getattr(key, "key_size", None)
+    if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)) and size < MIN_RSA_BITS:
+        raise WeakKey(f"an RSA key of {size} bits; at least {MIN_RSA_BITS} are required")
+
+
 class VerifyingKey:
     """One credential's algorithm and key, prepared for repeated verification."""
 
@@ -101,6 +116,7 @@ class VerifyingKey:
                 return
         try:
             self._key = self._alg.prepare_key(key_material)
+            check_key_size(self._key)
         except (InvalidKeyError, ValueError, TypeError) as exc:
             raise ValueError(f"cannot be used with {algorithm}: {exc}") from None
 

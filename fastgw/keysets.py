@@ -30,6 +30,8 @@ from typing import Callable
 import orjson
 from jwt import PyJWK
 
+from .jwt import WeakKey, check_key_size
+
 log = logging.getLogger("fastgw")
 
 # What a key must be for each algorithm: (kty, the curves that serve it, None: any).
@@ -82,6 +84,7 @@ class SetKey:
     def __init__(self, jwk: dict, algorithm: str):
         public = {name: value for name, value in jwk.items() if name not in _PRIVATE}
         parsed = PyJWK(public, algorithm)  # PyJWKError, InvalidKeyError (a PyJWTError), ...
+        check_key_size(parsed.key)  # WeakKey
         self._alg, self._key = parsed.Algorithm, parsed.key
         kid = jwk.get("kid")
         self.kid = kid if type(kid) is str else None
@@ -156,7 +159,8 @@ class KeySet:
                 except Exception as exc:  # PyJWKError, InvalidKeyError, a bad number...
                     # a key this set cannot give: left out, said once per key and set
                     log.warning("key set %s: a %s key cannot be used for %s: %s", self.uri,
-                                jwk.get("kty"), algorithm, type(exc).__name__)
+                                jwk.get("kty"), algorithm,
+                                exc if isinstance(exc, WeakKey) else type(exc).__name__)
                     self._prepared[slot] = None
             key = self._prepared[slot]
             if key is not None:

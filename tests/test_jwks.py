@@ -621,3 +621,21 @@ def test_a_url_that_leaves_the_configuration_and_returns_serves_its_new_keys(
     wait_state(gw, idp.jwks_uri, "fresh")
     assert get(gw, idp.sign({}, "k9"))[0] == 200
     assert_refused(get(gw, old))  # an unknown kid now: refused after the refetch it makes
+
+
+def test_an_rsa_key_under_2048_bits_serves_no_token():
+    """RFC 7518 3.3: a set's 512- or 1024-bit key was used, and such a key can be factored."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from fastgw.jwt import WeakKey
+    from fastgw.keysets import SetKey
+
+    def jwk(bits: int) -> dict:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits).public_key()
+        return {**json.loads(pyjwt.algorithms.RSAAlgorithm.to_jwk(key)), "kid": "k"}
+
+    for bits in (1024, 1536, 2040):  # (cryptography makes none under 1024)
+        with pytest.raises(WeakKey, match=f"an RSA key of {bits} bits; at least 2048"):
+            SetKey(jwk(bits), "RS256")
+    assert SetKey(jwk(2048), "PS256").kid == "k"

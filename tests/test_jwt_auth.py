@@ -235,6 +235,21 @@ ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
               "EdDSA"]
 
 
+def test_an_rsa_key_under_2048_bits_is_a_configuration_error():
+    """RFC 7518 3.3 and 3.5; PyJWT only warns, and fastgw check passed a 512-bit key."""
+    from fastgw.config import ConfigError
+    from fastgw.config.schema import validate
+    private, public = pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    for field, cred in (("public_key", {"public_key": public}),
+                        ("private_key", {"public_key": public, "private_key": private})):
+        with pytest.raises(ConfigError) as caught:
+            validate({"consumers": [{"username": "u", "credentials": [
+                {"key": "k", "algorithm": "RS256", **cred}]}]})
+        assert any(path == f"consumers[0].credentials[0].{field}" and
+                   "an RSA key of 1024 bits; at least 2048 are required" in message
+                   for path, message in caught.value.errors), caught.value.errors
+
+
 def test_every_algorithm_with_real_keys(upstream, gateway_factory, key_pairs):
     consumers, tokens = [], {}
     for alg in ["HS256", "HS384", "HS512"]:
