@@ -135,13 +135,18 @@ def test_claims_to_headers_delete_then_set(policy_gateway):
     assert [v for n, v in headers_seen(again) if n == "x-tenant"] == ['{"id":7}']
 
 
-@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\0b", "\r"])
-def test_a_claim_holding_cr_lf_or_nul_is_left_out(policy_gateway, value):
+# (and any other control character but HTAB, RFC 9110 5.5: upstreams refuse them, a 502)
+@pytest.mark.parametrize("value", ["a\r\nX-Evil: 1", "a\nb", "a\0b", "\r", "a\x01b", "a\x1bb",
+                                   "a\x7fb"])
+def test_a_claim_holding_a_control_character_is_left_out(policy_gateway, value):
     status, _, body = get(policy_gateway, "/p/x", Authorization=good(email=value),
                           **{"X-User-Email": "forged"})
     assert status == 200
     names = [n.lower() for n, _ in headers_seen(body)]
     assert "x-user-email" not in names and "x-evil" not in names
+    status, _, body = get(policy_gateway, "/p/x", Authorization=good(email="a\tb"))
+    assert status == 200 and ["a\tb"] == [v for n, v in headers_seen(body)
+                                          if n.lower() == "x-user-email"]
 
 
 def test_claim_headers_are_removed_from_requests_without_a_token(upstream, gateway_factory):

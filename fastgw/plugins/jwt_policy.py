@@ -11,6 +11,8 @@ nothing a policy reads changes while the token is cached (`exp` − now only shr
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from ..config.types import Errors, Field, Int, List, Map, Nullable, Str, join
@@ -81,13 +83,16 @@ def _scopes(payload: dict) -> set:
     return found
 
 
+# What a field value may not hold (RFC 9110 5.5): control characters but HTAB, and DEL.
+# CR, LF and NUL would break the request head; the others upstreams refuse (a 502).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
 def _header_value(value) -> bytes | None:
     """A claim as a header value: a string as it is, anything else compact JSON; None
-    when it would break the request head (CR, LF or NUL)."""
+    when a field value cannot hold it (a control character)."""
     data = value.encode() if type(value) is str else orjson.dumps(value)
-    if b"\r" in data or b"\n" in data or b"\0" in data:
-        return None
-    return data
+    return None if _CONTROL(data) else data
 
 
 class ClaimsIdentity(Identity):
