@@ -97,7 +97,8 @@ def test_push_writes_one_key_per_object_and_pull_reads_it_back(tmp_path, etcd, b
     result = push(tmp_path, etcd.endpoint, base_config)
     assert result.returncode == 0, result.stderr
     assert "2 keys written" in result.stdout
-    assert sorted(etcd.keys(PREFIX + "/")) == [f"{PREFIX}/consumers/jack",
+    assert sorted(etcd.keys(PREFIX + "/")) == [f"{PREFIX}/changed",  # (the writes' guard)
+                                               f"{PREFIX}/consumers/jack",
                                                f"{PREFIX}/services/api"]
     assert etcd.get(f"{PREFIX}/consumers/jack")["credentials"][0]["secret"] == SECRET
 
@@ -117,7 +118,7 @@ def test_push_writes_one_key_per_object_and_pull_reads_it_back(tmp_path, etcd, b
 
     smaller = {**base_config, "consumers": []}
     assert push(tmp_path, etcd.endpoint, smaller).returncode == 0
-    assert etcd.keys(PREFIX + "/") == [f"{PREFIX}/services/api"]
+    assert etcd.keys(PREFIX + "/") == [f"{PREFIX}/changed", f"{PREFIX}/services/api"]
 
 
 def test_push_refuses_an_invalid_file_and_writes_nothing(tmp_path, etcd, base_config):
@@ -228,6 +229,45 @@ def test_concurrent_writes_never_lose_one_the_loser_gets_409(cluster):
         if conflicts:
             break
     assert conflicts, "no round produced a conflict"
+
+
+def test_changes_to_different_objects_at_once_through_two_nodes_leave_them_agreeing(cluster):
+    """Two services sharing one node with different pools, each valid alone, through each
+    node at once: both were stored, and each node served only its own (the other skipped),
+    or a PUT stored in etcd was answered 404."""
+    nodes = cluster
+    outcomes = set()
+    shared = f"http://127.0.0.1:{free_port()}"  # a node of their own (never asked)
+    for round_ in range(10):
+        barrier = threading.Barrier(2)
+        results: dict[int, int] = {}
+
+        def put(i: int) -> None:
+            barrier.wait()
+            results[i] = admin(nodes[i], "PUT", f"/admin/services/s{round_}-{i}", {
+                "upstream": {"url": shared, "max_connections": 10 + i},
+                "routes": [{"name": "r", "paths": [f"/s{round_}-{i}"]}]})[0]
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results.values()) in ([200, 400], [200, 409]), results
+        outcomes.add(tuple(sorted(results.values())))
+        won = next(f"s{round_}-{i}" for i, status in results.items() if status == 200)
+        for node in nodes:  # the change that won is in force on both, the other nowhere
+            deadline = time.monotonic() + 5
+            while True:
+                names = {s["name"] for s in admin(node, "GET", "/admin/services")[1]}
+                if won in names or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            assert {n for n in names if n.startswith(f"s{round_}-")} == {won}, names
+        # (the next round's services share the node too: this one's goes first)
+        assert admin(nodes[0], "DELETE", f"/admin/services/{won}")[0] == 200
+    assert (200, 409) in outcomes, "no round had both changes made at once"
+    assert not [line for node in nodes for line in node.log if "skipped" in line]
 
 
 # ---------------------------------------------------------------- faults

@@ -11,6 +11,12 @@ Every value is validated on its own, and the whole against the rules that span
 objects. A value that fails is logged with its key and field and skipped: the node
 keeps the last good version of that object. The admin API writes in transactions
 that compare mod revisions, so a write made from a stale view gets 409.
+
+Each write (the admin API's, `fastgw push`) also writes the key `{prefix}/changed`, and
+requires that it did not change since the configuration the write was validated against
+was read: two changes through two nodes at once never both pass, though each touches
+other objects (a service naming a consumer, and that consumer's deletion; two services
+sharing a node with different pools), which would leave the nodes disagreeing.
 """
 
 from __future__ import annotations
@@ -62,6 +68,11 @@ class ClusterState:
         self.revision = 0
         self.conf: dict = {"services": [], "consumers": []}
 
+    @property
+    def changed_key(self) -> str:
+        """The key every write by fastgw puts (see the module docstring)."""
+        return f"{self.root}changed"
+
     def key(self, section: str, name: str) -> str:
         return f"{self.root}{section}/{name}"
 
@@ -91,6 +102,8 @@ class ClusterState:
         items = dict(self.items)
         changed = set()
         for key, (mod_revision, value) in changes.items():
+            if key == self.changed_key:
+                continue  # no object
             if self.latest.get(key, (0, False))[0] >= mod_revision:
                 continue  # already seen (our own write, or a replayed event)
             self.latest[key] = (mod_revision, value is not None)
@@ -343,10 +356,13 @@ class EtcdSource:
             return self.conf
         txn = _TRANSACTIONS
         compares = [txn.mod(key.encode()) == state.mod_revision(key) for key in [*puts, *deletes]]
+        # no change by fastgw since, and none to a consumer (a key is unique across them)
+        compares.append(txn.mod(state.changed_key.encode()) < state.revision + 1)
         consumers = state.key("consumers", "")
         if any(key.startswith(consumers) for key in puts):
             compares.append(txn.mod(consumers.encode(), prefix_range_end(consumers.encode()))
                             < state.revision + 1)
+        puts[state.changed_key] = b""
         try:
             client = self._connect()
             revision = await asyncio.wait_for(_write(client, compares, puts, deletes),
@@ -478,12 +494,13 @@ async def push(settings, conf: dict) -> tuple[int, int]:
                    if key not in wanted and state.section_of(key) is not None]
         if not puts and not deletes:
             return found.header.revision, 0
+        puts[state.changed_key] = b""  # (see the module docstring)
         unchanged = _TRANSACTIONS.mod(root, prefix_range_end(root)) < found.header.revision + 1
         revision = await _write(client, [unchanged], puts, deletes)
         if revision is None:
             raise Conflict(f"the configuration under {settings.etcd_prefix} changed "
                            "meanwhile; push again")
-        return revision, len(puts) + len(deletes)
+        return revision, len(puts) - 1 + len(deletes)  # (objects: not `changed`)
 
     return await _with_client(settings.etcd, write)
 
