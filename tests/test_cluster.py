@@ -140,6 +140,14 @@ def test_a_change_bigger_than_one_etcd_transaction_is_refused_clearly(
     status, body = admin(a, "PUT", "/admin/config", big)
     assert status == 400 and "--max-txn-ops" in body["error_msg"]
     assert len(etcd.keys(PREFIX + "/consumers/")) == 1  # nothing was written
+    # more bytes than etcd's gRPC server takes (2 MiB): 400 too, not "etcd is unavailable"
+    heavy = {**base_config, "consumers": base_config["consumers"] + [
+        {"username": f"heavy{i}", "credentials": [
+            {"id": f"c{i}-{j}", "type": "key-auth", "key": f"key-{i}-{j}-" + "k" * 40}
+            for j in range(300)]} for i in range(100)]}
+    status, body = admin(a, "PUT", "/admin/config", heavy)
+    assert status == 400 and "--max-request-bytes" in body["error_msg"], body
+    assert len(etcd.keys(PREFIX + "/consumers/")) == 1
 
 
 def test_push_and_pull_need_etcd_named_and_reachable(tmp_path, base_config):

@@ -28,6 +28,7 @@ import re
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")  # workers are fork+exec'd
 import aetcd  # noqa: E402 (after the gRPC setting above)
+import grpc  # noqa: E402
 import orjson  # noqa: E402
 from aetcd.exceptions import ClientError, InvalidArgumentError, RevisionCompactedError
 from aetcd.rtypes import EventKind
@@ -449,7 +450,13 @@ async def _write(client: aetcd.Client, compares: list, puts: dict[str, bytes],
     try:
         succeeded, responses = await client.transaction(compare=compares, success=ops,
                                                         failure=[])
-    except InvalidArgumentError as exc:
+    except ClientError as exc:
+        # too many operations (INVALID_ARGUMENT), or more bytes than etcd's gRPC server
+        # takes (RESOURCE_EXHAUSTED, which aetcd passes on as a ClientError)
+        cause = exc.__cause__
+        if not (isinstance(exc, InvalidArgumentError) or isinstance(cause, grpc.aio.AioRpcError)
+                and cause.code() == grpc.StatusCode.RESOURCE_EXHAUSTED):
+            raise
         raise TooLarge(f"etcd refused the transaction ({_reason(exc)}); etcd's "
                        "--max-txn-ops and --max-request-bytes bound one change") from None
     if not succeeded:
