@@ -400,3 +400,13 @@ def test_deleting_a_consumer_a_service_still_names_keeps_it_with_a_log_line(
     line = a.wait_for_log(f"etcd key {PREFIX}/consumers/guest was deleted")
     assert f"{PREFIX}/services/api still uses it" in line
     assert status_of(a, None) == 200
+    # once nothing uses it, the deletion is made: it was kept for good, where a node started
+    # since had none
+    service = base_config["services"][0]
+    service["routes"][0]["plugins"]["jwt-auth"] = {}
+    start = len(a.log)
+    etcd.put(f"{PREFIX}/services/api", service)
+    a.wait_for_log("configuration revision", start=start)
+    assert status_of(a, None) == 401
+    assert [c["username"] for c in admin(a, "GET", "/admin/consumers")[1]] == ["jack"]
+    assert len([line for line in a.log if "was deleted but" in line]) == 1

@@ -65,6 +65,8 @@ class ClusterState:
     def __init__(self, prefix: str):
         self.root = prefix + "/"
         self.items: dict[str, dict] = {}       # key -> last good object
+        # keys deleted in etcd but kept, as an object still uses them: deleted with the last use
+        self.kept: set[str] = set()
         self.latest: dict[str, tuple[int, bool]] = {}  # key -> (mod revision, exists)
         self.revision = 0
         self.conf: dict = {"services": [], "consumers": []}
@@ -108,6 +110,7 @@ class ClusterState:
             if self.latest.get(key, (0, False))[0] >= mod_revision:
                 continue  # already seen (our own write, or a replayed event)
             self.latest[key] = (mod_revision, value is not None)
+            self.kept.discard(key)
             if value is None:
                 if items.pop(key, None) is not None:
                     changed.add(key)
@@ -119,8 +122,13 @@ class ClusterState:
                 continue
             changed.add(key)
         self.revision = max(self.revision, revision)
+        if changed:  # a kept deletion is tried again with every change
+            for key in self.kept:
+                if items.pop(key, None) is not None:
+                    changed.add(key)
         if not changed or not self._check_whole(items, changed):
             return False
+        self.kept &= items.keys()
         self.items = items
         self.conf = self._assemble(items, sorted(items))[0]
         return True
@@ -168,8 +176,10 @@ class ClusterState:
             else:  # an unchanged object lost something it uses: a consumer was deleted
                 reverted = [k for k in changed if k not in items and k in self.items]
                 for key in reverted:
-                    log.error("etcd key %s was deleted but %s still uses it (%s); keeping it",
-                              key, culprit, message)
+                    if key not in self.kept:
+                        log.error("etcd key %s was deleted but %s still uses it (%s); keeping "
+                                  "it until nothing does", key, culprit, message)
+                    self.kept.add(key)
             if not reverted:
                 break
             for key in reverted:
