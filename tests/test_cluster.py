@@ -280,6 +280,35 @@ def test_changes_to_different_objects_at_once_through_two_nodes_leave_them_agree
 
 # ---------------------------------------------------------------- faults
 
+def test_an_etcd_replaced_by_a_new_one_is_read_whole(tmp_path, etcd, base_config, start_node):
+    """A new (or restored) etcd starts again from revision 1: every event was taken for one
+    already seen, so the node said it was connected and followed nothing, and a PUT of an
+    object it knew got 409 forever."""
+    assert push(tmp_path, etcd.endpoint, base_config).returncode == 0
+    for i in range(5):  # this node's revision goes past what the new etcd will have
+        etcd.put(f"{PREFIX}/services/old{i}", {**base_config["services"][0], "name": f"old{i}",
+                                              "routes": []})
+    a = start_node(etcd.endpoint, "a")
+    etcd.kill()
+    a.wait_for_log("etcd lost")
+    fresh = EtcdServer(tmp_path / "fresh")
+    fresh.port, fresh.peer_port = etcd.port, etcd.peer_port
+    fresh.start()
+    try:
+        fresh.put(f"{PREFIX}/services/api", base_config["services"][0])
+        a.wait_for_log("etcd reachable again", timeout=10)
+        deadline = time.monotonic() + 5
+        while [s["name"] for s in admin(a, "GET", "/admin/services")[1]] != ["api"]:
+            assert time.monotonic() < deadline, admin(a, "GET", "/admin/services")[1]
+            time.sleep(0.05)
+        assert any("reading the whole configuration again" in line for line in a.log)
+        assert admin(a, "GET", "/admin/consumers")[1] == []  # what the new etcd holds
+        status, _ = admin(a, "PUT", "/admin/services/api", base_config["services"][0])
+        assert status == 200
+    finally:
+        fresh.kill()
+
+
 def test_both_nodes_keep_serving_without_etcd_and_follow_it_when_it_returns(cluster, etcd):
     a, b = cluster
     jack = token()

@@ -95,6 +95,11 @@ class ClusterState:
         return {self.key(section, item[schema.SECTIONS[section][1]]): item
                 for section in schema.SECTIONS for item in conf[section]}
 
+    def forget_revisions(self) -> None:
+        """Before a read of another history: no mod revision seen is comparable to its."""
+        self.latest.clear()
+        self.revision = 0
+
     def use_snapshot(self, conf: dict, revision: int) -> None:
         self.items = self.objects_of(conf)
         self.conf, self.revision = conf, revision
@@ -270,6 +275,8 @@ class EtcdSource:
                     await self._read_all()
                     self._read_everything = False
                 client = self._connect()
+                if not self._read_everything and self.revision:
+                    await self._check_not_behind(client)
                 watch = await client.watch_prefix(self.state.root.encode(),
                                                   start_revision=self.revision + 1)
                 if not self.connected:
@@ -294,6 +301,18 @@ class EtcdSource:
                 await self._disconnect()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_CAP)
+
+    async def _check_not_behind(self, client) -> None:
+        """An etcd whose revision is below the one this node has seen is another history
+        (a new cluster, or one restored from a backup): its events would all be taken for
+        ones already seen, so everything is read again from it."""
+        now = (await client.get_prefix(self.state.changed_key.encode())).header.revision
+        if now < self.revision:
+            log.warning("etcd is at revision %d, before the %d this node has seen (a new or "
+                        "restored etcd); reading the whole configuration again", now,
+                        self.revision)
+            self.state.forget_revisions()
+            await self._read_all()
 
     def _queue(self, event) -> None:
         """Gather the events that arrive together (one transaction) into one change."""
