@@ -178,6 +178,8 @@ async def http_get(url: str, context: ssl.SSLContext | None) -> tuple[int, dict,
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
+                if isinstance(exc.__context__, FetchError):  # on_body's, wrapped by httptools
+                    raise exc.__context__ from None
                 raise FetchError(f"not an HTTP response: {exc}", "invalid") from None
         return parser.get_status_code(), response.headers, b"".join(response.body)
     finally:

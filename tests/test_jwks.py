@@ -353,6 +353,20 @@ def test_a_set_never_fetched_refuses_its_tokens_and_the_node_serves_the_rest(
         provider.stop()
 
 
+def test_a_key_set_too_large_says_so(upstream, gateway_factory):
+    """It said "not an HTTP response: `on_body` callback error"."""
+    provider = IdentityProvider().start()
+    try:
+        provider.add_key("RS256", "k1")
+        provider.mode = "huge"
+        gw = start(gateway_factory, gw_config(upstream, [
+            credential(provider.jwks_uri, key=provider.issuer)]))
+        wait_state(gw, provider.jwks_uri, "failing")
+        assert key_set_status(gw, provider.jwks_uri)["last_error"] == "larger than 1048576 bytes"
+    finally:
+        provider.stop()
+
+
 def test_a_hanging_provider_never_blocks_start_up(upstream, gateway_factory):
     provider = IdentityProvider().start()
     try:
