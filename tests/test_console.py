@@ -137,6 +137,12 @@ def raw_get(port, target):
     return out
 
 
+def open_consumer(page, username: str) -> None:
+    """The consumer's page, reached as a user does: Consumers, then its name."""
+    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
+    page.get_by_role("link", name=username, exact=True).click()
+
+
 def expect_error(control, message):
     """The control is marked invalid, and the error is part of its description."""
     expect(control).to_have_attribute("aria-invalid", "true")
@@ -421,8 +427,7 @@ def test_opening_and_saving_unchanged_changes_nothing(gateway, console, upstream
     dialog.get_by_role("button", name="Save").click()
     expect(dialog).to_be_hidden()
     # both credentials, whose secrets the page never had
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="jack", exact=True).click()
+    open_consumer(page, "jack")
     for cred in ("jack-jwt", "jack-key-auth"):
         page.get_by_role("button", name=f"Edit credential {cred}").click()
         dialog = page.get_by_role("dialog", name=f"Credential {cred}")
@@ -516,8 +521,7 @@ def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
     assert admin(gw, "GET", "/admin/config")[1] == before
 
     # a credential's key that another consumer has: 409, at the key
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="other", exact=True).click()
+    open_consumer(page, "other")
     page.get_by_role("button", name="Add Credential").click()
     dialog = page.get_by_role("dialog", name="Add Credential to other")
     dialog.get_by_label("ID", exact=True).fill("other-jwt")
@@ -539,8 +543,7 @@ def test_a_name_holding_html_is_shown_as_text(gateway, console, upstream):
     gw = gateway({"consumers": [{"username": "mallory"}]})
     c = console(gw)
     page = c.open()
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="mallory", exact=True).click()
+    open_consumer(page, "mallory")
     page.get_by_role("button", name="Add Credential").click()
     dialog = page.get_by_role("dialog", name="Add Credential to mallory")
     dialog.get_by_label("ID", exact=True).fill(HTML_ID)
@@ -583,8 +586,7 @@ def test_a_delete_the_admin_api_refuses_says_why(gateway, console, upstream):
         "consumers": [{"username": "anon"}]})
     c = console(gw)
     page = c.open()
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="anon", exact=True).click()
+    open_consumer(page, "anon")
     page.get_by_role("button", name="Delete Consumer").click()
     dialog = page.get_by_role("dialog", name="Delete consumer anon?")
     dialog.get_by_role("button", name="Delete").click()
@@ -732,8 +734,7 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(page.get_by_role("link", name="old", exact=True)).to_be_hidden()
     assert [s["name"] for s in admin(gw, "GET", "/admin/services")[1]] == ["echo"]
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="robot", exact=True).click()
+    open_consumer(page, "robot")
     page.get_by_role("button", name="Delete Consumer").click()
     page.get_by_role("dialog", name="Delete consumer robot?").get_by_role("button", name="Delete").click()
     expect(page.get_by_role("status").first).to_have_text("Consumer deleted.")
@@ -840,8 +841,7 @@ def test_key_set_and_policy_fields_are_shown_kept_and_sent_when_changed(gateway,
     plugin = admin(gw, "GET", "/admin/config")[1]["services"][0]["routes"][0]["plugins"]["jwt-auth"]
     assert plugin["audiences"] == ["api://orders"] and plugin["max_lifetime"] == 3600
 
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="u", exact=True).click()
+    open_consumer(page, "u")
     page.get_by_role("button", name="Edit credential k").click()
     dialog = page.get_by_role("dialog", name="Credential k")
     key_set = dialog.get_by_role("group", name="Key set (identity provider)")
@@ -869,8 +869,7 @@ def test_revoke_tokens_from_a_consumer_page(gateway, console, upstream):
     assert gw.request("GET", "/r", headers={"Authorization": f"Bearer {token}"})[0] == 200
     c = console(gw)
     page = c.open()
-    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
-    page.get_by_role("link", name="u", exact=True).click()
+    open_consumer(page, "u")
     page.get_by_role("button", name="Revoke Tokens").click()
     dialog = page.get_by_role("dialog", name="Revoke tokens of u")
     dialog.get_by_label("Subject (sub)").fill("alice")
