@@ -538,10 +538,11 @@ class Exchange:
         slow = self._rare().slow = SlowResponse(self)
         slow.feed(data)
 
-    def upstream_lost(self) -> None:
-        """The upstream connection closed under this exchange."""
+    def upstream_lost(self, clean: bool) -> None:
+        """The upstream connection closed under this exchange (`clean`: a FIN, not a reset
+        or an error, which never ends a body)."""
         rare = self.rare
-        if rare is not None and rare.slow is not None and rare.slow.until_close:
+        if clean and rare is not None and rare.slow is not None and rare.slow.until_close:
             self.conn = None
             rare.slow.closed()
         elif self.state != DONE:

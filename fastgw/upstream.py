@@ -160,7 +160,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.forget(self)
         ex = self.exchange
         if ex is not None:
-            ex.upstream_lost()
+            ex.upstream_lost(exc is None)
 
     def spoil(self) -> None:
         """Never reuse this connection: close it when its exchange ends."""

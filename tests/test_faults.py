@@ -188,6 +188,18 @@ def test_upstream_breaking_off_a_read_until_close_answer_resets_the_client(simpl
         assert len(c.read_until_closed()) < 100000
 
 
+def test_a_read_until_close_answer_cut_by_a_reset_is_never_passed_off_as_whole(
+        simple_gateway):
+    """Only a clean close ends such a body: after a reset, the client got the last chunk
+    (a whole message) on a connection kept open."""
+    with simple_gateway.raw(timeout=5) as c:
+        c.send(b"GET /reset?n=5000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        status, headers = c.head()
+        assert status.startswith(b"HTTP/1.1 200") and headers["transfer-encoding"] == "chunked"
+        body = c.read_until_closed()  # cut off
+    assert 5000 <= len(body) and not body.endswith(b"0\r\n\r\n")
+
+
 def test_error_responses_are_json_with_server_header(simple_gateway, gateway_factory, upstream):
     gw = gateway_factory({"services": [service(upstream.url, [
         {"name": "a", "paths": ["/only"]}], hosts=["api.test"])]})

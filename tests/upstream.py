@@ -27,6 +27,8 @@ import asyncio
 import hashlib
 import itertools
 import json
+import socket
+import struct
 import threading
 from urllib.parse import parse_qs, urlsplit
 
@@ -150,6 +152,13 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.write(pattern(n))
             await asyncio.sleep(0.05)
             self.transport.close()
+        elif path == "/reset":  # a read-until-close body, then a reset (RST), not a close
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"
+                                 + pattern(int(q["n"])))
+            await asyncio.sleep(0.05)
+            self.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
         elif path == "/hold":
             await self.server.held(q["id"]).wait()
             self._respond(200, json.dumps(req).encode(), close=q.get("close") == "1")
