@@ -16,9 +16,10 @@ no answer is owed before it.
 
 Limits, as on the proxy port: a head must be whole within FASTGW_HEADER_TIMEOUT of its
 first byte and a body may go that long between reads (408); an idle connection, and one
-whose client does not read its answers, is closed after FASTGW_KEEPALIVE_TIMEOUT; a head
-over FASTGW_MAX_HEADER_BYTES is 431, a body over `max_body` 413; HTTP/1.0 and 1.1 only;
-no Upgrade or CONNECT (501).
+whose client reads nothing of its answers, is closed after FASTGW_KEEPALIVE_TIMEOUT; a head
+over FASTGW_MAX_HEADER_BYTES is 431, a body over `max_body` 413, one not framed by its
+Content-Length 411; HTTP/1.0 and 1.1 only; no Upgrade or CONNECT (501). A connection ends
+with a lingering close (_close).
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ log = logging.getLogger("fastgw")
 MAX_BODY = 16 << 20
 PIPELINE_DEPTH = 16  # requests read ahead of the one being answered
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+LINGER = 2.0  # seconds a closing connection still reads (and drops) input after the answers
 
 _JSON = b"application/json"
 BAD_REQUEST = (400, _JSON, b'{"error_msg": "bad request"}')
 TIMED_OUT = (408, _JSON, b'{"error_msg": "request timed out"}')
+LENGTH_REQUIRED = (411, _JSON, b'{"error_msg": "a body needs a Content-Length here"}')
 TOO_LARGE = (413, _JSON, b'{"error_msg": "request body too large"}')
 HEAD_TOO_LARGE = (431, _JSON, b'{"error_msg": "request header fields too large"}')
 NOT_IMPLEMENTED = (501, _JSON, b'{"error_msg": "not implemented"}')
@@ -88,6 +91,7 @@ class ControlProtocol(asyncio.Protocol):
         self.answering: asyncio.Task | None = None
         self.reading = True  # False once nothing more is read (a close, a fault, the end)
         self.ended = False  # the last request was read whole ("Connection: close")
+        self.shut = False  # the sending side is shut, the connection closing (_close)
         self.read_pauses = 0
         self.drained: asyncio.Future | None = None  # while the client reads too slowly
         self.in_head = False
@@ -113,6 +117,7 @@ class ControlProtocol(asyncio.Protocol):
     def data_received(self, data):
         if not self.reading:
             return
+        began_in_head = self.in_head
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -123,9 +128,11 @@ class ControlProtocol(asyncio.Protocol):
             if not self.ended:
                 self._refuse(self.fault or BAD_REQUEST)
         else:
-            if self.in_head:  # httptools holds a field line until it ends: count the bytes
+            # httptools holds a field line until it ends: a read that began and ended in
+            # the head was all head (a head begun in a read holds less than that read)
+            if began_in_head and self.in_head:
                 self.head_read += len(data)
-                if self.head_read > 2 * self.max_head + 65536:
+                if self.head_read > self.max_head:
                     self._refuse(HEAD_TOO_LARGE)
         if len(self.queue) > PIPELINE_DEPTH or self.queued_bytes > MAX_BODY:
             self._pause(self.PIPELINE)
@@ -186,11 +193,14 @@ class ControlProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         length = headers.get(b"content-length")  # (llhttp has checked it: digits)
         if version != "1.1" and version != "1.0":  # "GET /\r\n" is 0.9 to llhttp
-            request.answer = BAD_REQUEST if version == "0.9" else VERSION_NOT_SUPPORTED
-            request.keep_alive = False
+            self.fault = BAD_REQUEST if version == "0.9" else VERSION_NOT_SUPPORTED
+        elif b"transfer-encoding" in headers:  # a body by its Content-Length only: no
+            self.fault = LENGTH_REQUIRED  # chunks, no trailers
         elif length is not None and int(length) > self.max_body:
-            request.answer, request.keep_alive = TOO_LARGE, False
-        elif self.admit is not None:  # (the connection stays open if its body comes)
+            self.fault = TOO_LARGE
+        if self.fault is not None:  # answered so, and nothing more is read (_refuse)
+            raise _Stop
+        if self.admit is not None:  # (the connection stays open if its body comes)
             request.answer = self.admit(request.method, request.target, headers)
         if (request.answer is None and version == "1.1"
                 and headers.get(b"expect", b"").lower() == b"100-continue"):
@@ -254,7 +264,7 @@ class ControlProtocol(asyncio.Protocol):
                 request.keep_alive = False
             queue.popleft()
             self.queued_bytes -= request.size
-            self._send(answer, request.keep_alive)
+            self._send(answer, request.keep_alive, request.method == "HEAD")
             if not request.keep_alive:
                 self.reading = False
                 queue.clear()
@@ -284,24 +294,27 @@ class ControlProtocol(asyncio.Protocol):
 
     async def _drain(self) -> bool:
         """Wait for the client to read the answers written; False (and the connection
-        aborted) when it reads none for the keep-alive time-out."""
-        self.drained = self.loop.create_future()
+        aborted) when it reads nothing of them for the keep-alive time-out."""
+        drained = self.drained = self.loop.create_future()
         try:
-            await asyncio.wait_for(self.drained, self.keepalive_timeout)
-        except asyncio.TimeoutError:
-            self.transport.abort()
-            return False
+            while not drained.done():
+                left = self.transport.get_write_buffer_size()
+                await asyncio.wait((drained,), timeout=self.keepalive_timeout)
+                if (not drained.done() and self.transport is not None
+                        and self.transport.get_write_buffer_size() >= left):
+                    self.transport.abort()
+                    return False
         finally:
             self.drained = None
         return self.transport is not None
 
-    def _send(self, answer: tuple, keep_alive: bool) -> None:
+    def _send(self, answer: tuple, keep_alive: bool, head_only: bool = False) -> None:
         status, content_type, body, *extra = answer
         self.transport.write(b"".join((
             status_line(status), SERVER, b"content-type: ", content_type, b"\r\n", *extra,
             b"content-length: %d\r\n" % len(body),
             b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n",
-            body)))
+            b"" if head_only else body)))
         if not keep_alive:
             self._close()
 
@@ -314,12 +327,37 @@ class ControlProtocol(asyncio.Protocol):
             self.transport.write(CONTINUE)
 
     def _close(self) -> None:
+        """End the connection without losing the answers written: the sending side is
+        shut (after them) and what the client still sends is read and dropped until it
+        closes, LINGER after it had them all at most. Closing at once, with input unread,
+        would reset the connection, and the client could lose the answers (a lingering
+        close, as nginx and Apache make)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.close()
-        if transport.get_write_buffer_size():  # a client that does not read is cut off
-            self.loop.call_later(self.keepalive_timeout, transport.abort)
+        self.reading = False
+        self._disarm()
+        if self.shut or not transport.can_write_eof():  # (shut: the client closed too)
+            transport.close()
+            return
+        self.shut = True
+        transport.write_eof()
+        if self.read_pauses:  # read what comes, to drop it
+            self.read_pauses = 0
+            transport.resume_reading()
+        self._linger(transport, -1)
+
+    def _linger(self, transport, left_before: int) -> None:
+        if transport.is_closing():
+            return
+        left = transport.get_write_buffer_size()
+        if not left and left_before == 0:
+            transport.close()  # the client had it all a while ago
+        elif left and left >= left_before >= 0:
+            transport.abort()  # it read nothing for the keep-alive time-out
+        else:
+            self.loop.call_later(LINGER if not left else self.keepalive_timeout, self._linger,
+                                 transport, left)
 
     # Flow control and time-outs
 

@@ -33,6 +33,7 @@ HEADERS = (f"content-security-policy: {CSP}\r\n"
            "referrer-policy: no-referrer\r\n"
            "cache-control: no-cache\r\n").encode()
 NOT_FOUND = (404, b"application/json", b'{"error_msg": "404 Not Found"}', HEADERS)
+NOT_ALLOWED = (405, b"application/json", b'{"error_msg": "method not allowed"}', HEADERS)
 
 
 def load_files(folder: Path = FOLDER) -> dict[str, tuple[bytes, bytes]]:
@@ -51,10 +52,16 @@ class Console:
         self.files = load_files(folder)
 
     def admit(self, method: str, target: str, headers: dict):
-        """The admin API's check of a request's head (its key); the console needs none."""
-        if _console_path(target):
-            return None
-        return self.api.admit(method, target, headers)
+        """The admin API's check of a request's head (its key). The console needs none,
+        and takes no body: anything but a GET or HEAD without one is answered here, so
+        that no body comes in without the key."""
+        if not _console_path(target):
+            return self.api.admit(method, target, headers)
+        if method not in ("GET", "HEAD"):
+            return NOT_ALLOWED
+        if headers.get(b"content-length", b"0") != b"0":
+            return 413, b"application/json", b'{"error_msg": "no body here"}', HEADERS
+        return None
 
     async def http(self, method: str, target: str, headers: dict, body: bytes):
         if not _console_path(target):
@@ -62,8 +69,8 @@ class Console:
         path = target.split("?", 1)[0]
         if path == "/ui":
             return 301, b"text/plain", b"", HEADERS + b"location: /ui/\r\n"
-        if method != "GET":
-            return 405, b"application/json", b'{"error_msg": "method not allowed"}', HEADERS
+        if method not in ("GET", "HEAD"):
+            return NOT_ALLOWED
         name = unquote(path[len(PREFIX):]) or "index.html"
         found = self.files.get(name)
         if found is None:
