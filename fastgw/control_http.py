@@ -171,10 +171,9 @@ class ControlProtocol(asyncio.Protocol):
         self.url += url
         self._count_head(len(url))
 
-    def on_header(self, name, value):
+    def on_header(self, name, value):  # (no trailers: a chunked body is refused)
         self._count_head(len(name) + len(value) + 4)
-        if self.current is None:  # else a chunked body's trailers: dropped
-            self.headers[name.lower()] = value
+        self.headers[name.lower()] = value
 
     def _count_head(self, size: int) -> None:
         self.head_size += size
