@@ -65,6 +65,11 @@ class _Request:
         self.complete = False  # the whole request has been read
         self.continue_owed = False  # "Expect: 100-continue", not answered yet
 
+    @property
+    def ready(self) -> bool:
+        """Whether it can be answered now: read whole, or answered before its handler."""
+        return self.complete or self.answer is not None
+
 
 class _Stop(Exception):
     """Raised in a parser callback to stop the parser (after the last request, or for
@@ -247,14 +252,14 @@ class ControlProtocol(asyncio.Protocol):
         queue = self.queue
         if self.answering is not None:
             return
-        if queue and (queue[0].complete or queue[0].answer):
+        if queue and queue[0].ready:
             self.answering = self.loop.create_task(self._answer_in_turn())
         elif not queue and not self.reading:
             self._close()
 
     async def _answer_in_turn(self) -> None:
         queue = self.queue
-        while queue and (queue[0].complete or queue[0].answer):
+        while queue and queue[0].ready:
             request = queue[0]
             answer = request.answer or await self._handle(request)
             if self.transport is None:  # the client went away meanwhile
@@ -344,18 +349,21 @@ class ControlProtocol(asyncio.Protocol):
         if self.read_pauses:  # read what comes, to drop it
             self.read_pauses = 0
             transport.resume_reading()
-        self._linger(transport, -1)
+        self._linger(transport, None)
 
-    def _linger(self, transport, left_before: int) -> None:
+    def _linger(self, transport, left_before: int | None) -> None:
+        """Checked again LINGER after the answers are all out (then closed), or every
+        keep-alive time-out while they are not (aborted if none was read meanwhile);
+        `left_before`: the bytes unsent at the last check (None: the first)."""
         if transport.is_closing():
             return
         left = transport.get_write_buffer_size()
-        if not left and left_before == 0:
+        if left_before is not None and left == left_before == 0:
             transport.close()  # the client had it all a while ago
-        elif left and left >= left_before >= 0:
+        elif left_before is not None and left and left >= left_before:
             transport.abort()  # it read nothing for the keep-alive time-out
         else:
-            self.loop.call_later(LINGER if not left else self.keepalive_timeout, self._linger,
+            self.loop.call_later(self.keepalive_timeout if left else LINGER, self._linger,
                                  transport, left)
 
     # Flow control and time-outs

@@ -183,8 +183,8 @@ def _credential_ids(consumer: dict, path: str, errors: Errors) -> None:
     for nth, (cred, cred_id) in enumerate(zip(consumer["credentials"], credential_ids(
             consumer["username"], consumer["credentials"]))):
         cred["id"] = cred_id
-        if _dot_segment(cred_id):  # (a jwt-auth credential's id defaults to its key)
-            errors.append((f"{path}.credentials[{nth}].id", _dot_segment(cred_id)))
+        if message := _dot_segment(cred_id):  # (a jwt-auth credential's id defaults to its key)
+            errors.append((f"{path}.credentials[{nth}].id", message))
 
 
 def _dot_segment(name: str | None) -> str | None:
