@@ -158,7 +158,7 @@ class Rare:
     """The state of an exchange that only some requests need."""
 
     __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
-                 "tries", "connecting", "slow", "upstream_paused")
+                 "tries", "tried", "stale_retried", "connecting", "slow", "upstream_paused")
 
     def __init__(self):
         self.body: list[bytes] = []  # request body received before the upstream was ready
@@ -168,7 +168,9 @@ class Rare:
         self.skip = REQUEST_SKIP  # request fields not forwarded
         self.extra: list[bytes] = []  # header lines plugins add
         self.resume_at = 0  # the plugin to run after a pending one
-        self.tries = 0
+        self.tries = 0  # retries counted against the upstream's `retries`
+        self.tried: list = []  # the nodes it was sent to or connected to, before this one
+        self.stale_retried = False  # sent again once after a pooled connection died unread
         # the connect under way, or the place in a full pool's queue (upstream.PoolWait)
         self.connecting: asyncio.Future | None = None
         self.slow: SlowResponse | None = None
@@ -346,9 +348,10 @@ class Exchange:
                 return
         self._connect()
 
-    def _connect(self) -> None:
+    def _connect(self, node=None) -> None:
+        """Send on `node` (a retry's), else on the node the balancer picks."""
         upstream = self.route.upstream
-        node = self.node = upstream.single or upstream.pick()
+        node = self.node = node or upstream.single or upstream.pick()
         if self.rare is not None and self.rare.expect_continue:
             self.rare.expect_continue = False  # once, even if retried
             if not self.req_done:
@@ -545,8 +548,9 @@ class Exchange:
         if clean and rare is not None and rare.slow is not None and rare.slow.until_close:
             self.conn = None
             rare.slow.closed()
-        elif self.state != DONE:
-            self.fail(responses.BAD_GATEWAY)
+        elif self.state != DONE:  # (in SENDING, no byte of the answer came: else `slow`)
+            self.fail(responses.BAD_GATEWAY,
+                      lost=self.state == SENDING and (rare is None or rare.slow is None))
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading(self.client.UPSTREAM)
@@ -590,15 +594,16 @@ class Exchange:
             client.gateway.stats.auth_failed(response.reason)
         self._finish(keep, response.status, len(data), client.loop.time(), None)
 
-    def fail(self, response: Response, retry: bool = True) -> None:
+    def fail(self, response: Response, retry: bool = True, lost: bool = False) -> None:
         """A fault: answered with `response` if the client has had nothing of an answer
         yet (after a retry, when `retry` and the rules allow one), else the client
-        connection is cut."""
+        connection is cut. `lost`: the upstream connection closed before a byte of the
+        answer came."""
         state = self.state
         if state == DONE:
             return
-        retry = (retry and (state == CONNECTING or state == SENDING) and self._may_retry(state)
-                 and self.client.transport is not None)
+        retry = (retry and (state == CONNECTING or state == SENDING)
+                 and self.client.transport is not None and self._may_retry(state, lost))
         self._drop_upstream()
         if state == RESPONDING:
             self.client.abort()  # never a truncated response passed off as whole
@@ -606,23 +611,34 @@ class Exchange:
             self._finish(False, self.status, self.bytes_out, self.client.loop.time(), None)
             return
         if retry:
-            self.rare.tries += 1
+            tried = self.rare.tried
+            tried.append(self.node)
+            upstream = self.route.upstream
             self.state = CONNECTING
-            self._connect()
+            self._connect(upstream.single or upstream.pick(tried))
             return
         self.answer(response)
 
-    def _may_retry(self, state: str) -> bool:
+    def _may_retry(self, state: str, lost: bool) -> bool:
         """Sent again only if nothing of it can have reached the upstream but its head: a
-        body streamed there is gone, and its length alone would frame the next request."""
+        body streamed there is gone, and its length alone would frame the next request.
+        A retry counts against the upstream's `retries`, but for one: a request whose
+        pooled connection the upstream had closed meanwhile (it closes idle ones when it
+        likes, and the close may cross the request) is sent again once whatever
+        `retries` says, as nginx does for a cached connection."""
         rare = self._rare()
+        if state == SENDING:
+            conn = self.conn  # sent on a pooled connection, which had died meanwhile
+            if not (conn is not None and conn.requests > 1 and self.req_done
+                    and self.framing in NO_BODY_FRAMINGS and self.method in IDEMPOTENT):
+                return False
+            if lost and not rare.stale_retried:
+                rare.stale_retried = True
+                return True
         if rare.tries >= self.route.upstream.retries:
             return False
-        if state == CONNECTING:
-            return True
-        conn = self.conn  # sent on a pooled connection, which had died meanwhile
-        return (conn is not None and conn.requests > 1 and self.req_done
-                and self.framing in NO_BODY_FRAMINGS and self.method in IDEMPOTENT)
+        rare.tries += 1
+        return True
 
     def on_timeout(self) -> None:
         """The deadline of the current state passed (connect, send or read time-out)."""

@@ -408,7 +408,7 @@ class Upstream:
     """A service's upstream, compiled: nodes with pools, balancing, and per-request facts."""
 
     __slots__ = ("nodes", "base_path", "connect_timeout", "send_timeout",
-                 "read_timeout", "retries", "single", "_current", "_total")
+                 "read_timeout", "retries", "single", "_current")
 
     def __init__(self, conf: dict, pools: PoolRegistry):
         scheme, default_port, specs, self.base_path = upstream_nodes(conf)
@@ -429,15 +429,20 @@ class Upstream:
         self.retries = len(self.nodes) - 1 if retries is None else retries
         self.single = self.nodes[0] if len(self.nodes) == 1 else None  # no balancing
         self._current = [0] * len(self.nodes)
-        self._total = sum(n.weight for n in self.nodes)
 
-    def pick(self) -> Node:
-        """Smooth weighted round robin (as nginx): spreads heavy nodes between light ones."""
+    def pick(self, tried: list | tuple = ()) -> Node:
+        """Smooth weighted round robin (as nginx): spreads heavy nodes between light ones.
+        A retry passes the nodes `tried`, which are left out while any other is left."""
         current, nodes = self._current, self.nodes
-        best = 0
+        best, total = -1, 0
         for i, node in enumerate(nodes):
+            if tried and node in tried:
+                continue
             current[i] += node.weight
-            if current[i] > current[best]:
+            total += node.weight
+            if best < 0 or current[i] > current[best]:
                 best = i
-        current[best] -= self._total
+        if best < 0:  # every node tried: any may be tried again
+            return self.pick()
+        current[best] -= total
         return nodes[best]

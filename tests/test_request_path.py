@@ -201,6 +201,36 @@ def test_get_on_a_dead_pooled_connection_is_retried(two_nodes):
     assert other(nodes, drop.node).heads[-1].startswith(b"GET /again HTTP/1.1\r\n")
 
 
+def test_get_on_a_dead_pooled_connection_is_retried_once_even_with_retries_zero(
+        gateway_factory):
+    """nginx gives a request one more try when its cached connection died (the upstream
+    closes idle connections when it likes): it is not counted against `retries`, which is 0
+    for a single node by default. Once only: a fresh connection that dies is a 502."""
+    drop = DropNext()
+    node = ScriptedNode(drop)
+    try:
+        gw = gateway_factory({"services": [{
+            "name": "svc", "upstream": {"nodes": [{"host": "127.0.0.1", "port": node.port}]},
+            "routes": [{"name": "all", "paths": ["/*"]}]}]})
+        with gw.raw(WAIT) as c:
+            c.send(b"GET /warm-up HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert c.response()[0] == 200  # a connection pooled
+            drop.arm()
+            c.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert c.response()[:3:2] == (200, b"ok")
+            assert drop.dropped.wait(WAIT)
+            assert node.heads[-1].startswith(b"GET /again HTTP/1.1\r\n")
+            # a POST on a pooled connection that dies is not sent again
+            drop.dropped.clear()
+            drop.arm()
+            c.send(b"POST /once HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+            assert c.response()[0] == 502
+        assert drop.dropped.wait(WAIT)
+        assert not any(h.startswith(b"POST") for h in node.heads)
+    finally:
+        node.close()
+
+
 # ---------------------------------------------------------------- 2. exceptions in plugins
 
 # SPEC 5: "Error bodies are JSON: {"error_msg": "..."}"; SPEC says nothing of a fault of the

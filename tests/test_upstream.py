@@ -78,6 +78,23 @@ def test_connect_failure_is_retried_on_the_next_node(upstream, gateway_factory):
     assert statuses == {200: 6}
 
 
+def test_a_retry_goes_to_a_node_not_tried_yet_whatever_the_weights(upstream, gateway_factory):
+    """Smooth weighted round robin would pick the heavy dead node again for the retry;
+    as nginx and APISIX do, a retry leaves out the nodes already tried."""
+    nodes = [{"host": "127.0.0.1", "port": free_port(), "weight": 5},
+             {"host": "127.0.0.1", "port": upstream.port, "weight": 1}]
+    gw = gateway_factory({"services": [{"name": "s", "upstream": {"nodes": nodes},
+                                        "routes": [{"name": "a", "paths": ["/*"]}]}]})
+    conn = gw.connect()
+    statuses = collections.Counter()
+    for _ in range(30):
+        conn.request("GET", "/retry", headers={"Host": "a"})
+        response = conn.getresponse()
+        response.read()
+        statuses[response.status] += 1
+    assert statuses == {200: 30}
+
+
 def test_no_retry_when_retries_is_zero(upstream, gateway_factory):
     nodes = [{"host": "127.0.0.1", "port": free_port()},
              {"host": "127.0.0.1", "port": upstream.port}]
