@@ -209,7 +209,9 @@ class UpstreamPool:
     def configure(self, keepalive_pool: dict, max_connections: int | None) -> None:
         self.size = keepalive_pool["size"]
         self.idle_timeout = keepalive_pool["idle_timeout"]
-        self.max_requests = keepalive_pool["requests"]
+        # a pool that keeps none sends "connection: close" (head_end): one request each,
+        # so that no waiter is handed a connection the upstream is closing
+        self.max_requests = keepalive_pool["requests"] if self.size else 1
         for conn in self.open:
             if conn.limit:  # not spoiled
                 conn.limit = self.max_requests

@@ -328,6 +328,20 @@ def test_full_node_lets_the_first_waiter_open_a_connection_when_one_closes(
     assert own_upstream.connections == 2 and own_upstream.max_open == 1
 
 
+def test_a_waiter_is_never_handed_a_connection_a_pool_of_size_zero_closes(
+        upstream, own_upstream, gateway_factory):
+    """A pool that keeps no connection sends "connection: close": the connection a request
+    ends on is closing, so a request waiting for the node gets a new one, not that one."""
+    gw, first = _full_node(gateway_factory, own_upstream, upstream, keepalive_pool={"size": 0})
+    waiting = [_queue(gw, f"/waiting?n={n}") for n in range(3)]
+    own_upstream.release("1")
+    assert first.response()[0] == 200
+    for client in waiting:
+        status, _, body = client.response()
+        assert status == 200, body
+    assert own_upstream.max_open == 1 and own_upstream.connections == 4
+
+
 def test_waiter_whose_client_left_is_removed(upstream, own_upstream, gateway_factory):
     gw, first = _full_node(gateway_factory, own_upstream, upstream)
     gone = _queue(gw, "/gone")
