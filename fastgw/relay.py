@@ -571,6 +571,9 @@ class Exchange:
             upstream = self.route.upstream
             if rare is not None and rare.upstream_paused:
                 return upstream.send_timeout
+            if self.client.write_paused:
+                return _NEVER  # the upstream is not read while the client reads nothing:
+                # the client's time-out runs (ClientConnection.timeout)
             if state == RESPONDING or self.req_done:
                 return upstream.read_timeout
         elif state == CONNECTING and type(rare.connecting) is not PoolWait:

@@ -223,7 +223,7 @@ class ClientConnection(asyncio.Protocol):
         "gateway", "loop", "settings", "max_head", "access_log",
         # per connection
         "transport", "writelines", "parser", "ip", "forwarded", "forwarded_no_xff", "queue",
-        "active", "reading", "read_pauses", "write_paused", "stall", "closing", "fault",
+        "active", "reading", "read_pauses", "write_paused", "unsent", "stall", "closing", "fault",
         "pending_head", "chunk_size", "starting",
         # per request being parsed
         "url", "headers", "current", "body_received",
@@ -246,6 +246,7 @@ class ClientConnection(asyncio.Protocol):
         self.reading = IDLE
         self.read_pauses = 0
         self.write_paused = False
+        self.unsent = 0  # bytes in the write buffer when last looked at, while write_paused
         self.stall = 0  # ticks without progress (see timeout)
         self.closing = False
         self.fault: Response | None = None
@@ -322,16 +323,23 @@ class ClientConnection(asyncio.Protocol):
         self.queue.clear()
 
     def pause_writing(self):
+        # The client is not reading its answers as fast as they come: the upstream is not
+        # read meanwhile, and the client gets the keep-alive time-out to read some (timeout)
         self.write_paused = True
+        self.unsent = self.transport.get_write_buffer_size()
+        self.stall = 0
         ex = self.active
         if ex is not None and ex.conn is not None:
             ex.conn.transport.pause_reading()
 
     def resume_writing(self):
         self.write_paused = False
+        self.stall = 0
         ex = self.active
-        if ex is not None and ex.conn is not None:
-            ex.conn.transport.resume_reading()
+        if ex is not None:
+            ex.stall = 0  # the upstream's time-out starts again
+            if ex.conn is not None:
+                ex.conn.transport.resume_reading()
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -592,8 +600,11 @@ class ClientConnection(asyncio.Protocol):
 
     def timeout(self) -> float:
         """Seconds the client may go without progress in the connection's state (see
-        Gateway.tick): a request body between reads (unless fastgw stopped reading it), a
-        head, or an idle keep-alive connection; no limit while an exchange is answered."""
+        Gateway.tick): answers not read (the write buffer full, as nginx's send_timeout),
+        a request body between reads (unless fastgw stopped reading it), a head, or an idle
+        keep-alive connection; no limit while an exchange is answered."""
+        if self.write_paused:
+            return self.settings.keepalive_timeout
         if self.current is not None:
             return _NEVER if self.read_pauses else self.settings.header_timeout
         if self.active is not None or self.queue or self.reading == CLOSED:
@@ -604,6 +615,12 @@ class ClientConnection(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         self.stall = 0
+        if self.write_paused:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent >= self.unsent:  # it has read nothing for the whole time-out
+                self.abort()
+            self.unsent = unsent  # else it reads, however slowly: it gets the time-out again
+            return
         if self.current is not None or self.reading == HEAD:  # a body or a head, stalled
             self._request_fault(responses.REQUEST_TIMEOUT)
             if self.active is None:

@@ -395,6 +395,9 @@ class FakeTransport:
     def writelines(self, parts):
         self.write(b"".join(parts))
 
+    def get_write_buffer_size(self):
+        return sum(map(len, self.written))
+
     def get_extra_info(self, name, default=None):
         return ("127.0.0.1", 40000) if name == "peername" else default
 
@@ -470,6 +473,59 @@ def test_a_connection_released_while_its_client_is_slow_reads_again():
 
         assert relay.pool.idle == [relay.conn]  # kept for the next request
         assert relay.upstream_side.reading
+
+
+SLOW_READ = 1  # the upstream read time-out, and the keep-alive one, for a client not reading
+BIG = 40 * 1024 * 1024  # more than loopback's socket buffers and fastgw's hold
+
+
+def _not_reading(upstream, gateway_factory, keepalive: float):
+    """A client whose 40 MiB answer is under way and which reads none of it: (gateway,
+    socket)."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}],
+                                               upstream={"timeout": {"read": SLOW_READ}})]},
+                         env={"FASTGW_KEEPALIVE_TIMEOUT": str(keepalive)})
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=WAIT)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % BIG)
+    return gw, sock
+
+
+def _read_all(sock) -> bytes:
+    data = bytearray()
+    try:
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+            if len(data) >= BIG and data.find(b"\r\n\r\n") + 4 + BIG <= len(data):
+                break
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return bytes(data)
+
+
+def test_a_client_that_reads_late_is_not_cut_off_by_the_upstream_read_timeout(
+        upstream, gateway_factory):
+    """While the client reads nothing, fastgw stops reading the upstream: the upstream's
+    read time-out does not run then (nginx runs it only while it waits on the upstream);
+    the client's does, the keep-alive time-out, as nginx's send_timeout."""
+    gw, sock = _not_reading(upstream, gateway_factory, keepalive=30)
+    with sock:
+        time.sleep(3 * SLOW_READ)  # the stimulus: three read time-outs without reading
+        data = _read_all(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and len(body) == BIG, (head, len(body))
+
+
+def test_a_client_that_reads_nothing_for_the_keepalive_timeout_is_cut_off(
+        upstream, gateway_factory):
+    gw, sock = _not_reading(upstream, gateway_factory, keepalive=SLOW_READ)
+    with sock:
+        time.sleep(4 * SLOW_READ)  # the stimulus: it reads nothing, well past its time-out
+        data = _read_all(sock)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and len(body) < BIG
+    # and the gateway serves on
+    assert gw.request("GET", "/json")[0] == 200
 
 
 def test_an_idle_connection_the_upstream_closes_leaves_the_pool_at_once():
