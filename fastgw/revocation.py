@@ -154,11 +154,12 @@ _CLAIMS = ("jti", "sub", "iat", "iss")
 
 def claims_of(payload: dict) -> tuple:
     """What a revocation looks at in a verified token's payload, for its cache entry.
-    A jti, sub or iss that is not a string can equal no entry's (they are strings) and is
-    kept as None; `iat` has been checked to be a number when present."""
+    jwt-auth has refused a token whose jti or sub is not a string; an iss that is not one
+    can equal no entry's (they are strings) and is kept as None; `iat` has been checked to
+    be a number when present."""
     jti, sub, iat, iss = map(payload.get, _CLAIMS)  # one C loop for the four look-ups
-    return ("jti:" + jti if type(jti) is str else None,
-            "sub:" + sub if type(sub) is str else None,
+    return ("jti:" + jti if jti is not None else None,
+            "sub:" + sub if sub is not None else None,
             iat, iss if type(iss) is str else None)
 
 

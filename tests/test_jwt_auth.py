@@ -386,6 +386,16 @@ def test_time_claim_present_but_not_a_number_fails_verification(jwt_gateway, cla
                "failed to verify jwt")
 
 
+@pytest.mark.parametrize("claim", ["jti", "sub"])
+@pytest.mark.parametrize("value", [None, 7, 7.5, True, ["a"], {"id": "a"}], ids=json.dumps)
+def test_a_jti_or_sub_that_is_not_a_string_fails_verification(jwt_gateway, claim, value):
+    """RFC 7519 4.1.2 and 4.1.7 (and PyJWT): a revocation, which names them as strings,
+    could never reach such a token."""
+    assert_401(get(jwt_gateway, Authorization=signed({"key": "user-key", claim: value})),
+               "failed to verify jwt")
+    assert get(jwt_gateway, Authorization=signed({"key": "user-key", claim: "7"}))[0] == 200
+
+
 def test_iat_is_not_checked_beyond_its_type(jwt_gateway):
     now = time.time()
     for iat in (int(now) + 86400, 0, now - 0.5, -1):  # the future, the epoch, a fraction

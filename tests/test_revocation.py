@@ -555,8 +555,11 @@ _tokens = st.lists(st.fixed_dictionaries({
     max_size=8)
 
 
-def reference(entries: list[dict], claims: dict, now: float) -> bool:
-    """Revoked, said as plainly as SPEC section 9 does."""
+def reference(entries: list[dict], claims: dict, now: float) -> bool | None:
+    """Revoked, said as plainly as SPEC section 9 does; None: the token is refused before
+    (a jti or sub that is not a string, RFC 7519)."""
+    if any(type(claims.get(name, "")) is not str for name in ("jti", "sub")):
+        return None
     for e in entries:
         if now >= e["expires"]:
             continue
@@ -574,7 +577,7 @@ def reference(entries: list[dict], claims: dict, now: float) -> bool:
 @given(_entries, _tokens)
 def test_the_gateways_decision_is_the_reference_functions(raw_entries, token_claims):
     from fastgw import revocation
-    from fastgw.plugins.jwt_auth import REVOKED
+    from fastgw.plugins.jwt_auth import REVOKED, VERIFY_FAILED
     from jwt_kit import PluginSide
     now = time.time()
     entries = []
@@ -591,19 +594,21 @@ def test_the_gateways_decision_is_the_reference_functions(raw_entries, token_cla
         assert revocation.count() == len(entries)
         for claims in token_claims:
             expected = reference(entries, claims, time.time())
-            event("revoked" if expected else "let through")
+            event({True: "revoked", False: "let through", None: "refused"}[expected])
             tok = token(**claims).encode()
             for _ in ("verified", "cache hit"):
                 ex = PluginSide([(b"authorization", tok)])
                 got = plugin.access(ex)
-                assert (got is REVOKED) == expected, (entries, claims)
-                assert got in (None, REVOKED)
+                assert got is {True: REVOKED, False: None, None: VERIFY_FAILED}[expected], (
+                    entries, claims)
         half = [e["id"] for e in entries[::2]]  # lifting: the index forgets them exactly
         revocation.apply({"remove": half})
         left = [e for e in entries if e["id"] not in half]
         for claims in token_claims:
             ex = PluginSide([(b"authorization", token(**claims).encode())])
-            assert (plugin.access(ex) is REVOKED) == reference(left, claims, time.time())
+            expected = reference(left, claims, time.time())
+            assert plugin.access(ex) is {True: REVOKED, False: None, None: VERIFY_FAILED}[
+                expected]
     finally:
         revocation.apply({"reset": True})
 
