@@ -455,10 +455,12 @@ class Exchange:
                 if name not in skip:
                     parts += (name, b": ", value, b"\r\n")
         if rare is None or rare.xff is None:
-            parts += (client.forwarded, self.host, b"\r\n", self.framing)
+            parts += (client.forwarded_no_xff, client.ip, b"\r\n")
         else:
-            parts += (client.forwarded_no_xff, rare.xff, b", ", client.ip,
-                      b"\r\nx-forwarded-host: ", self.host, b"\r\n", self.framing)
+            parts += (client.forwarded_no_xff, rare.xff, b", ", client.ip, b"\r\n")
+        if self.host:  # none from an HTTP/1.0 client that sent no Host
+            parts += (b"x-forwarded-host: ", self.host, b"\r\n")
+        parts.append(self.framing)
         consumer = self.consumer
         if consumer is not None:
             parts.append(consumer.head)

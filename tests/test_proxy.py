@@ -42,6 +42,22 @@ def test_request_is_relayed_with_forwarding_headers(simple_gateway):
     assert header(seen, "x-forwarded-host") == "api.test:8080"
 
 
+@pytest.mark.parametrize("forwarded_for", [None, b"10.1.1.1"])
+def test_an_http10_request_without_host_gets_no_empty_x_forwarded_host(simple_gateway,
+                                                                      forwarded_for):
+    """HTTP/1.0 needs no Host; with none there is no host to say it asked for."""
+    extra = b"" if forwarded_for is None else b"X-Forwarded-For: " + forwarded_for + b"\r\n"
+    with simple_gateway.raw() as c:
+        c.send(b"GET /anything HTTP/1.0\r\n" + extra + b"\r\n")
+        status, _, body = c.response()
+    assert status == 200
+    seen = echo(body)
+    assert [n for n, _ in seen["headers"] if n == "x-forwarded-host"] == []
+    assert header(seen, "x-forwarded-for") == ", ".join(
+        ([] if forwarded_for is None else [forwarded_for.decode()]) + ["127.0.0.1"])
+    assert header(seen, "x-real-ip") == "127.0.0.1"
+
+
 def test_client_x_forwarded_for_is_extended_and_spoofed_identity_removed(simple_gateway):
     _, _, body = simple_gateway.request("GET", "/", headers={
         "X-Forwarded-For": "10.1.1.1", "X-Real-IP": "6.6.6.6",
