@@ -219,6 +219,8 @@ class Master:
         self.tls_generation = 1
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
+        self.spawning = 0  # workers being started (their process not yet in `workers`)
+        self._spawned = asyncio.Event()  # set whenever one is
         self.stopping = False
         self.exit_code = 0
         self._pending: tuple[int, dict] | None = None  # a revision being put in force
@@ -275,10 +277,15 @@ class Master:
     async def _stop_workers(self) -> int:
         self.stopping = True
         self.jwks.close()
-        for worker in self.workers.values():
-            if worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*(w.process.wait() for w in self.workers.values()))
+        # a replacement being started as the stop comes is stopped too, once it is
+        while self.spawning or any(w.process.returncode is None for w in self.workers.values()):
+            if self.spawning:
+                self._spawned.clear()
+                await self._spawned.wait()
+            running = [w.process for w in self.workers.values() if w.process.returncode is None]
+            for process in running:
+                process.send_signal(signal.SIGTERM)
+            await asyncio.gather(*(process.wait() for process in running))
         return self.exit_code
 
     # ------------------------------------------------------------ workers
@@ -289,6 +296,14 @@ class Master:
             worker.process.send_signal(signal.SIGUSR1)
 
     async def _spawn(self, slot: int) -> None:
+        self.spawning += 1
+        try:
+            await self._start_worker(slot)
+        finally:
+            self.spawning -= 1
+            self._spawned.set()
+
+    async def _start_worker(self, slot: int) -> None:
         fds = [s.fileno() for s in self.sockets]
         tls_fds = [s.fileno() for s in self.tls_sockets]
         log_fd = os.dup(sys.stdout.fileno())  # the access log's "stdout" is the master's

@@ -117,6 +117,37 @@ def test_killed_worker_is_replaced_and_the_other_never_notices(upstream, gateway
         assert gw.request("GET", "/json")[0] == 200
 
 
+def _processes_listening_as(port: int) -> list[int]:
+    """Processes (the master and its workers) started for the gateway on `port`."""
+    mark = f"FASTGW_LISTEN=127.0.0.1:{port}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if mark in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return found
+
+
+@pytest.mark.parametrize("delay", [0.001, 0.002, 0.003, 0.004, 0.006, 0.008])
+def test_a_stop_while_a_worker_is_being_replaced_stops_the_replacement(upstream, gateway_factory,
+                                                                         delay):
+    """A SIGTERM that comes while the master starts a replacement for a dead worker: the
+    replacement is stopped and waited for too (it was left running, its master gone, and
+    died of a broken pipe with a traceback)."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]})
+    os.kill(gw.worker_pids()[0], signal.SIGKILL)
+    time.sleep(delay)  # the stimulus: the stop lands while the replacement starts, or near
+    gw.signal(signal.SIGTERM)
+    assert gw.proc.wait(10) == 0
+    assert _processes_listening_as(gw.port) == []
+    with gw._lines:  # everything the processes wrote, to the end of their output
+        assert gw._lines.wait_for(lambda: gw.exited, 10)
+    assert not any("Traceback" in line for line in gw.log), "".join(gw.log)
+
+
 def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_factory):
     gw = two_worker_gateway(upstream, gateway_factory)
     result = {}
