@@ -435,7 +435,7 @@ def test_deleting_a_consumer_a_service_still_names_keeps_it_with_a_log_line(
     service["routes"][0]["plugins"]["jwt-auth"] = {}
     start = len(a.log)
     etcd.put(f"{PREFIX}/services/api", service)
-    a.wait_for_log("configuration revision", start=start)
-    assert status_of(a, None) == 401
+    a.wait_for_log("configuration revision", start=start)  # read: the workers follow
+    wait_status(a, None, 401, within=5)
     assert [c["username"] for c in admin(a, "GET", "/admin/consumers")[1]] == ["jack"]
     assert len([line for line in a.log if "was deleted but" in line]) == 1
