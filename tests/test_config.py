@@ -211,6 +211,44 @@ def test_check_command_prints_every_error_and_exits_1(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+SECRET = "k3y-0f-jack-0123456789abcdef"
+
+
+@pytest.mark.parametrize("written,expected", [
+    (f"*{SECRET}", "line 5, column 14: invalid YAML: found undefined alias (a value that "
+                   "starts with *, ! or & is read as YAML syntax: quote it)"),
+    (f"!{SECRET}", "line 5, column 14: invalid YAML: could not determine a constructor for "
+                   "the tag (a value that starts with *, ! or & is read as YAML syntax: "
+                   "quote it)"),
+    (f"|{SECRET}", "line 5, column 15: invalid YAML: expected chomping or indentation "
+                   "indicators, but found 'k'"),
+])
+def test_a_yaml_error_never_repeats_the_secret_written_unquoted(tmp_path, written, expected):
+    """A key or secret that starts with *, ! or | is YAML syntax when not quoted, and
+    PyYAML's message quotes what follows it: the error says where, never what."""
+    f = tmp_path / "bad.yaml"
+    f.write_text("consumers:\n  - username: jack\n    credentials:\n"
+                 "      - type: key-auth\n"
+                 f"        key: {written}\n")
+    result = run_fastgw("check", str(f))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{f}: {expected}"
+    assert SECRET[1:] not in result.stderr
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a: [b\n", "line 2, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("a: b\nc: \x01\n", "line 2: invalid YAML: character #x0001: special characters are "
+                         "not allowed"),
+    ("a:\tb\n\tc: d\n", "line 1, column 3: invalid YAML: found character '\\t' that "
+                        "cannot start any token"),
+])
+def test_a_yaml_error_says_where_and_what(text, expected):
+    with pytest.raises(ConfigError) as info:
+        parse(text, "f.yaml")
+    assert str(info.value) == expected
+
+
 def test_check_command_accepts_a_good_file(tmp_path):
     f = tmp_path / "good.json"
     f.write_text('{"services": [{"name": "s", "upstream": {"url": "http://a"}, '

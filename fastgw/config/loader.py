@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 import yaml
@@ -50,9 +51,37 @@ def parse(text: str, filename: str = "") -> object:
     except RecursionError:
         raise ConfigError([("(top level)", "is nested too deeply")]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(yaml)"
-        raise ConfigError([(where, f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raise ConfigError([_yaml_error(exc, text)]) from None
+
+
+# What PyYAML quotes of the text it read: an alias, a tag, an anchor (repeated nowhere);
+# a character, or a token's name ("'<stream end>'"), which are kept.
+_QUOTED = re.compile(r" ?'([^']*)'")
+_SYNTAX_HINT = " (a value that starts with *, ! or & is read as YAML syntax: quote it)"
+
+
+def _unquoted(match: re.Match) -> str:
+    said = match[1]
+    if len(said) == 1 or len(said) == 2 and said[0] == "\\":  # a character
+        return match[0]
+    if said[:1] == "<" and said[-1:] == ">":  # a token PyYAML names: no tag ends in ">"
+        return match[0]
+    return ""
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """Where and what a YAML error in `text` is, without the words PyYAML quotes of it:
+    a secret or a key written unquoted ("key: *abc...") is an alias or a tag to it, and
+    would be repeated to the terminal and the log."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not take
+        return (f"line {text.count(chr(10), 0, exc.position) + 1}",
+                f"invalid YAML: character #x{exc.character:04x}: {exc.reason}")
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+    what = _QUOTED.sub(_unquoted, getattr(exc, "problem", None) or "cannot be parsed")
+    if "alias" in what or "tag" in what or "anchor" in what or "occurrence" in what:
+        what += _SYNTAX_HINT
+    return where, f"invalid YAML: {what}"
 
 
 def read(path: str) -> object:
