@@ -91,6 +91,8 @@ class AdminAPI:
                 raise AdminError(400, f"body is not JSON: {exc}") from None
             except ConfigError as exc:  # as a file's is (the last would win unseen)
                 raise AdminError(400, f"body: {exc.errors[0][1]}") from None
+            except RecursionError:  # orjson takes 1,024 levels, json.loads fewer
+                raise AdminError(400, "body: is nested too deeply") from None
         conf = self.master.conf
         match (method, parts):
             case ("GET", ["status"]):

@@ -114,6 +114,15 @@ def test_a_key_twice_in_a_body_is_refused(admin_gw):
     assert len(admin(admin_gw, "GET", "/admin/services")[1]) == 1
 
 
+def test_a_body_nested_too_deeply_is_refused_not_a_traceback(admin_gw):
+    """orjson parses 1,010 levels; the duplicate-key check's json.loads recursed out."""
+    start = len(admin_gw.log)
+    status, body = admin(admin_gw, "PUT", "/admin/config", b"[" * 1010 + b"]" * 1010)
+    assert (status, body["error_msg"]) == (400, "body: is nested too deeply")
+    assert admin(admin_gw, "GET", "/admin/status")[0] == 200  # its log line came first
+    assert "Traceback" not in "".join(admin_gw.log[start:])
+
+
 def test_invalid_body_names_the_field(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
         "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})
