@@ -3,18 +3,21 @@
 An entry refuses tokens by their claims, never by their text (one token has several
 spellings that verify: padding, base64 alphabet, ECDSA high-S): by `jti`, or by `sub` for
 every token issued before `issued_before` (a token without `iat` counts as issued before
-any time), in both cases optionally only for one `iss`; it is in force until `expires`,
-then forgotten.
+any time), in both cases optionally only for one `iss`; it is in force until `expires`
+(the token's own `exp`, usually), and for a token whose credential accepts it past its
+`exp` (`lifetime_grace_period`) until `expires` plus that grace; the master forgets it
+when the longest grace of the configuration has passed too (revocation_store.py).
 
 Request time. When jwt-auth verifies a token it keeps, in its cache entry, the claims a
-revocation looks at (`claims_of`): `("jti:" + jti, "sub:" + sub, iat, iss)`. The worker's
+revocation looks at (`claims_of`): `("jti:" + jti, "sub:" + sub, iat, iss, grace)`. The worker's
 index is one dict whose keys are `"jti:..."` and `"sub:..."`; on every request (a cache hit
 or a fresh verification) `unlisted(claims)`, the dict's `keys().isdisjoint`, says in C and
 without a Python frame that no claim of the token is a key, which is the answer for
 nearly every token, whether the index holds no entry or a hundred thousand. Only a token
 whose jti or sub is listed goes on to `revoked`, which compares `iss`, `iat` and
-`expires` exactly. (An `iss` or `iat` value can never equal a key, or at worst an `iss`
-spelled like one sends the token to the exact check: the shortcut can only be cautious.)
+`expires` exactly. (An `iss`, `iat` or grace value can never equal a key, or at worst an
+`iss` spelled like one sends the token to the exact check: the shortcut can only be
+cautious.)
 
 The index is changed in place by the master's messages (`apply`), so `unlisted` stays bound
 to the same dict for the life of the process; the master sends every entry to a new worker
@@ -74,9 +77,10 @@ def _time(data: dict, name: str) -> float | None:
     return value
 
 
-def parse(data, now: float) -> dict:
+def parse(data, now: float, keep: float = 0) -> dict:
     """A new entry from an admin API body: validated, `expires` filled in; no id yet.
-    EntryError names the first field at fault."""
+    EntryError names the first field at fault. `expires` may have passed by less than
+    `keep` seconds (a token in its grace period can be revoked still)."""
     if not isinstance(data, dict):
         raise EntryError("", "body must be a JSON object")
     for name in data:
@@ -96,7 +100,7 @@ def parse(data, now: float) -> dict:
                                           "issued before it are revoked)")
     if expires is None:
         expires = now + DEFAULT_LIFETIME
-    elif expires <= now:
+    elif expires + keep <= now:
         raise EntryError("expires", "is in the past")
     elif expires > now + MAX_LIFETIME:
         raise EntryError("expires", "is more than ten years ahead")
@@ -107,36 +111,23 @@ def parse(data, now: float) -> dict:
     return entry
 
 
-def parse_stored(data, now: float) -> dict | None:
+def parse_stored(data, now: float, keep: float) -> dict | None:
     """An entry read back (the revocations file, etcd, a snapshot): validated as the admin
-    API would, its id and creation time kept; None when it has expired. EntryError when
-    it is not an entry."""
+    API would, its id and creation time kept; None when it expired `keep` seconds ago or
+    more. EntryError when it is not an entry."""
     if not isinstance(data, dict):
         raise EntryError("(entry)", "must be a JSON object")
     entry_id, created = data.get("id"), data.get("created")
     if type(entry_id) is not str or not entry_id or "/" in entry_id:
         raise EntryError("id", "must be a non-empty string without /")
     expires = _time(data, "expires")
-    if expires is not None and expires <= now:
+    if expires is not None and expires + keep <= now:
         return None
     fields = {name: data[name] for name in FIELDS if name in data}
-    entry = {"id": entry_id, **parse(fields, now)}
+    entry = {"id": entry_id, **parse(fields, now, keep)}
     if type(created) in _NUMBER:
         entry["created"] = created
     return entry
-
-
-def matches(entry: dict, claims: dict, now: float) -> bool:
-    """Whether `entry` refuses a token with these claims at `now`, said plainly: the
-    definition `revoked` implements (and what the tests compare it with)."""
-    if now >= entry["expires"]:
-        return False
-    if "iss" in entry and claims.get("iss") != entry["iss"]:
-        return False
-    if "jti" in entry:
-        return claims.get("jti") == entry["jti"]
-    iat = claims.get("iat")
-    return claims.get("sub") == entry["sub"] and (iat is None or iat < entry["issued_before"])
 
 
 # ---------------------------------------------------------------- the worker's index
@@ -152,21 +143,21 @@ unlisted = _index.keys().isdisjoint  # (claims) -> True when no claim is a key: 
 _CLAIMS = ("jti", "sub", "iat", "iss")
 
 
-def claims_of(payload: dict) -> tuple:
-    """What a revocation looks at in a verified token's payload, for its cache entry.
-    jwt-auth has refused a token whose jti or sub is not a string; an iss that is not one
-    can equal no entry's (they are strings) and is kept as None; `iat` has been checked to
-    be a number when present."""
+def claims_of(payload: dict, grace: float) -> tuple:
+    """What a revocation looks at in a verified token's payload, for its cache entry, and
+    the seconds past its exp the token is accepted (`grace`). jwt-auth has refused a token
+    whose jti or sub is not a string; an iss that is not one can equal no entry's (they
+    are strings) and is kept as None; `iat` has been checked to be a number when present."""
     jti, sub, iat, iss = map(payload.get, _CLAIMS)  # one C loop for the four look-ups
     return ("jti:" + jti if jti is not None else None,
             "sub:" + sub if sub is not None else None,
-            iat, iss if type(iss) is str else None)
+            iat, iss if type(iss) is str else None, grace)
 
 
 def revoked(claims: tuple) -> bool:
     """The exact check, for a token whose jti or sub is a key of the index."""
-    jti_key, sub_key, iat, iss = claims
-    now = time.time()
+    jti_key, sub_key, iat, iss, grace = claims
+    now = time.time() - grace  # an entry ending at the token's exp outlasts its grace
     for key in (jti_key, sub_key):
         for _, _, scope, before, expires in _index.get(key, ()):
             if now < expires and (scope is None or scope == iss) and (

@@ -34,6 +34,7 @@ import orjson
 from . import revocation
 from .config.loader import replace_file
 from .config.sources import StartError, Unavailable
+from .plugins import longest_leeway
 from .revocation import EntryError
 
 log = logging.getLogger("fastgw")
@@ -62,6 +63,9 @@ class Revocations:
         self.generation = 0  # counts the changes sent to the workers
         self.master = None
         self._expiry: list[tuple[float, str]] = []  # heap of (expires, id)
+        # seconds an entry is kept past its `expires`, usually the token's exp: the longest
+        # that a credential of the configuration in force accepts a token past it (keep_for)
+        self.keep = 0
         self._lock = asyncio.Lock()  # one change persisted at a time, in order
         self._pruner: asyncio.Task | None = None
 
@@ -71,6 +75,10 @@ class Revocations:
         """Called once the master runs: changes from now on go to its workers."""
         self.master = master
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+
+    def keep_for(self, conf: dict) -> None:
+        """The configuration `conf` is in force: entries are kept as long as it needs."""
+        self.keep = longest_leeway(conf)
 
     def send_all(self, worker) -> None:
         """Every entry, to a worker that has none yet (before its first configuration)."""
@@ -102,7 +110,7 @@ class Revocations:
     def load(self, raw_entries, where: str) -> None:
         """Entries read at start (a file, an etcd snapshot); expired ones are dropped and
         bad ones are an error naming them."""
-        entries = _parsed(raw_entries)
+        entries = _parsed(raw_entries, self.keep)
         self._change(entries, [])
         log.info("%d revocation entries from %s", len(entries), where)
 
@@ -120,7 +128,7 @@ class Revocations:
                     entry_id = raw.get("id")
                     if isinstance(entry_id, str) and entry_id in self.entries:
                         raw["expires"] = self.entries[entry_id]["expires"]
-                entries = {entry["id"]: entry for entry in _parsed(raw_entries)}
+                entries = {entry["id"]: entry for entry in _parsed(raw_entries, self.keep)}
             except (StartError, EntryError) as exc:
                 log.error("revocation entries not re-read from %s, those in force stay: %s",
                           self.store.where, exc)
@@ -142,8 +150,8 @@ class Revocations:
                 log.exception("pruning expired revocation entries failed")
 
     async def prune(self) -> None:
-        """Forget the entries whose `expires` has passed."""
-        now, expired = time.time(), []
+        """Forget the entries whose `expires` has passed, `keep` seconds ago."""
+        now, expired = time.time() - self.keep, []
         while self._expiry and self._expiry[0][0] <= now:
             expires, entry_id = heapq.heappop(self._expiry)
             entry = self.entries.get(entry_id)
@@ -154,7 +162,7 @@ class Revocations:
             return
         async with self._lock:
             # as they are now: a SIGHUP may have changed or lifted one meanwhile
-            now = time.time()
+            now = time.time() - self.keep
             expired = [i for i in expired
                        if i in self.entries and self.entries[i]["expires"] <= now]
             if not expired:
@@ -172,7 +180,8 @@ class Revocations:
     async def revoke(self, data) -> dict:
         """A new entry from an admin API body, in force in every worker on return."""
         now = time.time()
-        entry = {"id": revocation.new_id(), **revocation.parse(data, now), "created": now}
+        entry = {"id": revocation.new_id(), **revocation.parse(data, now, self.keep),
+                 "created": now}
         async with self._lock:
             await self.store.write(entry, lambda: [*self.entries.values(), entry])
             generation = self._change([entry], [])
@@ -207,7 +216,7 @@ class Revocations:
         try:
             match (method, parts):
                 case ("GET", []):  # live ones: the prune may be a second behind
-                    now = time.time()
+                    now = time.time() - self.keep
                     return 200, [e for e in self.entries.values() if e["expires"] > now]
                 case ("POST", []):
                     return 201, await self.revoke(data)
@@ -230,15 +239,16 @@ class Revocations:
         return _error(405, "method not allowed")  # /admin/revocations[/{id}] exist
 
 
-def _parsed(raw_entries) -> list[dict]:
-    """Entries as stored, validated; expired ones dropped; EntryError naming a bad one."""
+def _parsed(raw_entries, keep: float) -> list[dict]:
+    """Entries as stored, validated; those expired `keep` seconds ago dropped; EntryError
+    naming a bad one."""
     now = time.time()
     if not isinstance(raw_entries, list):
         raise EntryError("revocations", "must be a list")
     entries = []
     for nth, raw in enumerate(raw_entries):
         try:
-            entry = revocation.parse_stored(raw, now)
+            entry = revocation.parse_stored(raw, now, keep)
         except EntryError as exc:
             raise EntryError(f"revocations[{nth}].{exc.path}", exc.message) from None
         if entry is not None:
@@ -443,7 +453,7 @@ class EtcdStore:
             raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
 
     async def write(self, entry: dict, after: Entries) -> None:
-        ttl = max(1, math.ceil(entry["expires"] - time.time()))
+        ttl = max(1, math.ceil(entry["expires"] + self.revocations.keep - time.time()))
         key, value = self.key(entry["id"]).encode(), orjson.dumps(entry)
 
         async def put(client):
@@ -487,17 +497,14 @@ class EtcdStore:
             if value is None:
                 remove.append(entry_id)
                 continue
-            try:
-                entry = revocation.parse_stored(orjson.loads(value), now)
-                if entry is not None and entry["id"] != entry_id:
+            try:  # even expired: its lease ends when it may be forgotten, as the prune's
+                entry = revocation.parse_stored(orjson.loads(value), now, math.inf)
+                if entry["id"] != entry_id:
                     raise EntryError("id", f"{entry['id']!r} differs from the key's")
             except (EntryError, orjson.JSONDecodeError) as exc:
                 log.error("etcd key %s skipped: %s", key, exc)
                 continue
-            if entry is None:
-                remove.append(entry_id)  # expired; its lease is about to end
-            else:
-                add.append(entry)
+            add.append(entry)
         if everything:
             remove += [i for i in self.revocations.entries if i not in present]
         remove = [i for i in remove if i in self.revocations.entries]

@@ -94,6 +94,7 @@ async def _serve(settings: Settings) -> int:
                    else Revocations(FileStore(settings.revocations)))
     try:
         await source.start()
+        revocations.keep_for(source.conf)  # how long expired entries read now still count
         revocations.store.start()
         gc.freeze()  # the configuration loaded at start lives long: out of every collection
         if settings.access_log not in ("off", "stdout"):
@@ -213,6 +214,7 @@ class Master:
         self.revision = 1  # counts what was sent to the workers (they acknowledge it)
         # what every worker compiled last, and so what a new worker gets: (revision, conf)
         self.in_force: tuple[int, dict] = (1, source.conf)
+        self.revocations.keep_for(source.conf)
         self.sockets = sockets
         self.tls_sockets = list(tls_sockets)
         self.tls_pair = tls_pair  # the pair in force: what every worker, new ones too, gets
@@ -397,6 +399,7 @@ class Master:
             if not failed:
                 self.in_force = (revision, conf)
                 self.jwks.configure(conf)
+                self.revocations.keep_for(conf)
                 return True
             log.error("revision %d is not in force: %d of %d workers could not compile it "
                       "(their log says why); revision %d stays", revision, len(failed),

@@ -368,6 +368,39 @@ def test_an_entry_is_forgotten_once_it_expires(gw):
         time.sleep(0.05)
 
 
+def test_an_entry_ending_at_the_tokens_exp_outlasts_the_grace_period(config,
+                                                                      gateway_factory):
+    """A token is accepted `lifetime_grace_period` past its exp, so an entry whose
+    `expires` is that exp (as SPEC 9 has it) refuses it for that long too; a token already
+    in its grace can still be revoked; the entry is forgotten once the grace is over."""
+    grace = 4
+    conf = {**config, "consumers": [{"username": "jack", "credentials": [
+        {"id": "jack-jwt", "key": "jack-key", "secret": SECRET,
+         "lifetime_grace_period": grace}]}]}
+    gw = with_ports(gateway_factory(conf, env=admin_env(FASTGW_WORKERS="2")))
+    exp = int(time.time()) + 1
+    tok = token(jti="stolen", exp=exp)
+    assert status_of(gw, tok) == 200  # cached by both workers, maybe: hits are checked too
+    assert status_of(gw, tok) == 200
+    revoke(gw, jti="stolen", expires=exp)
+    late = token(jti="late", exp=exp - 2)  # in its grace already
+    assert status_of(gw, late) == 200
+    revoke(gw, jti="late", expires=exp - 2)
+    said = set()
+    while time.time() < exp + 1.5:  # past exp and a prune of the master's, in the grace
+        said.add(tuple(json.loads(answer(gw, t)[2])["message"] for t in (tok, late)))
+        time.sleep(0.05)
+    assert said == {("JWT token revoked", "JWT token revoked")}
+    assert_revoked(*answer(gw, tok))
+    assert {e["jti"] for e in admin(gw, "GET", "/admin/revocations")[1]} == {"stolen", "late"}
+    deadline = time.monotonic() + grace + 3
+    while admin(gw, "GET", "/admin/revocations")[1]:  # forgotten once the grace is over
+        assert time.monotonic() < deadline, "kept past the grace period"
+        time.sleep(0.1)
+    status, _, body = answer(gw, tok)  # and the token is refused as expired
+    assert (status, json.loads(body)) == (401, {"message": "failed to verify jwt"})
+
+
 def test_an_unusable_revocations_file_stops_the_start_in_one_line(config, gateway_factory,
                                                                     tmp_path):
     for content, expected in ((b"{not json", "cannot read"),

@@ -33,8 +33,10 @@ And may declare:
   naming the field, or None; `index_credentials(consumers, previous)`, its credentials
   compiled per configuration (`snapshot.credentials[CREDENTIAL_TYPE]`), unchanged ones keeping
   their objects; and optionally `retire(old, new)`, told which ones went (when something
-  hangs on a credential: jwt-auth's cached tokens), and `issue_token(cred, claims, ttl,
-  expires, now)` for `fastgw token` and the admin API.
+  hangs on a credential: jwt-auth's cached tokens), `issue_token(cred, claims, ttl,
+  expires, now)` for `fastgw token` and the admin API, and `token_leeway(cred)`: seconds
+  past its `exp` a token of the credential is still accepted (a revocation entry that
+  ends at the token's exp is kept that much longer).
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def credential_type(cred: dict):
     admin API); None for a type no plugin defines."""
     kind = cred.get("type", DEFAULT_CREDENTIAL_TYPE)
     return CREDENTIAL_TYPES.get(kind) if isinstance(kind, str) else None
+
+
+def longest_leeway(conf: dict) -> float:
+    """The most seconds past its `exp` that any credential of the (validated)
+    configuration accepts a token (see `token_leeway`)."""
+    return max((module.token_leeway(cred) for consumer in conf.get("consumers") or ()
+                for cred in consumer["credentials"]
+                if hasattr(module := CREDENTIAL_TYPES[cred["type"]], "token_leeway")),
+               default=0)
 
 
 def issues_tokens(cred: dict) -> bool:

@@ -153,6 +153,11 @@ def generate_secret(cred: dict) -> str | None:
 _HMAC_NAMES = tuple(jwt.HMAC_ALGORITHMS)  # `in` a tuple: no TypeError for an unhashable value
 
 
+def token_leeway(cred: dict) -> int:
+    """Seconds past its exp (and before its nbf) a token of `cred` is accepted."""
+    return cred["lifetime_grace_period"]
+
+
 def issue_token(cred: dict, claims: dict, ttl: int | None = None,
                 expires: float | None = None, now: float | None = None) -> str:
     """A token signed for this credential, carrying its key; ValueError when fastgw cannot
@@ -475,7 +480,7 @@ class JwtAuth:
             if answer is not None:
                 return answer
             who = policy.identity(who, payload)
-        claims = claims_of(payload)  # what a revocation looks at, kept for cache hits
+        claims = claims_of(payload, cred.grace)  # what a revocation looks at, for cache hits
         self.cache[cache_key] = (who, not_before, not_after, self.context, claims)
         if not unlisted(claims) and revoked(claims):
             return REVOKED
