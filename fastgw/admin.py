@@ -73,7 +73,8 @@ class AdminAPI:
         self._changing = asyncio.Lock()
 
     def authorised(self, given: bytes | None) -> bool:
-        return given is not None and hmac.compare_digest(given, self.key)
+        # (llhttp leaves the whitespace after a value on it: no part of it, RFC 9112 5)
+        return given is not None and hmac.compare_digest(given.rstrip(b" \t"), self.key)
 
     async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         # each segment percent-decoded (after the split: %2F is a "/" inside a name), so a
@@ -214,11 +215,13 @@ class AdminAPI:
         """A secret sent back as "***" (from a GET) keeps the value it stands for."""
         current = {(c["username"], cred["id"]): cred for c in conf["consumers"]
                    for cred in c["credentials"]}
-        for consumer in consumers or ():
+        for consumer in consumers if isinstance(consumers, list) else ():  # else: validated
             if not isinstance(consumer, dict) or not isinstance(consumer.get("credentials"),
                                                                 list):
                 continue
             username, creds = consumer.get("username"), consumer["credentials"]
+            if not isinstance(username, str):
+                continue  # refused by validation, whatever its credentials hold
             for cred, cred_id in zip(creds, schema.credential_ids(username, creds)):
                 if not isinstance(cred, dict):
                     continue
@@ -280,7 +283,9 @@ class AdminAPI:
             conf = schema.validate(new)
         except ConfigError as exc:
             path, message = exc.errors[0]
-            status = 409 if message.startswith("duplicate") else 400
+            # a name, id or key another object has; a value twice in one list is no conflict
+            status = (409 if message.startswith("duplicate")
+                      and not message.startswith("duplicate value") else 400)
             raise AdminError(status, f"{path}: {message}", path) from None
         try:
             return await self.master.commit(conf)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from typing import Any, Callable, Mapping
 
 
@@ -152,6 +153,14 @@ SETTINGS = (
             "them under the prefix)"),
 )
 
+# Settings used as text, not as a path: what the environment holds of them must be UTF-8
+# (os.environ keeps other bytes as lone surrogates, which no text can be encoded with).
+_TEXT = ("admin_key", "etcd_prefix")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]").search
+
+
 # Settings that only make sense together: a listener without its pair, or the reverse.
 _TLS_SETTINGS = ("tls_listen", "tls_cert", "tls_key")
 
@@ -197,6 +206,9 @@ class Settings:
             if raw is None:
                 values[setting.field] = None
                 continue
+            if setting.field in _TEXT and _SURROGATE(raw):  # not shown: a secret, maybe
+                raise SettingError(f"{source}: must be UTF-8 text (the environment's bytes "
+                                   f"are not)")
             try:
                 values[setting.field] = setting.parse(raw)
             except (ValueError, TypeError) as exc:

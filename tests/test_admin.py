@@ -11,7 +11,7 @@ import jwt as pyjwt
 import pytest
 import yaml
 
-from conftest import free_port, service
+from conftest import RawClient, free_port, service
 from test_workers import connections_on_both_workers
 
 KEY = "admin-key-for-tests"
@@ -121,6 +121,52 @@ def test_a_body_nested_too_deeply_is_refused_not_a_traceback(admin_gw):
     assert (status, body["error_msg"]) == (400, "body: is nested too deeply")
     assert admin(admin_gw, "GET", "/admin/status")[0] == 200  # its log line came first
     assert "Traceback" not in "".join(admin_gw.log[start:])
+
+
+@pytest.mark.parametrize("body", [
+    {"services": [], "consumers": 5},  # iterated for "***" secrets before validation
+    {"consumers": [{"username": ["jack"], "credentials": [{"key": "k", "secret": "***"}]}]},
+    {"consumers": [{"username": {"a": 1}, "credentials": [{"key": "k", "secret": "***"}]}]},
+])
+def test_a_body_of_the_wrong_shape_beside_a_masked_secret_is_400_naming_the_field(admin_gw,
+                                                                                  body):
+    start = len(admin_gw.log)
+    status, answer = admin(admin_gw, "PUT", "/admin/config", body)
+    assert status == 400 and answer["path"] in ("consumers", "consumers[0].username")
+    assert admin(admin_gw, "GET", "/admin/status")[0] == 200
+    assert "Traceback" not in "".join(admin_gw.log[start:])
+
+
+@pytest.mark.parametrize("route", [{"paths": ["/a", "/a"]},
+                                   {"paths": ["/a"], "methods": ["GET", "GET"]}])
+def test_a_value_twice_in_one_list_is_a_bad_body_not_a_conflict(admin_gw, route):
+    status, body = admin(admin_gw, "PUT", "/admin/services/api/routes/twice", route)
+    assert status == 400 and "duplicate value" in body["error_msg"]
+
+
+def test_a_ca_file_no_file_can_be_named_by_is_400_naming_it(admin_gw, upstream):
+    """A NUL in a path: ssl raises ValueError, not OSError."""
+    status, body = admin(admin_gw, "PUT", "/admin/services/s2", {
+        "upstream": {"url": upstream.url, "tls": {"ca_file": "/etc/ssl/certs\u0000x"}},
+        "routes": []})
+    assert (status, body["path"]) == (400, "services[1].upstream.tls.ca_file")
+    status, body = admin(admin_gw, "PUT", "/admin/consumers/jack/credentials/idp", {
+        "key": "idp-key", "jwks_uri": "https://idp.test/keys", "jwks_ca_file": "a\u0000b"})
+    assert status == 400 and body["path"].endswith(".jwks_ca_file")
+
+
+@pytest.mark.parametrize("ows", [b" ", b"\t", b"  \t "])
+def test_the_key_followed_by_whitespace_is_the_key(admin_gw, ows):
+    """RFC 9112 5: the whitespace around a field value is no part of it (llhttp leaves
+    what follows the value on it)."""
+    conn = RawClient(admin_gw.admin_port, 10)
+    conn.send(b"GET /admin/status HTTP/1.1\r\nHost: a\r\nX-API-KEY: " + KEY.encode() + ows
+              + b"\r\nConnection: close\r\n\r\n")
+    assert conn.response()[0] == 200
+    wrong = RawClient(admin_gw.admin_port, 10)
+    wrong.send(b"GET /admin/status HTTP/1.1\r\nHost: a\r\nX-API-KEY: " + KEY.encode()
+               + b"x" + ows + b"\r\nConnection: close\r\n\r\n")
+    assert wrong.response()[0] == 401
 
 
 def test_invalid_body_names_the_field(admin_gw):

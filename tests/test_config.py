@@ -266,6 +266,47 @@ def test_bad_configuration_at_start_is_one_line_and_exit_2(tmp_path):
     assert "services[0].upstream.url: must start with http:// or https://" in result.stderr
 
 
+@pytest.mark.parametrize("field,written,expected", [
+    ("services[0].upstream.tls.ca_file", "tls: {ca_file: \"/etc/ssl\\0x\"}",
+     "cannot be read as CA certificates: embedded null byte"),
+    ("services[0].upstream.tls.ca_file", "tls: {ca_file: \"\\ud800\"}",
+     "must be Unicode text: a lone surrogate (\\ud800 to \\udfff) is none"),
+    ("services[0].routes[0].plugins.jwt-auth.key_claim_name",
+     "routes: [{name: r, paths: [/x], plugins: {jwt-auth: {key_claim_name: \"\\ud800\"}}}]",
+     "must be Unicode text: a lone surrogate (\\ud800 to \\udfff) is none"),
+])
+def test_a_string_no_file_or_worker_can_take_is_an_error_naming_it(tmp_path, field, written,
+                                                                    expected):
+    """YAML escapes can write a NUL and a lone surrogate: refused by `check` and at start
+    (ssl raised ValueError for the NUL; orjson could not send the surrogate to a worker)."""
+    f = tmp_path / "fastgw.yaml"
+    f.write_text("services: [{name: s, upstream: {url: 'http://127.0.0.1:9', " + written
+                 + "}}]\n" if written.startswith("tls") else
+                 "services: [{name: s, upstream: {url: 'http://127.0.0.1:9'}, " + written
+                 + "}]\n")
+    check = run_fastgw("check", str(f))
+    assert (check.returncode, check.stderr.strip()) == (1, f"{f}: {field}: {expected}")
+    serve = run_fastgw("serve", env={"FASTGW_CONFIG": str(f), "FASTGW_LISTEN": "127.0.0.1:0",
+                                     "FASTGW_METRICS_LISTEN": "off"})
+    assert serve.returncode == 2 and f"{field}: {expected}" in serve.stderr
+    assert serve.stderr.strip().count("\n") == 0
+
+
+def test_an_admin_key_the_environment_holds_as_no_text_is_one_line_naming_it(tmp_path):
+    """Bytes that are not UTF-8 reach os.environ as lone surrogates: the key was encoded
+    once the workers ran (a traceback, exit 1). The error never shows the key."""
+    f = tmp_path / "fastgw.yaml"
+    f.write_text("services: []\n")
+    result = run_fastgw("serve", env={
+        "FASTGW_CONFIG": str(f), "FASTGW_LISTEN": "127.0.0.1:0",
+        "FASTGW_METRICS_LISTEN": "off", "FASTGW_ADMIN_KEY": "key-\udcff",
+        "FASTGW_ADMIN_LISTEN": "127.0.0.1:0"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("fastgw: FASTGW_ADMIN_KEY: must be UTF-8 text (the "
+                                     "environment's bytes are not)"), result.stderr
+    assert "key-" not in result.stderr
+
+
 def test_missing_configuration_file_is_exit_2(tmp_path):
     result = run_fastgw("serve", env={"FASTGW_CONFIG": str(tmp_path / "absent.yaml")})
     assert result.returncode == 2 and "cannot read" in result.stderr

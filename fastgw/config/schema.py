@@ -82,9 +82,9 @@ def _upstream_whole(up: dict, path: str, errors: Errors) -> None:
     if ca_file is not None:
         try:  # read now: a worker would fail on it at its first configuration
             ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a NUL in the path
             errors.append((join(join(path, "tls"), "ca_file"),
-                           f"cannot be read as CA certificates: {exc.strerror or exc}"))
+                           f"cannot be read as CA certificates: {getattr(exc, 'strerror', None) or exc}"))
 
 
 def _plugin_schema(name: str):

@@ -42,6 +42,8 @@ def join(path: str, key: str | int) -> str:
 
 
 _NOT_URI = re.compile(r"[^\x21-\x7e]")
+# a lone surrogate: text that cannot be written as UTF-8 (nor sent to a worker, nor stored)
+_SURROGATE = re.compile("[\ud800-\udfff]").search
 
 
 def http_url(value: str, scheme_rule: str) -> tuple[SplitResult | None, str | None]:
@@ -115,6 +117,10 @@ class Str(Type):
             return self.wrong_kind(value, path, errors)
         if self.nonempty and not value:
             errors.append((path, "must not be empty"))
+            return INVALID
+        if not value.isascii() and _SURROGATE(value):  # JSON and YAML can write one
+            errors.append((path, "must be Unicode text: a lone surrogate (\\ud800 to "
+                                 "\\udfff) is none"))
             return INVALID
         if self.choices and value not in self.choices:
             errors.append((path, f"must be one of {', '.join(self.choices)}, not {value!r}"))

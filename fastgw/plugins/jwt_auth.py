@@ -106,9 +106,9 @@ def _key_set_source(cred: dict, sources: list[str], path: str, errors: Errors) -
     if cred["jwks_ca_file"] is not None:
         try:  # read now: the master would fail on it at its first fetch
             ssl.create_default_context(cafile=cred["jwks_ca_file"])
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a NUL in the path
             errors.append((join(path, "jwks_ca_file"),
-                           f"cannot be read as CA certificates: {exc.strerror or exc}"))
+                           f"cannot be read as CA certificates: {getattr(exc, 'strerror', None) or exc}"))
 
 
 CREDENTIAL_SCHEMA = Obj({
