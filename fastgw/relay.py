@@ -625,19 +625,20 @@ class Exchange:
         self.answer(response)
 
     def _may_retry(self, state: str, lost: bool) -> bool:
-        """Sent again only if nothing of it can have reached the upstream but its head: a
-        body streamed there is gone, and its length alone would frame the next request.
-        A retry counts against the upstream's `retries`, but for one: a request whose
+        """Sent again only if nothing of it was sent upstream (SPEC: `retries` apply
+        before any byte was), counted against the upstream's `retries`; or if it went on a
         pooled connection the upstream had closed meanwhile (it closes idle ones when it
-        likes, and the close may cross the request) is sent again once whatever
-        `retries` says, as nginx does for a cached connection."""
+        likes, and the close may cross the request), without a body (one streamed there
+        is gone) and idempotent: then once whatever `retries` says, as nginx does for a
+        cached connection, and again against `retries`. A request that reached a live
+        upstream (a time-out, a bad answer) is never sent to another node as well."""
         rare = self._rare()
-        if state == SENDING:
-            conn = self.conn  # sent on a pooled connection, which had died meanwhile
-            if not (conn is not None and conn.requests > 1 and self.req_done
+        if state == SENDING:  # the request reached the upstream: sent again only if the
+            conn = self.conn  # pooled connection it went on had died meanwhile, unread
+            if not (lost and conn is not None and conn.requests > 1 and self.req_done
                     and self.framing in NO_BODY_FRAMINGS and self.method in IDEMPOTENT):
                 return False
-            if lost and not rare.stale_retried:
+            if not rare.stale_retried:
                 rare.stale_retried = True
                 return True
         if rare.tries >= self.route.upstream.retries:
@@ -682,6 +683,8 @@ class Exchange:
             if client.write_paused:  # it stopped reading for this client (pause_writing)
                 conn.transport.resume_reading()
             self.node.pool.release(conn, self.req_done, now)
+        if client.read_pauses:  # one may be for the upstream's full write buffer, done with
+            client.resume_reading(client.UPSTREAM)
         route = self.route
         (client.gateway.stats.unrouted if route is None else route.stats).append(
             (status, now - self.t0, latency))

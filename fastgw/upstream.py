@@ -230,7 +230,6 @@ class UpstreamPool:
         return limit is None or len(self.open) + self.connecting < limit
 
     def connect(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task:
-        self.counts.opened += 1
         self.connecting += 1
         task = loop.create_task(loop.create_connection(
             lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl,
@@ -270,6 +269,8 @@ class UpstreamPool:
     # ------------------------------------------------------------ bookkeeping
 
     def track(self, conn: UpstreamConnection) -> None:
+        """`conn` is connected (and its TLS handshake done)."""
+        self.counts.opened += 1
         self.open.add(conn)
         if self.retired:  # connected after its pool was retired: one request only
             conn.spoil()

@@ -121,3 +121,18 @@ def test_a_scrape_a_worker_answered_too_late_for_leaves_the_next_ones_and_superv
     gw.wait_for_log("starting a new one", start=start)
     assert value(scrape(gw), "fastgw_worker_restarts_total") == 1
     assert gw.request("GET", "/x")[0] == 200
+
+
+# README: "fastgw_upstream_connections_total{outcome} (opened, reused)". A connect the
+# upstream refuses opens no connection (each was counted as opened).
+def test_a_refused_connect_is_not_counted_as_an_opened_connection(gateway_factory):
+    port = free_port()
+    dead = free_port()  # nothing listens there: refused
+    gw = gateway_factory({"services": [service(f"http://127.0.0.1:{dead}",
+                                               [{"name": "a", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    gw.metrics_port = port
+    for _ in range(3):
+        assert gw.request("GET", "/x")[0] == 502
+    after = scrape(gw)
+    assert value(after, "fastgw_upstream_connections_total", outcome="opened") == 0

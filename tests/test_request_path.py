@@ -475,6 +475,25 @@ def test_a_connection_released_while_its_client_is_slow_reads_again():
         assert relay.upstream_side.reading
 
 
+# SPEC 5: "request and response bodies streamed in both directions with back-pressure";
+# "keep-alive". The upstream's write buffer filled while the request body went up (the
+# client's reading paused for it), and the answer came before it drained: the exchange
+# ends, and the client, whose connection stays open, is read again (it was not, ever).
+def test_a_client_paused_for_a_full_upstream_buffer_reads_again_after_its_answer():
+    with StandIns() as relay:
+        relay.client.data_received(b"POST /up HTTP/1.1\r\nHost: a.example\r\n"
+                                   b"Content-Length: 5\r\n\r\nhello")
+        assert relay.conn.exchange is not None
+        relay.conn.pause_writing()  # the body is in the upstream's write buffer, unread
+        assert not relay.client_side.reading  # back-pressure: the client is not read
+        relay.conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert relay.client_side.written[-1].endswith(b"\r\n\r\nok")
+        assert relay.pool.idle == [relay.conn]  # the exchange ended cleanly, kept
+        relay.conn.resume_writing()  # and then the upstream reads what was buffered
+        # the client's connection is kept alive: its next request must be read
+        assert relay.client_side.reading, relay.client.read_pauses
+
+
 SLOW_READ = 1  # the upstream read time-out, and the keep-alive one, for a client not reading
 BIG = 40 * 1024 * 1024  # more than loopback's socket buffers and fastgw's hold
 

@@ -545,3 +545,29 @@ def test_one_node_however_its_name_is_spelled_has_one_pool():
     with pytest.raises(ConfigError) as info:
         validate(conf)
     assert [path for path, _ in info.value.errors] == ["services[1].upstream.max_connections"]
+
+
+# SPEC 3: "retries: ... only before any byte was sent upstream"; SPEC 5: "upstream did not
+# answer in time | 504". A GET that timed out on a pooled connection had reached its node
+# (which is working on it): it is not sent to another node as well (it was, with retries: 1,
+# though the same GET on a fresh connection was not).
+def test_a_request_that_timed_out_on_a_pooled_connection_is_not_sent_again(gateway_factory):
+    ups = [UpstreamServer().start() for _ in range(2)]
+    try:
+        gw = gateway_factory({"services": [{
+            "name": "svc", "routes": [{"name": "all", "paths": ["/*"]}],
+            "upstream": {"nodes": [{"host": "127.0.0.1", "port": u.port} for u in ups],
+                         "retries": 1, "timeout": {"connect": 2, "send": 2, "read": 1}}}]})
+        with gw.raw(10) as c:
+            for _ in ups:  # one pooled connection to each node
+                c.send(b"GET /warm-up HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert c.response()[0] == 200
+            assert [u.connections for u in ups] == [1, 1]
+            c.send(b"GET /slow?delay=3 HTTP/1.1\r\nHost: a\r\n\r\n")
+            status, _, body = c.response()
+        slow = [r for u in ups for r in u.requests if r["target"].startswith("/slow")]
+        assert status == 504, (status, body)
+        assert len(slow) == 1, [(r["target"], r["conn"]) for r in slow]
+    finally:
+        for u in ups:
+            u.stop()
