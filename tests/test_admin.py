@@ -169,6 +169,22 @@ def test_the_key_followed_by_whitespace_is_the_key(admin_gw, ows):
     assert wrong.response()[0] == 401
 
 
+def test_a_secret_stored_is_the_one_read_back_from_the_file(admin_gw):
+    """The file rewritten holds what the admin API took: PyYAML wrote a NEL (U+0085) as it
+    is and read it back as a line break, folded to a space, so after a SIGHUP or a restart
+    the credential had another secret and refused every token signed with its own."""
+    import signal
+    secret = "nel-secret-" + "0123456789abcdef" * 2 + "\u0085" + "end"
+    assert admin(admin_gw, "PUT", "/admin/consumers/jill", {"credentials": [
+        {"id": "jill-jwt", "key": "jill-key", "secret": secret}]})[0] == 200
+    token = pyjwt.encode({"key": "jill-key"}, secret)
+    assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 200
+    start = len(admin_gw.log)
+    admin_gw.signal(signal.SIGHUP)  # the file, read again: what a restart would serve
+    admin_gw.wait_for_log("configuration reloaded", start=start)
+    assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 200
+
+
 def test_invalid_body_names_the_field(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
         "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})

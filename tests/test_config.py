@@ -188,6 +188,13 @@ def test_a_document_no_configuration_could_be_is_an_error_not_a_traceback(text, 
     assert str(info.value) == expected
 
 
+@pytest.mark.parametrize("value", ["a\u0085b", "\u0085", "é\u2028ü\u2029\ufeff", "ünïcode"])
+def test_a_file_written_reads_back_as_the_configuration_it_was_written_from(value):
+    from fastgw.config.loader import dump
+    conf = {"consumers": [{"username": value, "credentials": [{"secret": value}]}]}
+    assert parse(dump(conf, "f.yaml"), "f.yaml") == conf
+
+
 def test_duplicate_json_key_is_an_error():
     with pytest.raises(ConfigError):
         parse('{"services": [], "services": []}', "f.json")

@@ -98,7 +98,10 @@ def read(path: str) -> object:
 def dump(conf: dict, filename: str = "") -> str:
     if filename.endswith(".json"):
         return json.dumps(conf, indent=2) + "\n"
-    return yaml.safe_dump(conf, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(conf, sort_keys=False, allow_unicode=True)
+    if "\x85" in text:  # PyYAML writes NEL as it is, and reads it back as a line break
+        text = yaml.safe_dump(conf, sort_keys=False)  # every other character escaped
+    return text
 
 
 def write_atomically(path: str, conf: dict) -> None:
