@@ -77,6 +77,12 @@ class EtcdServer:
         answer = self._call("kv/put", {"key": _b64(key.encode()), "value": _b64(value)})
         return int(answer["header"]["revision"])
 
+    def put_all(self, values: dict[str, dict]) -> int:
+        """Several puts in one transaction: one revision, one watch response."""
+        ops = [{"requestPut": {"key": _b64(k.encode()), "value": _b64(json.dumps(v).encode())}}
+               for k, v in values.items()]
+        return int(self._call("kv/txn", {"success": ops})["header"]["revision"])
+
     def delete(self, key: str) -> int:
         return int(self._call("kv/deleterange", {"key": _b64(key.encode())})["header"]["revision"])
 
