@@ -185,6 +185,21 @@ def test_a_secret_stored_is_the_one_read_back_from_the_file(admin_gw):
     assert admin_gw.request("GET", "/x", headers={"Authorization": token})[0] == 200
 
 
+def test_a_change_the_file_cannot_take_is_503_and_changes_nothing(admin_gw):
+    """The file cannot be replaced (here a folder stands in its place): no traceback and a
+    500, but a 503 saying so, as a revocation gets; the configuration in force stays."""
+    path = admin_gw.config_path
+    path.unlink()
+    path.mkdir()
+    (path / "in-the-way").write_text("")
+    start = len(admin_gw.log)
+    status, body = admin(admin_gw, "PUT", "/admin/services/api/routes/new", {"paths": ["/new"]})
+    assert status == 503 and body["error_msg"].startswith(f"cannot write {path}: ")
+    assert [r["name"] for r in admin(admin_gw, "GET", "/admin/services/api")[1]["routes"]] == [
+        "r"]
+    assert "Traceback" not in "".join(admin_gw.log[start:])
+
+
 def test_invalid_body_names_the_field(admin_gw):
     status, body = admin(admin_gw, "PUT", "/admin/services/bad", {
         "upstream": {"url": "http://a"}, "routes": [{"name": "r", "paths": ["nope"]}]})

@@ -61,7 +61,11 @@ class FileSource:
         """A file changes only through SIGHUP or the admin API: nothing to watch."""
 
     async def commit(self, conf: dict) -> dict:
-        await asyncio.to_thread(loader.write_atomically, self.path, conf)
+        try:
+            await asyncio.to_thread(loader.write_atomically, self.path, conf)
+        except OSError as exc:  # nothing changed: the file and the configuration in force
+            log.error("cannot write %s: %s", self.path, exc.strerror or exc)
+            raise Unavailable(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.conf, self.revision = conf, self.revision + 1
         return conf
 
