@@ -79,6 +79,12 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _path(text: str) -> str:
+    if not text:
+        raise ValueError("must name a file")
+    return text
+
+
 def _optional_str(text: str) -> str | None:
     return text or None
 
@@ -121,7 +127,7 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("config", "./fastgw.yaml", str, "configuration file (YAML or JSON)"),
+    Setting("config", "./fastgw.yaml", _path, "configuration file (YAML or JSON)"),
     Setting("listen", "0.0.0.0:9080", _addresses, "proxy listener(s), comma-separated"),
     Setting("workers", "auto", _workers, "worker processes (auto = CPU count)"),
     Setting("admin_listen", "127.0.0.1:9180", lambda t: parse_address(t, "127.0.0.1"),
@@ -130,7 +136,7 @@ SETTINGS = (
     Setting("metrics_listen", "127.0.0.1:9091", _optional_address,
             "Prometheus /metrics listener; off disables"),
     Setting("jwt_cache_size", "65536", _positive_int, "verified tokens kept per worker"),
-    Setting("access_log", "off", str, "off, stdout, or a file path"),
+    Setting("access_log", "off", _path, "off, stdout, or a file path"),
     Setting("log_level", "info", _log_level, "log level"),
     Setting("keepalive_timeout", "60", _positive_float, "seconds an idle client connection is kept"),
     Setting("header_timeout", "30", _positive_float, "seconds to receive a request's headers"),
@@ -139,7 +145,7 @@ SETTINGS = (
     Setting("etcd", None, _etcd_endpoints,
             "etcd endpoints, comma-separated; when set, configuration lives in etcd"),
     Setting("etcd_prefix", "/fastgw", _etcd_prefix, "key prefix in etcd"),
-    Setting("etcd_cache", "./fastgw-etcd-snapshot.json", str,
+    Setting("etcd_cache", "./fastgw-etcd-snapshot.json", _path,
             "last configuration read from etcd, used when etcd is down at start"),
     Setting("shutdown_timeout", "30", _positive_float,
             "seconds in-flight requests get to finish on SIGTERM"),
@@ -148,7 +154,7 @@ SETTINGS = (
     Setting("tls_cert", None, _optional_str, "PEM certificate chain for the HTTPS listeners"),
     Setting("tls_key", None, _optional_str,
             "PEM private key of that certificate (mode 0600 recommended; never logged)"),
-    Setting("revocations", "./fastgw-revocations.json", str,
+    Setting("revocations", "./fastgw-revocations.json", _path,
             "revoked tokens' entries, kept across restarts (file mode; etcd mode keeps "
             "them under the prefix)"),
 )

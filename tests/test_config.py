@@ -314,6 +314,13 @@ def test_an_admin_key_the_environment_holds_as_no_text_is_one_line_naming_it(tmp
     assert "key-" not in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["FASTGW_CONFIG", "FASTGW_REVOCATIONS", "FASTGW_ACCESS_LOG"])
+def test_an_empty_file_setting_is_one_line_naming_it(variable):
+    result = run_fastgw("serve", env={variable: "", "FASTGW_LISTEN": "127.0.0.1:0"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"fastgw: {variable}: must name a file (got '')"
+
+
 def test_missing_configuration_file_is_exit_2(tmp_path):
     result = run_fastgw("serve", env={"FASTGW_CONFIG": str(tmp_path / "absent.yaml")})
     assert result.returncode == 2 and "cannot read" in result.stderr
