@@ -10,8 +10,10 @@ background, never on a request's path. A fetch (discovery and set together) time
 (`requested`), granted at most once per `jwks_refetch_cooldown` per URL, whichever worker asks
 and for whichever kid; the answer, a fetch's result or a refusal, resolves its waiting requests.
 
-While a URL fails, its last good keys keep serving up to `jwks_max_stale` after the first
-failure, then they are dropped. A failure is retried after min(`jwks_refresh`, 30 s), never in
+While a URL fails, its last good keys keep serving up to `jwks_max_stale` from the start of
+the first fetch it did not answer, then a timer drops them: a provider that hangs loses its
+keys at that deadline, even while a fetch still waits for its 5 s time-out (an answer that
+comes later brings them back). A failure is retried after min(`jwks_refresh`, 30 s), never in
 a burst. Each change of a URL's state (first success, failing, stale, recovered, expired) is
 one log line; requests never log.
 """
@@ -246,7 +248,9 @@ class KeySetFetcher:
         self.fetches: dict[str, int] = {}
         self.last_success: float | None = None
         self.last_error: str | None = None
-        self.failing_since: float | None = None
+        self.failing_since: float | None = None  # the start of the first failed fetch
+        self.fetch_started: float | None = None  # ... of the fetch under way
+        self._expiry: asyncio.TimerHandle | None = None  # drops the keys at jwks_max_stale
         self.next_refresh = time.time()
         self.last_refetch = -math.inf  # when an unknown kid last had one (monotonic)
         self.in_flight = False
@@ -292,6 +296,8 @@ class KeySetFetcher:
 
     async def fetch(self) -> None:
         self.in_flight = True
+        self.fetch_started = time.time()
+        self._watch()
         try:
             keys, max_age = await asyncio.wait_for(
                 fetch_keys(self.url, self.settings, self._context), FETCH_TIMEOUT)
@@ -310,6 +316,7 @@ class KeySetFetcher:
             self._succeeded(keys, max_age)
         finally:
             self.in_flight = False
+            self.fetch_started = None
         self.publish(self)
         self.done.set()
         self.done = asyncio.Event()
@@ -327,6 +334,7 @@ class KeySetFetcher:
                 log.info("key set %s: keys changed (%d keys)", self.url, len(keys))
         self.keys, self.state = keys, "fresh"
         self.last_success, self.failing_since = now, None
+        self._unwatch()  # no expiry while fresh
         self.next_refresh = now + (self.settings.refresh if max_age is None else max_age)
         if before == "new":
             log.info("key set %s: fetched, %d keys", self.url, len(keys))
@@ -338,26 +346,52 @@ class KeySetFetcher:
         now = time.time()
         self.last_error = message
         if self.failing_since is None:
-            self.failing_since = now
-        retry = min(self.settings.refresh, RETRY_AFTER)
-        if self.state in ("new", "failing"):
-            if self.state == "new":
-                log.warning("key set %s: cannot fetch (%s); its tokens are refused until it "
-                            "answers", self.url, message)
-                self.state = "failing"
-        elif now - self.failing_since >= self.settings.max_stale:
-            log.warning("key set %s: no answer for %d s (jwks_max_stale): its keys are dropped "
-                        "and its tokens refused (%s)", self.url, now - self.failing_since,
-                        message)
-            self.keys, self.state = None, "failing"
-            self.generation = next(_GENERATIONS)
-        else:
-            if self.state == "fresh":
-                log.warning("key set %s: refresh failed (%s); the last keys serve for up to "
-                            "%d s", self.url, message, self.settings.max_stale)
-                self.state = "stale"
-            retry = min(retry, self.failing_since + self.settings.max_stale - now)
-        self.next_refresh = now + max(retry, 0.0)
+            self.failing_since = self.fetch_started
+        self._watch()  # the keys dropped now if jwks_max_stale is over
+        if self.state == "new":
+            log.warning("key set %s: cannot fetch (%s); its tokens are refused until it "
+                        "answers", self.url, message)
+            self.state = "failing"
+        elif self.state == "fresh":
+            log.warning("key set %s: refresh failed (%s); the last keys serve for up to "
+                        "%d s", self.url, message, self.settings.max_stale)
+            self.state = "stale"
+        self.next_refresh = now + min(self.settings.refresh, RETRY_AFTER)
+
+    def _watch(self) -> None:
+        """The keys' expiry, set again: `jwks_max_stale` after the start of the first failed
+        fetch, or of the fetch under way (not failed yet: it fails at that deadline if it
+        has not answered by then); none while no fetch fails or hangs. A deadline already
+        passed drops the keys now, unless it is that of a fetch just started
+        (`jwks_max_stale` 0): its answer decides."""
+        self._unwatch()
+        since = self.fetch_started if self.failing_since is None else self.failing_since
+        if self.keys is None or since is None:
+            return
+        delay = since + self.settings.max_stale - time.time()
+        if delay > 0:
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+        elif self.failing_since is not None:
+            self._expire()
+
+    def _unwatch(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _expire(self) -> None:
+        """jwks_max_stale is over: the last keys are dropped, their tokens refused."""
+        self._expiry = None
+        if self.failing_since is None:  # a fetch that hangs: failed by now
+            self.failing_since = self.fetch_started
+        message = self.last_error if self.fetch_started is None else "a fetch under way " \
+            f"for {time.time() - self.fetch_started:.0f} s"
+        log.warning("key set %s: no answer for %.0f s (jwks_max_stale): its keys are "
+                    "dropped and its tokens refused (%s)", self.url,
+                    time.time() - self.failing_since, message)
+        self.keys, self.state = None, "failing"
+        self.generation = next(_GENERATIONS)
+        self.publish(self)
 
     def message(self) -> dict:
         """What a worker is told about this URL."""
@@ -375,6 +409,7 @@ class KeySetFetcher:
 
     def close(self) -> None:
         self._task.cancel()
+        self._unwatch()
 
 
 # ---------------------------------------------------------------- every URL

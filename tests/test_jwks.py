@@ -318,6 +318,39 @@ def test_keys_are_dropped_after_jwks_max_stale(idp, upstream, gateway_factory):
     assert get(gw, token)[0] == 200
 
 
+def test_keys_of_a_provider_that_stops_answering_stop_serving_after_jwks_max_stale(
+        idp, upstream, gateway_factory):
+    """A provider that accepts connections and never answers (a hung IdP, a black-holed
+    route): its keys serve jwks_max_stale from the start of the first fetch it leaves
+    unanswered, and are dropped then, while that fetch still waits for its 5 s time-out.
+    They served 12 s and more: the staleness counted from the end of the first timed-out
+    fetch, and the keys were dropped only when a later fetch had timed out too."""
+    max_stale, refresh = 2, 1
+    gw = start(gateway_factory, gw_config(upstream, [credential(
+        idp.jwks_uri, key=idp.issuer, jwks_refresh=refresh, jwks_max_stale=max_stale)]))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    token = idp.sign({"sub": "u"})
+    assert get(gw, token)[0] == 200
+    seen = idp.count()
+    idp.mode = "hang"
+    stopped = time.monotonic()
+    idp.wait_fetches(seen + 1, timeout=refresh + 1)  # the first fetch left unanswered
+    assert get(gw, token)[0] == 200  # the last keys serve
+    bound = max_stale + refresh + 1.0  # the next refresh finds the outage; 1 s slack
+    until(lambda: key_set_status(gw, idp.jwks_uri)["keys"] is None, timeout=bound + 15)
+    served = time.monotonic() - stopped
+    assert max_stale - 0.5 <= served <= bound, (
+        f"keys served {served:.1f} s after the provider stopped answering; "
+        f"jwks_max_stale is {max_stale} s")
+    state = key_set_status(gw, idp.jwks_uri)
+    assert (state["state"], state["refreshing"]) == ("failing", True)  # the fetch still hangs
+    # the cached token too, once the fetch under way has answered (it waits for that)
+    assert_refused(get(gw, token))
+    idp.mode = "ok"  # the hung fetch times out, the retry a second later answers
+    wait_state(gw, idp.jwks_uri, "fresh", timeout=15)
+    assert get(gw, token)[0] == 200
+
+
 def test_a_removed_key_refuses_a_token_cached_a_moment_before(idp, upstream, gateway_factory):
     second = idp.add_key("RS256", "k2")
     gw = start(gateway_factory, gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)]))
