@@ -68,11 +68,17 @@ def test_metrics_move_with_requests(upstream, gateway_factory):
     assert value(after, "fastgw_workers") == 2
 
 
-def test_connection_counters_only_go_up_when_a_reload_drops_a_pool(upstream, gateway_factory):
+def _metered(gateway_factory, upstream_url: str):
+    """A gateway with one catch-all route to `upstream_url` and its metrics port."""
     port = free_port()
-    gw = gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]},
+    gw = gateway_factory({"services": [service(upstream_url, [{"name": "a", "paths": ["/*"]}])]},
                          env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
     gw.metrics_port = port
+    return gw
+
+
+def test_connection_counters_only_go_up_when_a_reload_drops_a_pool(upstream, gateway_factory):
+    gw = _metered(gateway_factory, upstream.url)
     for _ in range(3):
         assert gw.request("GET", "/before")[0] == 200
     before = scrape(gw)
@@ -126,12 +132,7 @@ def test_a_scrape_a_worker_answered_too_late_for_leaves_the_next_ones_and_superv
 # README: "fastgw_upstream_connections_total{outcome} (opened, reused)". A connect the
 # upstream refuses opens no connection (each was counted as opened).
 def test_a_refused_connect_is_not_counted_as_an_opened_connection(gateway_factory):
-    port = free_port()
-    dead = free_port()  # nothing listens there: refused
-    gw = gateway_factory({"services": [service(f"http://127.0.0.1:{dead}",
-                                               [{"name": "a", "paths": ["/*"]}])]},
-                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
-    gw.metrics_port = port
+    gw = _metered(gateway_factory, f"http://127.0.0.1:{free_port()}")  # refused: nobody there
     for _ in range(3):
         assert gw.request("GET", "/x")[0] == 502
     after = scrape(gw)
