@@ -252,10 +252,13 @@ class KeySetFetcher:
         self.fetch_started: float | None = None  # ... of the fetch under way
         self._expiry: asyncio.TimerHandle | None = None  # drops the keys at jwks_max_stale
         self.next_refresh = time.time()
+        self.last_fetch: float | None = None  # when the last fetch ended
+        self.max_age: float | None = None  # the last good fetch's Cache-Control max-age
         self.last_refetch = -math.inf  # when an unknown kid last had one (monotonic)
         self.in_flight = False
         self.done = asyncio.Event()  # set after each fetch
-        self._wake = asyncio.Event()
+        self._fetch_now = False  # refetch() was called
+        self._wake = asyncio.Event()  # ... or next_refresh moved closer
         self._context = self._ssl_context()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -263,11 +266,19 @@ class KeySetFetcher:
         return ssl.create_default_context(cafile=self.settings.ca_file)
 
     def reconfigure(self, settings: Settings) -> None:
+        """New settings in force at once: the next refresh counted from the last fetch with
+        the new jwks_refresh if that is sooner, the expiry with the new jwks_max_stale."""
         ca_changed = settings.ca_file != self.settings.ca_file
         self.settings = settings
         if ca_changed:
             self._context = self._ssl_context()
             self.refetch()
+        if self.last_fetch is not None:
+            due = self.last_fetch + self._interval()
+            if due < self.next_refresh:
+                self.next_refresh = due
+                self._wake.set()  # the task sleeps until the old one
+        self._watch()
 
     @property
     def stale(self) -> bool:
@@ -277,21 +288,33 @@ class KeySetFetcher:
 
     def refetch(self) -> None:
         """Fetch now (unless a fetch is already under way)."""
+        self._fetch_now = True
         self._wake.set()
 
     @property
     def under_way(self) -> bool:
-        return self.in_flight or self._wake.is_set()
+        return self.in_flight or self._fetch_now
+
+    def _interval(self) -> float:
+        """From the end of the last fetch to the next: the set's lifetime after a success
+        (max-age wins over jwks_refresh), min(jwks_refresh, 30 s) after a failure."""
+        if self.failing_since is not None or self.keys is None:
+            return min(self.settings.refresh, RETRY_AFTER)
+        return self.settings.refresh if self.max_age is None else self.max_age
 
     async def _run(self) -> None:
         while True:
             delay = self.next_refresh - time.time()
-            if delay > 0 and not self._wake.is_set():
+            if delay > 0 and not self._fetch_now:
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
+                self._wake.clear()
+                if not self._fetch_now and time.time() < self.next_refresh:
+                    continue  # next_refresh moved: sleep until the new one
             self._wake.clear()
+            self._fetch_now = False
             await self.fetch()
 
     async def fetch(self) -> None:
@@ -335,7 +358,8 @@ class KeySetFetcher:
         self.keys, self.state = keys, "fresh"
         self.last_success, self.failing_since = now, None
         self._unwatch()  # no expiry while fresh
-        self.next_refresh = now + (self.settings.refresh if max_age is None else max_age)
+        self.last_fetch, self.max_age = now, max_age
+        self.next_refresh = now + self._interval()
         if before == "new":
             log.info("key set %s: fetched, %d keys", self.url, len(keys))
         elif before in ("failing", "stale"):
@@ -356,7 +380,8 @@ class KeySetFetcher:
             log.warning("key set %s: refresh failed (%s); the last keys serve for up to "
                         "%d s", self.url, message, self.settings.max_stale)
             self.state = "stale"
-        self.next_refresh = now + min(self.settings.refresh, RETRY_AFTER)
+        self.last_fetch = now
+        self.next_refresh = now + self._interval()
 
     def _watch(self) -> None:
         """The keys' expiry, set again: `jwks_max_stale` after the start of the first failed

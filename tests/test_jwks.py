@@ -351,6 +351,44 @@ def test_keys_of_a_provider_that_stops_answering_stop_serving_after_jwks_max_sta
     assert get(gw, token)[0] == 200
 
 
+def test_a_shorter_jwks_refresh_put_in_force_is_honoured_before_the_old_one_ends(
+        idp, upstream, gateway_factory):
+    """jwks_refresh lowered by the admin API from an hour to 1 s counts from the last
+    fetch at once: the fetcher slept on until the hour it had been given."""
+    gw = start(gateway_factory, gw_config(upstream, [
+        credential(idp.jwks_uri, key=idp.issuer, jwks_refresh=3600)]))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    fetched = idp.count()
+    status, body = gw.admin.call("PUT", "/admin/consumers/corp/credentials/corp-sso", {
+        "key": idp.issuer, "jwks_uri": idp.jwks_uri, "jwks_refresh": 1})
+    assert status == 200, body
+    state = key_set_status(gw, idp.jwks_uri)
+    assert state["next_refresh"] is None or \
+        state["next_refresh"] - state["last_success"] <= 1.5, state
+    idp.wait_fetches(fetched + 2, timeout=5)  # two refreshes, a second apart
+
+
+def test_a_lower_jwks_max_stale_put_in_force_drops_keys_stale_longer_at_once(
+        idp, upstream, gateway_factory):
+    """jwks_max_stale lowered while the provider fails counts from its first failure at
+    once, not from the next retry (30 s away here)."""
+    consumer = credential(idp.jwks_uri, key=idp.issuer, jwks_refresh=60)
+    gw = start(gateway_factory, gw_config(upstream, [consumer]))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    token = idp.sign({})
+    assert get(gw, token)[0] == 200
+    idp.mode = "500"
+    gw.admin.call("POST", "/admin/jwks/refresh")
+    wait_state(gw, idp.jwks_uri, "stale")  # retried in min(jwks_refresh, 30 s)
+    failed = time.monotonic()
+    status, body = gw.admin.call("PUT", "/admin/consumers/corp/credentials/corp-sso", {
+        **consumer["credentials"][0], "jwks_max_stale": 1})
+    assert status == 200, body
+    until(lambda: key_set_status(gw, idp.jwks_uri)["keys"] is None, timeout=5)
+    assert time.monotonic() - failed < 3
+    assert_refused(get(gw, token))
+
+
 def test_a_removed_key_refuses_a_token_cached_a_moment_before(idp, upstream, gateway_factory):
     second = idp.add_key("RS256", "k2")
     gw = start(gateway_factory, gw_config(upstream, [credential(idp.jwks_uri, key=idp.issuer)]))
