@@ -742,6 +742,24 @@ def test_without_etcd_nodes_keep_their_entries_and_a_restart_reads_the_snapshot(
     assert admin(again, "GET", "/admin/revocations")[1] == [entry]
 
 
+def test_a_node_started_from_its_snapshot_keeps_an_entry_through_the_grace_period(
+        tmp_path, base_config, start_node):  # noqa: F811
+    """etcd down at start: the snapshot's entries are read with the grace of the snapshot's
+    own configuration, so one past its `expires` but inside the grace still refuses."""
+    conf = json.loads(json.dumps(base_config))
+    conf["consumers"][0]["credentials"][0]["lifetime_grace_period"] = 60
+    now = time.time()
+    stolen = {"id": "in-grace", "jti": "stolen", "expires": int(now) - 5, "created": now - 50}
+    (tmp_path / "a.json").write_bytes(json.dumps({
+        "prefix": PREFIX, "revision": 7, "config": conf, "revocations": [stolen]}).encode())
+    node = start_node(f"127.0.0.1:{free_port()}", "a")  # nothing listens: etcd is down
+    node.wait_for_log("serving the snapshot of revision 7")
+    tok = cluster_token(jti="stolen", exp=int(now) - 5)  # expired, in its 60 s grace
+    assert_revoked(*answer(node, tok))
+    assert status_of(node, cluster_token(jti="other", exp=int(now) - 5)) == 200
+    assert admin(node, "GET", "/admin/revocations")[1] == [stolen]
+
+
 def test_after_a_compaction_a_cut_off_node_reads_the_entries_again(
         tmp_path, etcd, base_config, start_node):  # noqa: F811
     from etcd import TcpRelay

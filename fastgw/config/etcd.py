@@ -452,6 +452,8 @@ class EtcdSource:
                 raise ValueError(f"it holds prefix {saved.get('prefix')!r}")
             conf = schema.validate(saved["config"])
             revision = int(saved["revision"])
+            # read with the grace of the configuration they were saved with (keep_for)
+            self.revocations.keep_for(conf)
             self.revocations.load(saved.get("revocations", []), path)
         except FileNotFoundError:
             raise StartError(f"FASTGW_ETCD: cannot reach etcd at {self.where} ({reason}) and "
