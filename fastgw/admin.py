@@ -272,6 +272,8 @@ class AdminAPI:
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1
                                 or not jwt.is_time(now + ttl)):
             raise AdminError(400, "ttl must be a positive integer, ending before 9999", "ttl")
+        if ttl is not None and expires is not None:
+            raise AdminError(400, "ttl and expires: give one, not both", "ttl")
         try:
             return issue_token(cred, claims, ttl, expires, now=now)
         except ValueError as exc:

@@ -277,7 +277,8 @@ def test_token_endpoint(admin_gw):
     assert admin_gw.request("GET", "/x", headers={"Authorization": body["token"]})[0] == 200
     assert admin(admin_gw, "POST", "/admin/consumers/jack/credentials/nope/token", {})[0] == 404
     for bad in ({"ttl": "soon"}, {"ttl": True}, {"ttl": 0}, {"ttl": 10 ** 20}, {"expires": True},
-                {"expires": "tomorrow"}, {"expires": 1e300}, {"expires": -5}, {"claims": []}):
+                {"expires": "tomorrow"}, {"expires": 1e300}, {"expires": -5}, {"claims": []},
+                {"ttl": 60, "expires": time.time() + 60}):  # two lifetimes: which one?
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", bad)
         assert status == 400 and body["path"] == next(iter(bad)), bad
