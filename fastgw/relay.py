@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 
 from httptools import HttpParserError, HttpResponseParser
 
@@ -158,7 +159,8 @@ class Rare:
     """The state of an exchange that only some requests need."""
 
     __slots__ = ("body", "body_size", "expect_continue", "xff", "skip", "extra", "resume_at",
-                 "tries", "tried", "stale_retried", "connecting", "slow", "upstream_paused")
+                 "tries", "tried", "stale_retried", "connecting", "slow", "upstream_paused",
+                 "early_socket")
 
     def __init__(self):
         self.body: list[bytes] = []  # request body received before the upstream was ready
@@ -175,6 +177,14 @@ class Rare:
         self.connecting: asyncio.Future | None = None
         self.slow: SlowResponse | None = None
         self.upstream_paused = False  # the upstream's write buffer is full
+        # while a body streams upstream: a duplicate of its socket (Exchange._early_answer)
+        self.early_socket: socket.socket | None = None
+
+    def drop_early_socket(self) -> None:
+        """Close it (before the upstream connection: it would keep the socket open)."""
+        if self.early_socket is not None:
+            self.early_socket.close()
+            self.early_socket = None
 
 
 class Exchange:
@@ -476,8 +486,13 @@ class Exchange:
             client.resume_reading(client.BODY_BUFFER)
         else:
             transport.write(b"".join(parts))
-        if self.req_done and self.framing is CHUNKED_FRAMING:
-            transport.write(CHUNK_END)
+        if self.req_done:
+            if self.framing is CHUNKED_FRAMING:
+                transport.write(CHUNK_END)
+        elif node.pool.ssl is None and not transport.is_closing():
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self._rare().early_socket = sock.dup()
 
     # ------------------------------------------------------------ upstream side
 
@@ -547,12 +562,39 @@ class Exchange:
         """The upstream connection closed under this exchange (`clean`: a FIN, not a reset
         or an error, which never ends a body)."""
         rare = self.rare
+        if rare is not None and rare.early_socket is not None:
+            self._early_answer(rare)
+            if self.state == DONE:
+                return
         if clean and rare is not None and rare.slow is not None and rare.slow.until_close:
             self.conn = None
             rare.slow.closed()
         elif self.state != DONE:  # (in SENDING, no byte of the answer came: else `slow`)
             self.fail(responses.BAD_GATEWAY,
                       lost=self.state == SENDING and (rare is None or rare.slow is None))
+
+    def _early_answer(self, rare: Rare) -> None:
+        """The upstream connection was lost while the request body streamed: most often the
+        upstream answered early (413, 401) and closed without reading the rest, and writing
+        more of the body then failed on its reset. libuv reports that before reading what
+        came first, so it is read here from the socket's duplicate (the kernel keeps what
+        arrived before a reset) and relayed as the answer."""
+        early, rare.early_socket = rare.early_socket, None
+        received = []
+        try:
+            while len(received) < 16:  # what the socket holds; enough for an answer's head
+                data = early.recv(65536)
+                if not data:
+                    break
+                received.append(data)
+        except OSError:  # nothing more (EAGAIN), or the reset itself
+            pass
+        early.close()
+        if received and self.conn is not None:
+            self.conn.spoil()
+            for data in received:
+                if self.state != DONE:
+                    self.upstream_data(data)
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading(self.client.UPSTREAM)
@@ -658,6 +700,7 @@ class Exchange:
     def _drop_upstream(self) -> None:
         rare = self.rare
         if rare is not None:
+            rare.drop_early_socket()
             if rare.connecting is not None:
                 rare.connecting.cancel()
                 rare.connecting = None
@@ -678,6 +721,8 @@ class Exchange:
         self.state = DONE
         client = self.client
         conn = self.conn
+        if self.rare is not None:
+            self.rare.drop_early_socket()
         if conn is not None:
             self.conn = None
             if client.write_paused:  # it stopped reading for this client (pause_writing)

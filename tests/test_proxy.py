@@ -268,6 +268,33 @@ def test_large_upload_streams_with_flat_memory(upstream, gateway_factory):
     assert gw.rss_kb() - before < 50_000
 
 
+def test_an_upstream_that_answers_before_the_body_and_resets_is_relayed_not_502(simple_gateway):
+    """The upstream answers 413 at once and closes without reading the body, so the kernel
+    resets the connection under fastgw's next write: the answer that came first still
+    reaches the client, as HAProxy and Envoy relay it, never a 502 in its place."""
+    import threading
+    size = 6 << 20
+    for attempt in range(5):  # before: 502 nearly every time
+        with simple_gateway.raw() as conn:
+            head = b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % size
+
+            def send():
+                try:
+                    conn.send(head + b"x" * size)
+                except OSError:  # reset once fastgw has answered and closed
+                    pass
+            sender = threading.Thread(target=send, daemon=True)
+            sender.start()
+            status, _, body = conn.response("POST")
+            assert (status, json.loads(body)) == (413, {"early": True}), attempt
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # ends a sendall still blocked
+            except OSError:  # fastgw has closed the connection already
+                pass
+            sender.join(10)
+            assert not sender.is_alive()
+
+
 def test_large_download_streams_with_flat_memory(simple_gateway):
     size = 512 << 20
     before = simple_gateway.rss_kb()
