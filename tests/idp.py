@@ -63,6 +63,7 @@ class IdentityProvider(LoopThread):
         self.fetches: dict[str, int] = {}
         self.changed = threading.Condition()
         self._hung: list[asyncio.StreamWriter] = []
+        self._held = asyncio.Event()  # of self.loop: what "held" fetches wait for
 
     # ------------------------------------------------------------ keys and tokens
 
@@ -90,6 +91,10 @@ class IdentityProvider(LoopThread):
         with self.changed:
             self.keys[kid] = (alg, private, jwk)
         return kid
+
+    def release_held(self) -> None:
+        """Answer the fetches that "held" mode keeps waiting, and those after them."""
+        self.loop.call_soon_threadsafe(self._held.set)
 
     def drop(self, kid: str) -> None:
         with self.changed:
@@ -147,6 +152,8 @@ class IdentityProvider(LoopThread):
                 self._hung.append(writer)
                 await asyncio.sleep(60)
                 return
+            if mode == "held":  # answered as usual once the test calls `release_held`
+                await self._held.wait()
             if mode == "500":
                 status, body = 500, b'{"error":"down"}'
             elif mode == "garbage" and path == CERTS:

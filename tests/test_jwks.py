@@ -3,6 +3,7 @@ unknown kid, outages, and the operations around them, against tests/idp.py on lo
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import ssl
@@ -657,6 +658,28 @@ def test_a_request_waiting_for_a_refetch_gets_its_claim_headers(idp, upstream, g
                           **{"X-User-Id": "forged"})
     assert status == 200 and idp.count() == 2
     assert [v for n, v in json.loads(body)["headers"] if n == "x-user-id"] == ["u7"]
+
+
+def test_a_request_waiting_for_a_refetch_is_refused_if_its_consumer_goes_meanwhile(
+        idp, upstream, gateway_factory):
+    """Verified again once the keys came, the token's credential is looked at as it is
+    then: one deleted while the request waited lets nothing through."""
+    other = {"username": "other", "credentials": [  # keeps the key set in use
+        {"id": "other-sso", "key": "other", "jwks_uri": idp.jwks_uri,
+         "jwks_refetch_cooldown": 1}]}
+    gw = start(gateway_factory, gw_config(upstream, [
+        credential(idp.jwks_uri, key=idp.issuer, jwks_refetch_cooldown=1), other]))
+    wait_state(gw, idp.jwks_uri, "fresh")
+    new_key = idp.add_key("RS256")
+    idp.mode = "held"
+    path = f"/waited-{time.monotonic_ns()}"
+    waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
+        get, gw, idp.sign({"sub": "u1"}, new_key), path)
+    idp.wait_fetches(2)  # its refetch is under way, the request waits
+    assert gw.admin.call("DELETE", "/admin/consumers/corp")[0] == 200
+    idp.release_held()
+    assert_refused(waiting.result(timeout=15), "Invalid user key in JWT token")
+    assert not [r for r in upstream.requests if r["target"] == path]
 
 
 # ---------------------------------------------------------------- units

@@ -472,6 +472,8 @@ class JwtAuth:
         if who is keysets.UNKNOWN_KEY:  # a key-set credential without the token's key
             return (VERIFY_FAILED if waited
                     else self._await_keys(ex, token, cache_key, cred, header))
+        if who.revoked:  # its credential, or its key, went while the request waited for keys
+            return INVALID_KEY if cred.revoked else VERIFY_FAILED
         policy = self.policy
         if policy is not None:  # SPEC 8: after the signature and the clock
             if policy.too_long(payload, now):
