@@ -365,6 +365,30 @@ def test_verified_token_cache_drops_the_least_recently_used():
     assert (cache.hits, cache.misses, cache.evictions) == (1, 3, 1)
 
 
+def test_one_token_spelt_many_ways_in_the_header_takes_one_cache_entry_per_prefix_case():
+    """Spaces after "Bearer" and after the token are not part of it: one valid token padded
+    a thousand ways is accepted each time, but cached only as sent plainly (else one token
+    could fill the cache with entries of any size, and push out everyone else's)."""
+    from types import SimpleNamespace
+
+    from fastgw.config.schema import validate
+    from fastgw.plugins import jwt_auth
+    conf = validate({"consumers": [consumer()], "services": [service("http://127.0.0.1:9", [
+        {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
+    cache = jwt_auth.VerifiedTokenCache(100)
+    plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
+                            SimpleNamespace(credentials={"jwt-auth": jwt_auth.index_credentials(
+                                conf["consumers"], None)}, state={"jwt-auth": cache}))
+    tok = token().encode()
+    spellings = [b"Bearer " + b" " * n + tok for n in range(1, 500)]
+    spellings += [b"Bearer " + tok + b" \t" * n for n in range(1, 500)]
+    spellings += [b"Bearer " + tok, b"bearer " + tok, tok]
+    for value in spellings:
+        ex = PluginSide([(b"authorization", value)])
+        assert plugin.access(ex) is None and ex.consumer.username == "jack"
+    assert set(cache) == {b"Bearer " + tok, b"bearer " + tok, tok}
+
+
 # ---------------------------------------------------------------- time claims
 
 def signed(payload, header=None, secret: str = SECRET) -> str:

@@ -310,8 +310,9 @@ class VerifiedTokenCache(OrderedDict):
     revocation.py), at most `maxsize` of them, the least recently used first.
 
     Keyed by the whole token as it came: the header's value as received (so a hit has no
-    "Bearer " to strip), or (token,) for a token from the query or a cookie (so a value
-    is never taken for another place's). A payload changed under a signature seen before
+    "Bearer " to strip; only a value that is the token alone or after "Bearer " is kept),
+    or (token,) for a token from the query or a cookie (so a value is never taken for
+    another place's). A payload changed under a signature seen before
     is a miss and gets verified in full. A hit is OrderedDict's `get`, then `move_to_end`
     by the caller (JwtAuth.access), both in C: cachetools' LRUCache ran 37 bytecodes in
     four Python frames for the same hit.
@@ -483,7 +484,10 @@ class JwtAuth:
                 return answer
             who = policy.identity(who, payload)
         claims = claims_of(payload, cred.grace)  # what a revocation looks at, for cache hits
-        self.cache[cache_key] = (who, not_before, not_after, self.context, claims)
+        # a header's value is cached only as the token alone or after "Bearer " (any case):
+        # padded with whitespace, one token could fill the cache with entries of any size
+        if type(cache_key) is tuple or len(cache_key) <= len(token) + 7:
+            self.cache[cache_key] = (who, not_before, not_after, self.context, claims)
         if not unlisted(claims) and revoked(claims):
             return REVOKED
         ex.consumer = who
