@@ -276,6 +276,8 @@ class AdminAPI:
             raise AdminError(400, "ttl and expires: give one, not both", "ttl")
         try:
             return issue_token(cred, claims, ttl, expires, now=now)
+        except jwt.ClaimError as exc:
+            raise AdminError(400, str(exc), f"claims.{exc.name}") from None
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
 

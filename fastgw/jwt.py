@@ -172,10 +172,25 @@ def is_time(seconds: float) -> bool:
     return 0 <= seconds <= LATEST
 
 
+class ClaimError(ValueError):
+    """A claim given for a generated token that verification would refuse (`name`)."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"claim {name}: {message}")
+        self.name = name
+
+
 def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float | None,
                  extra: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The payload of a generated token: extra claims, the key, `iat` and `exp`;
-    ValueError for a lifetime or an expiry no token can have."""
+    ValueError for a lifetime or an expiry no token can have, ClaimError for a claim of a
+    type that jwt-auth refuses (it would issue a token it then refuses)."""
+    for name, value in extra.items():
+        if name in _TIME_CLAIMS and (type(value) not in (int, float) or value != value):
+            raise ClaimError(name, "must be a number (unix seconds)")
+        if name in _STRING_CLAIMS and type(value) is not str:
+            raise ClaimError(name, "must be a string (with --claim, write a JSON string: "
+                                   f"{name}='\"42\"')")
     now = int(time.time() if now is None else now)
     claims = dict(extra)
     claims[key_claim] = key
@@ -189,3 +204,7 @@ def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float 
             raise ValueError(f"ttl {lifetime!r}: not a number of seconds from 1 to the year 9999")
         claims["exp"] = now + int(lifetime)
     return claims
+
+
+_TIME_CLAIMS = frozenset(("exp", "nbf", "iat"))  # RFC 7519 NumericDate
+_STRING_CLAIMS = frozenset(("sub", "jti"))  # strings, as revocations name them

@@ -282,6 +282,10 @@ def test_token_endpoint(admin_gw):
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", bad)
         assert status == 400 and body["path"] == next(iter(bad)), bad
+    for claims in ({"sub": 42}, {"jti": ["a"]}, {"iat": "yesterday"}):  # refused if issued
+        status, body = admin(admin_gw, "POST",
+                             "/admin/consumers/jack/credentials/jack-jwt/token", {"claims": claims})
+        assert status == 400 and body["path"] == f"claims.{next(iter(claims))}", claims
     for raw in (b"[]", b"0", b"\"ttl\""):  # a body, but no object (an empty one is {})
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", raw)

@@ -752,6 +752,24 @@ def test_token_command_errors(tmp_path, key_pairs):
         assert out.returncode == 1 and f"ttl {ttl}: not a number" in out.stderr, out.stderr
 
 
+def test_token_command_never_issues_a_token_its_verification_refuses(tmp_path):
+    """A --claim value that is JSON keeps its type (SPEC 2), so sub=42 is a number: jwt-auth
+    refuses a sub or jti that is not a string and a time claim that is not a number, and
+    such a token is not issued (it was, and was then refused)."""
+    f = tmp_path / "fastgw.yaml"
+    f.write_text(yaml.safe_dump({"consumers": [consumer("oiloil", "oiloil_key")]}))
+    for claim, message in (("sub=42", "claim sub: must be a string"),
+                           ("jti=1001", "claim jti: must be a string"),
+                           ('iat="yesterday"', "claim iat: must be a number"),
+                           ("exp=true", "claim exp: must be a number"),
+                           ("nbf=null", "claim nbf: must be a number")):
+        out = fastgw("token", "--consumer", "oiloil", "--claim", claim, config_file=f)
+        assert out.returncode == 1 and out.stdout == "", claim
+        assert out.stderr.startswith(f"fastgw: {message}") and "Traceback" not in out.stderr
+    out = fastgw("token", "--consumer", "oiloil", "--claim", 'sub="42"', config_file=f)
+    assert pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == "42"
+
+
 def test_token_command_signs_with_private_key(tmp_path, key_pairs):
     private, public = key_pairs["ES256"]
     f = tmp_path / "fastgw.yaml"
