@@ -17,8 +17,9 @@ from typing import Any
 
 import jwt as pyjwt
 import orjson
-from jwt.algorithms import get_default_algorithms
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
 _ALGORITHMS = {name: alg for name, alg in get_default_algorithms().items() if name != "none"}
@@ -118,10 +119,28 @@ class VerifyingKey:
             self._key = self._alg.prepare_key(key_material)
             check_key_size(self._key)
         except (InvalidKeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"cannot be used with {algorithm}: {exc}") from None
+            got = _KEY_TYPE.search(str(exc))  # PyJWT's message names a generator object
+            reason = f"it is an {got[1]}" if got else str(exc)
+            raise ValueError(f"cannot be used with {algorithm}: {reason}") from None
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
         return self._alg.verify(signing_input, self._key, signature)
+
+    def public_bytes(self) -> bytes | None:
+        """The public key, DER: the same for a private key and its public key; None for an
+        HMAC secret."""
+        key = getattr(self._key, "public_key", None)
+        key = self._key if key is None else key()  # a private key, else a public one
+        if not hasattr(key, "public_bytes"):
+            return None
+        return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+    @property
+    def is_private(self) -> bool:
+        return hasattr(self._key, "public_key")  # public keys have no public_key()
+
+
+_KEY_TYPE = re.compile(r"got: (\w+)")
 
 
 _HEADERS: dict[bytes, dict] = {}  # encoded header -> parsed; a few distinct ones in practice

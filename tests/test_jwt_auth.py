@@ -231,6 +231,31 @@ def key_pairs():
     }
 
 
+def test_asymmetric_keys_in_the_wrong_field_or_of_two_pairs_are_configuration_errors(key_pairs):
+    """A private key in public_key would be shown by the admin API (public_key is not
+    secret); a private_key that is not public_key's pair signs tokens that are refused."""
+    from fastgw.config import ConfigError
+    from fastgw.config.schema import validate
+    private, public = key_pairs["ES256"]
+    other_private, _ = pem_pair(ec.generate_private_key(ec.SECP256R1()))
+    rsa_public = key_pairs["RS"][1]
+    for cred, field, expected in (
+            ({"public_key": private}, "public_key", "is a private key"),
+            ({"public_key": public, "private_key": public}, "private_key", "is a public key"),
+            ({"public_key": public, "private_key": other_private}, "private_key",
+             "does not match public_key"),
+            ({"public_key": rsa_public}, "public_key",
+             "cannot be used with ES256: it is an RSAPublicKey")):
+        with pytest.raises(ConfigError) as caught:
+            validate({"consumers": [{"username": "u", "credentials": [
+                {"key": "k", "algorithm": "ES256", **cred}]}]})
+        assert caught.value.errors == [(f"consumers[0].credentials[0].{field}",
+                                        caught.value.errors[0][1])], caught.value.errors
+        assert caught.value.errors[0][1].startswith(expected), caught.value.errors
+    validate({"consumers": [{"username": "u", "credentials": [
+        {"key": "k", "algorithm": "ES256", "public_key": public, "private_key": private}]}]})
+
+
 ASYMMETRIC = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
               "EdDSA"]
 

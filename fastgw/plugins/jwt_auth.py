@@ -82,14 +82,24 @@ def _credential_keys(cred: dict, path: str, errors: Errors) -> None:
         errors.append((join(path, "public_key"), f"is required for {alg}"))
         return
     try:
-        jwt.VerifyingKey(alg, cred["public_key"])
+        public = jwt.VerifyingKey(alg, cred["public_key"])
     except ValueError as exc:
         errors.append((join(path, "public_key"), str(exc)))
+        public = None
+    if public is not None and public.is_private:  # it would be shown by the admin API
+        errors.append((join(path, "public_key"), "is a private key: the public one goes "
+                                                  "here, a private one in private_key"))
     if cred["private_key"]:
         try:
-            jwt.VerifyingKey(alg, cred["private_key"])
+            private = jwt.VerifyingKey(alg, cred["private_key"])
         except ValueError as exc:
             errors.append((join(path, "private_key"), str(exc)))
+            return
+        if not private.is_private:
+            errors.append((join(path, "private_key"), "is a public key"))
+        elif public is not None and private.public_bytes() != public.public_bytes():
+            # every token it signed would be refused
+            errors.append((join(path, "private_key"), "does not match public_key"))
 
 
 def _key_set_source(cred: dict, sources: list[str], path: str, errors: Errors) -> None:
