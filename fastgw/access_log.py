@@ -12,8 +12,11 @@ without its query.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+
+log = logging.getLogger("fastgw")
 
 
 class AccessLog:
@@ -22,6 +25,7 @@ class AccessLog:
         self.stdout_fd = stdout_fd
         self.lines: list[bytes] = []
         self.fd = -1
+        self.lost = 0  # lines dropped since writing last failed (flush)
         self._second = -1  # the time stamp is formatted once a second, not per line
         self._stamp = b""
         self.reopen()
@@ -52,8 +56,22 @@ class AccessLog:
             ex.consumer.username.encode() if ex.consumer is not None else b"-"))
 
     def flush(self) -> None:
+        """Write the lines recorded since the last flush. A write that fails (a full disk, a
+        closed pipe) drops them, with one log line when it starts failing and one when it
+        writes again: serving goes on."""
         if self.lines and self.fd >= 0:
             data = b"".join(self.lines)
             self.lines.clear()
-            while data:
-                data = data[os.write(self.fd, data):]
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError as exc:
+                if not self.lost:
+                    log.error("access log: cannot write to %s (%s); its lines are dropped "
+                              "until it can", self.target, exc.strerror or exc)
+                self.lost += data.count(b"\n")
+                return
+            if self.lost:
+                log.warning("access log: writing to %s again; %d lines were dropped",
+                            self.target, self.lost)
+                self.lost = 0

@@ -152,6 +152,7 @@ class Gateway:
         """Time-outs: each connection and its active exchange count the ticks they spend
         without progress (`stall`, set back to 0 by the request path, which so never
         reads a clock for them) against the time-out of the state they are in."""
+        self._ticker = self.loop.call_later(TICK, self.tick)  # first: whatever fails below
         now = self.now = self.loop.time()
         quiet = self._quiet
         for conn in list(self.connections):
@@ -170,17 +171,17 @@ class Gateway:
         self.pools.expire(now)
         if self._folding is None:  # else folded more often (fold)
             self.fold(TICK)
-        self._ticker = self.loop.call_later(TICK, self.tick)
 
     def fold(self, since: float) -> None:
         """Count the requests finished in the last `since` seconds into the metrics and
         write their access log lines; again in FOLD_EVERY if they came at FOLD_BUSY a
         second or more."""
+        self._folding = None  # so that the tick folds, whatever fails below
         busy = self.stats.fold() >= FOLD_BUSY * since
         if self.access_log is not None:
             self.access_log.flush()
-        self._folding = (self.loop.call_later(FOLD_EVERY, self.fold, FOLD_EVERY) if busy
-                         else None)
+        if busy:
+            self._folding = self.loop.call_later(FOLD_EVERY, self.fold, FOLD_EVERY)
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish."""

@@ -67,3 +67,23 @@ def test_unwritable_access_log_is_exit_2(tmp_path):
                                  "FASTGW_CONFIG": str(config)})
     assert result.returncode == 2
     assert result.stderr.startswith("fastgw: FASTGW_ACCESS_LOG: cannot open")
+
+
+def test_an_access_log_that_cannot_be_written_drops_lines_and_time_outs_still_run(
+        upstream, gateway_factory):
+    """/dev/full: every write fails (ENOSPC), as on a full disk. The lines are dropped
+    with one log line; the 408 after a stalled head still comes (a failed write stopped
+    the worker's clock for good: no time-out ever again)."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "r", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": "/dev/full", "FASTGW_WORKERS": "1",
+                              "FASTGW_HEADER_TIMEOUT": "1"})
+    for _ in range(3):
+        assert gw.request("GET", "/a")[0] == 200
+    gw.wait_for_log("access log: cannot write to /dev/full")
+    with gw.raw(timeout=10) as conn:
+        started = time.monotonic()
+        conn.send(b"GET /a HTTP/1.1\r\nHost: a\r\n")  # and never the rest
+        status, _, _ = conn.response()
+        assert status == 408 and time.monotonic() - started < 5
+    assert gw.request("GET", "/a")[0] == 200
+    assert sum("access log: cannot write" in line for line in gw.log) == 1
