@@ -61,6 +61,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
+# A worker that exits before it is ready is started again after a pause that doubles each
+# time in a row, up to RESPAWN_MAX (it cannot start: a log file gone, memory short, ...).
+RESPAWN_FIRST = 0.2
+RESPAWN_MAX = 10.0
 COMPILE_FAILED = 3  # a worker's exit status when it cannot compile its first configuration
 
 
@@ -222,6 +226,8 @@ class Master:
         self.workers: dict[int, WorkerHandle] = {}
         self.restarts = 0
         self.spawning = 0  # workers being started (their process not yet in `workers`)
+        self.early_exits: dict[int, int] = {}  # slot -> workers in a row gone before ready
+        self.pausing: set[int] = set()  # slots waiting to start a worker again (RESPAWN_*)
         self._spawned = asyncio.Event()  # set whenever one is
         self.stopping = False
         self.exit_code = 0
@@ -347,9 +353,29 @@ class Master:
                 other.changed.set()  # their waiters see the stop
             return
         self.restarts += 1
-        log.warning("worker %d (pid %d) exited with status %s; starting a new one",
-                    worker.slot, worker.pid, code)
-        await self._spawn(worker.slot)
+        slot = worker.slot
+        if worker.applied:  # it served: started again at once
+            self.early_exits.pop(slot, None)
+            log.warning("worker %d (pid %d) exited with status %s; starting a new one",
+                        slot, worker.pid, code)
+            await self._spawn(slot)
+            return
+        early = self.early_exits[slot] = self.early_exits.get(slot, 0) + 1
+        pause = 0.0 if early == 1 else min(RESPAWN_MAX, RESPAWN_FIRST * 2 ** (early - 2))
+        log.warning("worker %d (pid %d) exited with status %s before it was ready; starting "
+                    "a new one in %.1f s", slot, worker.pid, code, pause)
+        if pause:
+            self.pausing.add(slot)
+            worker.changed.set()  # a change waiting for this slot need not (_wait_workers)
+            try:
+                await asyncio.wait_for(self._stop.wait(), pause)
+                return  # stopping
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self.pausing.discard(slot)
+        if not self.stopping:
+            await self._spawn(slot)
 
     async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once every worker runs configuration `revision` (or a later one)."""
@@ -362,11 +388,12 @@ class Master:
     async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
         """True once `done(worker)` holds for the worker in every slot (re-asked as each
         reports, and for a worker that replaced one that died meanwhile); False after
-        `timeout`, or when fastgw stops."""
+        `timeout`, or when fastgw stops. A slot pausing before it starts a worker again is
+        done: that worker starts with what is in force then."""
         async def one(slot: int) -> None:
             while not self._stop.is_set():
                 worker = self.workers[slot]
-                if done(worker):
+                if done(worker) or slot in self.pausing:
                     return
                 worker.changed.clear()
                 await worker.changed.wait()
@@ -440,9 +467,12 @@ class Master:
         if method != "GET" or path not in ("/metrics", "/healthz"):
             return 404, b"application/json", b'{"error_msg": "404 Not Found"}'
         if path == "/healthz":
-            serving = bool(self.workers) and not self.stopping
+            if self.stopping:
+                return 503, b"application/json", b'{"status": "stopping"}'
+            serving = any(w.applied and w.process.returncode is None
+                          for w in self.workers.values())
             return ((200, b"application/json", b'{"status": "ok"}') if serving else
-                    (503, b"application/json", b'{"status": "stopping"}'))
+                    (503, b"application/json", b'{"status": "no worker is serving"}'))
         # (a worker gone, whose replacement is starting, has no counters to give)
         alive = [w for w in self.workers.values() if not w.process.stdin.is_closing()]
         try:

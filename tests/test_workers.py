@@ -8,10 +8,12 @@ import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
-from conftest import service
+from conftest import free_port, service
 
 
 def socket_owner_pids(gw, sockets: list[socket.socket]) -> list[int]:
@@ -211,3 +213,45 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(upstream, gateway_facto
         with open(f"/proc/{pid}/limits") as f:
             line = next(line for line in f if line.startswith("Max open files"))
         assert int(line.split()[3]) == raised, line
+
+
+def test_a_worker_that_cannot_start_is_tried_again_ever_more_slowly_and_healthz_says_so(
+        upstream, gateway_factory, tmp_path):
+    """Its access log's folder is gone, so each new worker exits at once: they are started
+    again after a pause that doubles (it was a tight loop, about four a second, while
+    /healthz said ok); once the folder is back, the next one serves."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    metrics_port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": str(folder / "access.log"),
+                              "FASTGW_WORKERS": "1",
+                              "FASTGW_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
+
+    def healthz() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
+            return r.status
+
+    assert healthz() == 200
+    (folder / "access.log").unlink()
+    folder.rmdir()
+    os.kill(gw.worker_pids()[0], signal.SIGKILL)
+    gw.wait_for_log("starting a new one in 0.4 s", timeout=10)  # the third in a row
+    try:
+        healthz()
+        raise AssertionError("healthz answered 200 with no worker serving")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503
+    pauses = [line for line in gw.log if "before it was ready" in line]
+    assert len(pauses) == 3 and "in 0.0 s" in pauses[0] and "in 0.2 s" in pauses[1]
+    folder.mkdir()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if healthz() == 200:
+                break
+        except urllib.error.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "no worker serving again"
+        time.sleep(0.05)
+    assert gw.request("GET", "/json")[0] == 200
