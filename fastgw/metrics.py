@@ -117,6 +117,43 @@ def _add(into: list[int], counts: list[int]) -> None:
         into[i] += c
 
 
+def merge(snapshots: list[dict]) -> dict:
+    """Worker snapshots (WorkerStats.snapshot) summed into one of the same form: those of
+    the workers running, and what workers gone had counted (Master.departed)."""
+    requests: dict[tuple, int] = {}
+    durations: dict[tuple, list] = {}
+    up_counts, up_total = [0] * (len(BUCKETS) + 1), 0.0
+    failures: dict[str, int] = {}
+    plugins = dict.fromkeys(COUNTERS, 0)
+    conns = {"opened": 0, "reused": 0}
+    queue = {"queued": 0, "timeouts": 0}
+    tls_failures = 0
+    for snap in snapshots:
+        for service, route, status, n in snap["requests"]:
+            key = (service, route, status)
+            requests[key] = requests.get(key, 0) + n
+        for service, route, counts, total in snap["durations"]:
+            entry = durations.setdefault((service, route), [[0] * len(counts), 0.0])
+            _add(entry[0], counts)
+            entry[1] += total
+        _add(up_counts, snap["upstream"][0])
+        up_total += snap["upstream"][1]
+        for reason, n in snap["auth_failures"].items():
+            failures[reason] = failures.get(reason, 0) + n
+        for name in plugins:
+            plugins[name] += snap["plugins"][name]
+        for name in conns:
+            conns[name] += snap["upstream_connections"][name]
+        for name in queue:
+            queue[name] += snap["upstream_queue"][name]
+        tls_failures += snap["tls_handshake_failures"]
+    return {"requests": [[*key, n] for key, n in requests.items()],
+            "durations": [[*key, counts, total] for key, (counts, total) in durations.items()],
+            "upstream": [up_counts, up_total], "auth_failures": failures, "plugins": plugins,
+            "upstream_connections": conns, "upstream_queue": queue,
+            "tls_handshake_failures": tls_failures}
+
+
 class _Collector:
     def __init__(self, snapshots: list[dict], revision: int, restarts: int, workers: int,
                  key_sets: list[dict] = (), revocations: int = 0):
@@ -138,55 +175,30 @@ class _Collector:
                                        labels=["reason"])
         conns = CounterMetricFamily("fastgw_upstream_connections", "Upstream connections",
                                     labels=["outcome"])
-        req_sum: dict[tuple, int] = {}
-        dur_sum: dict[tuple, list] = {}
-        up_counts, up_total = [0] * (len(BUCKETS) + 1), 0.0
-        fail_sum: dict[str, int] = {}
-        plugin_sum = dict.fromkeys(COUNTERS, 0)
-        conn_sum = {"opened": 0, "reused": 0}
-        queue_sum = {"queued": 0, "timeouts": 0}
-        tls_failures = 0
-        for snap in self.snapshots:
-            for service, route, status, n in snap["requests"]:
-                key = (service, route, str(status))
-                req_sum[key] = req_sum.get(key, 0) + n
-            for service, route, counts, total in snap["durations"]:
-                entry = dur_sum.setdefault((service, route), [[0] * len(counts), 0.0])
-                _add(entry[0], counts)
-                entry[1] += total
-            _add(up_counts, snap["upstream"][0])
-            up_total += snap["upstream"][1]
-            for reason, n in snap["auth_failures"].items():
-                fail_sum[reason] = fail_sum.get(reason, 0) + n
-            for name in plugin_sum:
-                plugin_sum[name] += snap["plugins"][name]
-            for name in conn_sum:
-                conn_sum[name] += snap["upstream_connections"][name]
-            for name in queue_sum:
-                queue_sum[name] += snap["upstream_queue"][name]
-            tls_failures += snap["tls_handshake_failures"]
-        for key, n in req_sum.items():
-            requests.add_metric(list(key), n)
-        for key, (counts, total) in dur_sum.items():
-            durations.add_metric(list(key), _cumulative(counts), total)
-        upstream.add_metric([], _cumulative(up_counts), up_total)
+        total = merge(self.snapshots)
+        for service, route, status, n in total["requests"]:
+            requests.add_metric([service, route, str(status)], n)
+        for service, route, counts, seconds in total["durations"]:
+            durations.add_metric([service, route], _cumulative(counts), seconds)
+        upstream.add_metric([], _cumulative(total["upstream"][0]), total["upstream"][1])
+        fail_sum = total["auth_failures"]
         for reason, n in fail_sum.items():
             failures.add_metric([reason], n)
-        for name, n in conn_sum.items():
+        for name, n in total["upstream_connections"].items():
             conns.add_metric([name], n)
         yield from (requests, durations, upstream, failures)
         for name, (help_text, _) in COUNTERS.items():
-            yield CounterMetricFamily(name, help_text, value=plugin_sum[name])
+            yield CounterMetricFamily(name, help_text, value=total["plugins"][name])
         yield conns
         yield CounterMetricFamily("fastgw_upstream_queued",
                                   "Requests that waited for a node at max_connections",
-                                  value=queue_sum["queued"])
+                                  value=total["upstream_queue"]["queued"])
         yield CounterMetricFamily("fastgw_upstream_queue_timeouts",
                                   "Requests answered 503: their node stayed at max_connections",
-                                  value=queue_sum["timeouts"])
+                                  value=total["upstream_queue"]["timeouts"])
         yield CounterMetricFamily("fastgw_tls_handshake_failures",
                                   "TLS handshakes that failed or timed out (never a request)",
-                                  value=tls_failures)
+                                  value=total["tls_handshake_failures"])
         yield CounterMetricFamily("fastgw_worker_restarts", "Workers replaced",
                                   value=self.restarts)
         yield GaugeMetricFamily("fastgw_workers", "Workers running", value=self.workers)

@@ -50,7 +50,7 @@ from .config.sources import FileSource, NotInForce, StartError
 from .console import Console
 from .control_http import ControlProtocol
 from .jwks import KeySetFetchers
-from .metrics import render
+from .metrics import merge, render
 from .plugins import new_states
 from .revocation_store import FileStore, Revocations
 from .settings import Settings
@@ -152,6 +152,7 @@ class WorkerHandle:
         self.revocations_applied = 0  # the generation of revocation entries it holds
         self.failed = 0  # the last revision it could not compile (it kept the one it had)
         self.stats_waiters: list[asyncio.Future] = []
+        self.last_stats: dict | None = None  # what it counted when last asked (stats)
 
     @property
     def pid(self) -> int:
@@ -178,6 +179,7 @@ class WorkerHandle:
         while line := await self.process.stdout.readline():
             report = orjson.loads(line)
             if "stats" in report:
+                self.last_stats = report["stats"]
                 if self.stats_waiters:  # in the order asked; one given up on is done
                     waiter = self.stats_waiters.pop(0)
                     if not waiter.done():
@@ -228,6 +230,9 @@ class Master:
         self.spawning = 0  # workers being started (their process not yet in `workers`)
         self.early_exits: dict[int, int] = {}  # slot -> workers in a row gone before ready
         self.pausing: set[int] = set()  # slots waiting to start a worker again (RESPAWN_*)
+        # the counters of workers gone, as each last reported them: /metrics adds them, so
+        # that counters only go up (requests counted after its last report are lost)
+        self.departed: dict | None = None
         self._spawned = asyncio.Event()  # set whenever one is
         self.stopping = False
         self.exit_code = 0
@@ -341,6 +346,8 @@ class Master:
     async def _supervise(self, worker: WorkerHandle) -> None:
         await worker.read_reports()
         code = await worker.process.wait()
+        if worker.last_stats is not None:
+            self.departed = merge([worker.last_stats, *filter(None, [self.departed])])
         if self.stopping:
             return
         if code == COMPILE_FAILED and not any(w.applied for w in self.workers.values()):
@@ -480,6 +487,8 @@ class Master:
                                                APPLY_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             return 503, b"application/json", b'{"error_msg": "workers did not answer"}'
+        if self.departed is not None:
+            snapshots.append(self.departed)
         text = render(snapshots, self.source.revision, self.restarts, len(self.workers),
                       self.jwks.metrics(), len(self.revocations.entries))
         return 200, CONTENT_TYPE_LATEST.encode(), text

@@ -129,6 +129,31 @@ def test_a_scrape_a_worker_answered_too_late_for_leaves_the_next_ones_and_superv
     assert gw.request("GET", "/x")[0] == 200
 
 
+def test_counters_do_not_go_down_when_a_worker_is_replaced(upstream, gateway_factory):
+    """What a worker that died had counted, as of the last scrape, stays in the sums (they
+    fell by it, which Prometheus reads as a counter reset: rate() jumps)."""
+    port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]},
+                         env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}",
+                              "FASTGW_WORKERS": "1"})
+    gw.metrics_port = port
+    for _ in range(5):
+        assert gw.request("GET", "/counted")[0] == 200
+    assert gw.request("GET", "/counted", headers={"Connection": "close"})[0] == 200
+    before = scrape(gw)
+    requests = value(before, "fastgw_requests_total", service="svc", route="a", status="200")
+    assert requests == 6
+    start = len(gw.log)
+    os.kill(gw.worker_pids()[0], signal.SIGKILL)
+    gw.wait_for_log("starting a new one", start=start)
+    assert gw.request("GET", "/counted")[0] == 200
+    after = scrape(gw)
+    assert value(after, "fastgw_requests_total", service="svc", route="a", status="200") == 7
+    for name, labels in before:
+        if name.endswith(("_total", "_count", "_bucket", "_sum")):
+            assert after.get((name, labels), 0) >= before[(name, labels)], (name, labels)
+
+
 # README: "fastgw_upstream_connections_total{outcome} (opened, reused)". A connect the
 # upstream refuses opens no connection (each was counted as opened).
 def test_a_refused_connect_is_not_counted_as_an_opened_connection(gateway_factory):
