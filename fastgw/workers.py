@@ -295,6 +295,10 @@ class Master:
             if self.spawning:
                 self._spawned.clear()
                 await self._spawned.wait()
+            # the master's copies of the listening sockets: closed as the workers close
+            # theirs, new connections are refused at once instead of queued for nobody
+            for sock in (*self.sockets, *self.tls_sockets):
+                sock.close()
             running = [w.process for w in self.workers.values() if w.process.returncode is None]
             for process in running:
                 process.send_signal(signal.SIGTERM)

@@ -170,6 +170,34 @@ def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_fac
     assert status == 200 and body == b'{"slow": true}'
 
 
+def test_during_the_drain_new_connections_are_refused_not_left_waiting(upstream,
+                                                                        gateway_factory):
+    """The workers stop accepting and the master closes its copies of the listening
+    sockets too (they kept the port open: connections queued for nobody, reset at exit)."""
+    gw = two_worker_gateway(upstream, gateway_factory)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        answer=gw.request("GET", "/slow?delay=3")))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not any(r["target"] == "/slow?delay=3" for r in upstream.requests):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gw.signal(signal.SIGTERM)
+    gw.wait_for_log("draining in-flight requests")
+    deadline = time.monotonic() + 1.5  # well before the in-flight request ends
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", gw.port), timeout=1).close()
+        except ConnectionRefusedError:
+            break
+        assert time.monotonic() < deadline, "still accepting connections while draining"
+        time.sleep(0.02)
+    assert gw.proc.wait(10) == 0
+    thread.join(5)
+    assert result["answer"][0] == 200
+
+
 def test_sigterm_closes_idle_keep_alive_connections(upstream, gateway_factory):
     gw = two_worker_gateway(upstream, gateway_factory)
     conns = open_connections(gw, 4)
