@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
-from itertools import chain, count
+from itertools import chain
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -97,7 +98,12 @@ class Gateway:
         self._last_accept = -LONG_TURN  # the loop's clock after libuv's last accept (and batch)
         # the fewest ticks without progress after which a connection may time out (tick)
         shortest = min(settings.header_timeout, settings.keepalive_timeout)
-        self._quiet = next(n for n in count(1) if (n - 1) * TICK >= shortest)
+        quiet = math.ceil(shortest / TICK) + 1  # then as the tick's own arithmetic has it
+        if quiet > 1 and (quiet - 2) * TICK >= shortest:
+            quiet -= 1
+        elif (quiet - 1) * TICK < shortest:
+            quiet += 1
+        self._quiet = quiet
 
     def apply(self, conf: dict, revision: int) -> Snapshot:
         """Compile `conf` and put it in force; in-flight requests keep the old one. If it

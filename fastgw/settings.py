@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import re
 from typing import Any, Callable, Mapping
@@ -52,10 +53,17 @@ def _optional_address(text: str) -> tuple[str, int] | None:
     return None if text.strip().lower() == "off" else parse_address(text, "127.0.0.1")
 
 
+MAX_WORKERS = 256
+
+
 def _workers(text: str) -> int:
-    if text.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    return _positive_int(text)
+    if text.strip().lower() == "auto":  # the CPUs this process may run on (taskset, cgroups)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise ValueError(f"must be at most {MAX_WORKERS}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -67,8 +75,8 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
+    if not 0 < value < math.inf:
+        raise ValueError("must be a finite number of seconds, greater than 0")
     return value
 
 

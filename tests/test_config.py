@@ -333,6 +333,12 @@ def test_missing_configuration_file_is_exit_2(tmp_path):
     ({"FASTGW_MAX_BODY_BYTES": "-5"}, None, "FASTGW_MAX_BODY_BYTES"),
     ({}, ["--header-timeout", "soon"], "--header-timeout"),
     ({"FASTGW_LOG_LEVEL": "chatty"}, None, "FASTGW_LOG_LEVEL"),
+    # a worker per unit: memory ran out before a line was written (and SIGTERM waited)
+    ({"FASTGW_WORKERS": "99999999999999999999"}, None, "FASTGW_WORKERS"),
+    # no time-out at all: each worker looked, forever, for the tick it could time out at
+    ({"FASTGW_HEADER_TIMEOUT": "inf", "FASTGW_KEEPALIVE_TIMEOUT": "inf"}, None,
+     "FASTGW_KEEPALIVE_TIMEOUT"),
+    ({"FASTGW_SHUTDOWN_TIMEOUT": "nan"}, None, "FASTGW_SHUTDOWN_TIMEOUT"),
 ])
 def test_bad_setting_is_one_line_naming_it_and_exit_2(env, flag, named):
     result = run_fastgw("serve", *(flag or []), env=env)
