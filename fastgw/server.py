@@ -190,10 +190,13 @@ class Gateway:
             self._folding = self.loop.call_later(FOLD_EVERY, self.fold, FOLD_EVERY)
 
     async def shutdown(self, timeout: float) -> None:
-        """Stop accepting, close idle connections, let in-flight exchanges finish."""
+        """Stop accepting, close idle connections, let in-flight exchanges finish: their
+        answers say "connection: close" (keeps_open), and their connections close after."""
         self.listeners = []
         for server in self.servers:
             server.close()
+        for conn in self.connections:
+            conn.closing = True
         deadline = self.loop.time() + timeout
         while True:
             for conn in list(self.connections):

@@ -166,8 +166,9 @@ def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_fac
     gw.signal(signal.SIGTERM)
     assert gw.proc.wait(10) == 0
     thread.join(5)
-    status, _, body = result["answer"]
+    status, headers, body = result["answer"]
     assert status == 200 and body == b'{"slow": true}'
+    assert headers["connection"] == "close"  # the client does not send another on it
 
 
 def test_during_the_drain_new_connections_are_refused_not_left_waiting(upstream,
