@@ -324,6 +324,27 @@ def test_changes_persist_across_restart(admin_gw, upstream, gateway_factory):
     assert again.request("GET", "/x", headers={"Authorization": token})[0] == 200
 
 
+def test_a_change_to_a_configuration_reached_by_a_symlink_is_written_where_it_leads(
+        upstream, gateway_factory, tmp_path):
+    """As a deployment links it (ConfigMap, /etc/alternatives): the link stays, the file it
+    leads to gets the change (the link was replaced by a file of its own)."""
+    gw = gateway_factory({"services": [], "consumers": []}, start=False, env={
+        "FASTGW_WORKERS": "1", "FASTGW_ADMIN_KEY": KEY,
+        "FASTGW_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"})
+    gw.admin_port = int(gw.env["FASTGW_ADMIN_LISTEN"].rsplit(":", 1)[1])
+    real = tmp_path / "real"
+    real.mkdir()
+    gw.config_path.rename(real / "fastgw.yaml")
+    gw.config_path.symlink_to(real / "fastgw.yaml")
+    gw.start()
+    gw.wait_for_log("admin API on")
+    assert admin(gw, "PUT", "/admin/consumers/linked", {"credentials": [
+        {"id": "linked-jwt", "key": "linked-key", "secret": "l" * 40}]})[0] == 200
+    assert gw.config_path.is_symlink()
+    saved = yaml.safe_load((real / "fastgw.yaml").read_text())
+    assert [c["username"] for c in saved["consumers"]] == ["linked"]
+
+
 def test_put_config_keeps_masked_secrets(admin_gw):
     status, conf = admin(admin_gw, "GET", "/admin/config")
     conf["services"][0]["routes"][0]["paths"] = ["/only"]

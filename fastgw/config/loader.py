@@ -110,8 +110,10 @@ def write_atomically(path: str, conf: dict) -> None:
 
 
 def replace_file(path: str, data: bytes) -> None:
-    """Replace `path` with `data` (mode 0600): temp file, fsync, rename."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Replace `path` with `data` (mode 0600): temp file, fsync, rename. A symbolic link
+    stays one: the file it leads to is replaced."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".fastgw-", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
