@@ -30,16 +30,18 @@ import logging
 import os
 import socket
 import ssl
+import stat
 import tempfile
 from typing import Callable
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 log = logging.getLogger("fastgw")
 
 MAX_PEM_BYTES = 1 << 20  # a certificate chain or a key; anything larger is not one
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 ACCEPT_RETRY = 0.1  # seconds before accepting again when out of descriptors
 # accept(2) on Linux: errors of a connection that went away while it waited in the queue,
 # "to be treated like EAGAIN by retrying"
@@ -97,8 +99,10 @@ def read_pair(cert_path: str, key_path: str) -> CertificatePair:
                         f"{cert_path}")
     leaf = chain[0]
     subject = leaf.subject.rfc4514_string() or "(no subject)"
+    fingerprint = leaf.fingerprint(hashes.SHA256()).hex()[:16]  # tells two pairs apart
     pair = CertificatePair(cert_pem, key_pem, f"{subject}, valid until "
-                                              f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+                                              f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, "
+                                              f"SHA-256 {fingerprint}")
     try:
         server_context(pair)  # what OpenSSL itself says (key too small, weak signature, ...)
     except OSError as exc:  # ssl.SSLError is one
@@ -108,8 +112,13 @@ def read_pair(cert_path: str, key_path: str) -> CertificatePair:
 
 
 def _read(setting: str, path: str) -> bytes:
+    """A regular file's bytes: never a FIFO or a device, whose read may wait for ever (and
+    the master with it)."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PairError(f"{setting}: {path} is not a regular file")
             data = f.read(MAX_PEM_BYTES + 1)
     except OSError as exc:
         raise PairError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
@@ -121,14 +130,17 @@ def _read(setting: str, path: str) -> bytes:
 def server_context(pair: CertificatePair) -> ssl.SSLContext:
     """TLS 1.2 and 1.3, ALPN http/1.1, no compression, no renegotiation.
 
-    The options and ciphers are those of ssl.create_default_context(Purpose.CLIENT_AUTH)
-    (forward-secret AEAD suites, the server's order preferred), without the system CA
-    store it loads: no client certificate is asked for, and each SIGHUP builds a context.
+    The options are those of ssl.create_default_context(Purpose.CLIENT_AUTH), without the
+    system CA store it loads: no client certificate is asked for, and each SIGHUP builds a
+    context. TLS 1.2 takes forward-secret AEAD suites only, the server's order preferred
+    (Mozilla's "intermediate" profile; Python's default list has CBC ones too); TLS 1.3
+    has only those.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
                         | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE)
+    context.set_ciphers(TLS12_CIPHERS)
     context.set_alpn_protocols(["http/1.1"])
     _load_pair(context, pair)
     return context

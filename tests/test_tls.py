@@ -217,6 +217,22 @@ def test_tls_1_0_and_1_1_are_refused_and_counted(tls_gw, version):
     wait_for_failures(tls_gw, before + 1)
 
 
+def test_tls_1_2_takes_forward_secret_aead_suites_only(tls_gw):
+    """Mozilla's intermediate profile: a client offering only CBC suites is refused (they
+    were taken: Python's default list has them); a GCM or ChaCha20 one is served."""
+    for cipher in ("ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384",
+                   "ECDHE-ECDSA-AES128-SHA"):
+        context = client_context(tls_gw, ssl.TLSVersion.TLSv1_2)
+        context.set_ciphers(cipher)
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            https(tls_gw, context)
+    for cipher in ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"):
+        context = client_context(tls_gw, ssl.TLSVersion.TLSv1_2)
+        context.set_ciphers(cipher)
+        conn = https(tls_gw, context)
+        assert conn.sock.cipher()[0] == cipher and call(conn, "GET", "/json")[0] == 200
+
+
 def test_alpn_selects_http_1_1(tls_gw):
     conn = https(tls_gw, client_context(tls_gw, alpn=("h2", "http/1.1")))
     assert conn.sock.selected_alpn_protocol() == "http/1.1"
@@ -360,6 +376,28 @@ def test_a_pair_never_shows_its_key(tmp_path, ca):
     read = tls.read_pair(str(cert), str(tmp_path / "server.key"))
     assert pair.key.decode().splitlines()[1] not in repr(read)
     assert read.summary.startswith("CN=localhost, valid until ")
+
+
+def test_two_pairs_alike_but_for_their_keys_are_told_apart_in_the_log(tmp_path, ca):
+    """The reload's log line names the certificate by its SHA-256 fingerprint too."""
+    summaries = set()
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        cert, key = ca.issue().write(folder)
+        summaries.add(tls.read_pair(str(cert), str(key)).summary)
+    assert len(summaries) == 2 and all(" SHA-256 " in s for s in summaries)
+
+
+def test_a_key_path_that_is_a_fifo_is_refused_at_once_never_waited_on(tmp_path, ca):
+    """A FIFO nobody writes to (a secrets agent not running): opening it waited for ever,
+    and the master with it, on a SIGHUP or at start."""
+    cert, _ = ca.issue().write(tmp_path)
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo)
+    with pytest.raises(tls.PairError) as error:
+        tls.read_pair(str(cert), str(fifo))
+    assert str(error.value) == f"FASTGW_TLS_KEY: {fifo} is not a regular file"
 
 
 @pytest.mark.parametrize("given,named,missing", [
