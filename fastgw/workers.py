@@ -473,9 +473,10 @@ class Master:
         return conf
 
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
-        """GET /metrics (summed over every worker) and GET /healthz."""
+        """GET /metrics (summed over every worker) and GET /healthz; HEAD as GET (the
+        head only: control_http), as load balancers' checks often send it."""
         path = target.split("?", 1)[0]
-        if method != "GET" or path not in ("/metrics", "/healthz"):
+        if method not in ("GET", "HEAD") or path not in ("/metrics", "/healthz"):
             return 404, b"application/json", b'{"error_msg": "404 Not Found"}'
         if path == "/healthz":
             if self.stopping:

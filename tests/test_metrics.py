@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 
@@ -102,7 +103,13 @@ def test_healthz(upstream, gateway_factory):
     gateway_factory({"services": []}, env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/healthz")
-    assert conn.getresponse().status == 200
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read()) == {"status": "ok"}
+    for path in ("/healthz", "/metrics"):  # as load balancers' checks send it (it was 404)
+        conn.request("HEAD", path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"" and int(resp.getheader(
+            "content-length")) > 0
 
 
 def test_a_scrape_a_worker_answered_too_late_for_leaves_the_next_ones_and_supervision(
