@@ -308,9 +308,11 @@ class Master:
     # ------------------------------------------------------------ workers
 
     def _reopen_logs(self) -> None:
-        """SIGUSR1: every worker reopens its access log (after a rotation)."""
+        """SIGUSR1: every worker reopens its access log (after a rotation). One still
+        starting opens it after this anyway, and ignores the signal until then."""
         for worker in self.workers.values():
-            worker.process.send_signal(signal.SIGUSR1)
+            if worker.applied and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGUSR1)
 
     async def _spawn(self, slot: int) -> None:
         self.spawning += 1
@@ -625,6 +627,7 @@ async def _worker(settings: Settings, fds: list[int], tls_fds: list[int]) -> int
 
 
 def worker_main() -> int:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # its default ends the process (_worker)
     raw = json.loads(os.environ["FASTGW_WORKER_SETTINGS"])
     for key in ("listen", "etcd", "tls_listen"):
         if raw[key] is not None:

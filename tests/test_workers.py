@@ -284,3 +284,22 @@ def test_a_worker_that_cannot_start_is_tried_again_ever_more_slowly_and_healthz_
         assert time.monotonic() < deadline, "no worker serving again"
         time.sleep(0.05)
     assert gw.request("GET", "/json")[0] == 200
+
+
+def test_a_log_rotation_while_a_worker_starts_does_not_end_it(upstream, gateway_factory,
+                                                               tmp_path):
+    """SIGUSR1 (logrotate's postrotate) reached a replacement worker before it had a
+    handler, and its default action ended it."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": str(tmp_path / "access.log"),
+                              "FASTGW_WORKERS": "1"})
+    [victim] = gw.worker_pids()
+    start = len(gw.log)
+    os.kill(victim, signal.SIGKILL)
+    gw.wait_for_log("starting a new one", start=start)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the stimulus: rotations all through its start
+        gw.signal(signal.SIGUSR1)
+        time.sleep(0.01)
+    assert gw.request("GET", "/json")[0] == 200
+    assert not any("exited with status -10" in line for line in gw.log[start:]), gw.log[start:]
