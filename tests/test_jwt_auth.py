@@ -531,6 +531,10 @@ def test_the_credential_header_under_another_spelling_is_the_same_header(upstrea
     "jwt={good}&jwt={forged}", "jwt={good}&a=1&jwt={good}", "jwt={good}&%6Awt={forged}",
     "j%77t={forged}&jwt={good}", "%6A%77%74={forged}&jwt={good}", "jwt=&jwt={good}",
     "jwt={good}&jwt", "jwt={good}&jwt=", "jwt={good}&JWT={forged}", "Jwt={forged}&jwt={good}",
+    # a ";" separates parameters too, and PHP reads jwt[] as jwt: the copy reached the
+    # upstream as it was, the token read and stripped
+    "a=1;jwt={forged}&jwt={good}", "jwt[]={forged}&jwt={good}", "jwt={good}&jwt%5B%5D={forged}",
+    "jwt={good}&a=1;JWT={forged}",
 ])
 def test_query_parameter_twice_is_refused(jwt_gateway, upstream, query):
     good, forged = token(), token(role="admin", secret="forged-" + SECRET)

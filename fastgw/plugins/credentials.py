@@ -174,18 +174,20 @@ class Places:
 
     def _from_query(self, ex) -> bytes | None:
         """Names are compared percent-decoded, as the upstream's framework will read them
-        (`%6Awt` is `jwt`), and a name in another case counts as a second copy (some
-        frameworks read names so), so that no spelling of a second copy slips past."""
+        (`%6Awt` is `jwt`); a name in another case, one after a ";" (a separator to some
+        frameworks) and one with a "[...]" suffix (PHP reads `jwt[]` as `jwt`) count as a
+        second copy, so that no spelling of a second copy slips past."""
         path, _, query = ex.target.partition(b"?")
         params = query.split(b"&")
         found = None
         copies = 0
         for i, param in enumerate(params):
-            name = unquote_to_bytes(param.partition(b"=")[0].replace(b"+", b" "))
-            if name.lower() == self.query_folded:
-                copies += 1
-                if name == self.query:
-                    found = i
+            for j, part in enumerate(param.split(b";")):
+                name = unquote_to_bytes(part.partition(b"=")[0].replace(b"+", b" "))
+                if name.lower().partition(b"[")[0] == self.query_folded:
+                    copies += 1
+                    if j == 0 and name == self.query:
+                        found = i
         if copies > 1:
             raise Repeated
         if found is None:
