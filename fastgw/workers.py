@@ -114,13 +114,13 @@ async def _serve(settings: Settings) -> int:
                 pair = tls.read_pair(settings.tls_cert, settings.tls_key)
             except tls.PairError as exc:
                 raise StartError(str(exc)) from None
-        try:
-            sockets = [_listen(host, port) for host, port in settings.listen]
-            tls_sockets = [_listen(host, port) for host, port in settings.tls_listen or ()]
-            admin = _listen(*settings.admin_listen) if settings.admin_key else None
-            metrics = _listen(*settings.metrics_listen) if settings.metrics_listen else None
-        except OSError as exc:
-            raise StartError(f"cannot listen: {exc.strerror or exc}") from None
+        sockets = [_listen("FASTGW_LISTEN", *address) for address in settings.listen]
+        tls_sockets = [_listen("FASTGW_TLS_LISTEN", *address)
+                       for address in settings.tls_listen or ()]
+        admin = (_listen("FASTGW_ADMIN_LISTEN", *settings.admin_listen) if settings.admin_key
+                 else None)
+        metrics = (_listen("FASTGW_METRICS_LISTEN", *settings.metrics_listen)
+                   if settings.metrics_listen else None)
     except StartError as exc:
         await source.close()
         print(f"fastgw: {exc}", file=sys.stderr)
@@ -132,11 +132,25 @@ async def _serve(settings: Settings) -> int:
         await source.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(setting: str, host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=4096)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=4096)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartError(f"{setting}: cannot listen on {_address(host, port)}: {reason}"
+                         ) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _bound(sock: socket.socket) -> str:
+    """Where a listening socket listens: its port when port 0 was asked for."""
+    return _address(*sock.getsockname()[:2])
 
 
 class WorkerHandle:
@@ -270,15 +284,15 @@ class Master:
             api = Console(AdminAPI(self))  # the web console at /ui/, the API beside it
             await loop.create_server(lambda: ControlProtocol(api.http, self.settings, api.admit),
                                      sock=self.admin_socket)
-            log.info("admin API on %s:%d", *self.settings.admin_listen)
+            log.info("admin API on %s", _bound(self.admin_socket))
         if self.metrics_socket is not None:
             # (no request to these endpoints has a body)
             await loop.create_server(lambda: ControlProtocol(self.metrics_http, self.settings,
                                                              max_body=0),
                                      sock=self.metrics_socket)
-            log.info("metrics on %s:%d", *self.settings.metrics_listen)
-        addresses = ", ".join([*(f"{h}:{p}" for h, p in self.settings.listen),
-                               *(f"https://{h}:{p}" for h, p in self.settings.tls_listen or ())])
+            log.info("metrics on %s", _bound(self.metrics_socket))
+        addresses = ", ".join([*map(_bound, self.sockets),
+                               *(f"https://{_bound(s)}" for s in self.tls_sockets)])
         if self.tls_pair is not None:
             log.info("TLS certificate %s", self.tls_pair.summary)
         log.info("fastgw serving on %s with %d workers (configuration from %s)", addresses,

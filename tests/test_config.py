@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fastgw.config import ConfigError
 from fastgw.config.loader import parse
 from fastgw.config.schema import validate
+from conftest import free_port, service
 
 UP = {"url": "http://127.0.0.1:9"}
 
@@ -356,7 +357,24 @@ def test_port_in_use_is_exit_2(tmp_path):
         port = s.getsockname()[1]
         result = run_fastgw("serve", env={"FASTGW_CONFIG": str(f),
                                           "FASTGW_LISTEN": f"127.0.0.1:{port}"})
-    assert result.returncode == 2 and "cannot listen" in result.stderr
+        assert result.returncode == 2 and result.stderr == (
+            f"fastgw: FASTGW_LISTEN: cannot listen on 127.0.0.1:{port}: Address already in use\n")
+        result = run_fastgw("serve", env={"FASTGW_CONFIG": str(f),  # which setting: SPEC 2
+                                          "FASTGW_LISTEN": f"127.0.0.1:{free_port()}",
+                                          "FASTGW_METRICS_LISTEN": f"127.0.0.1:{port}"})
+        assert result.returncode == 2 and result.stderr.startswith(
+            "fastgw: FASTGW_METRICS_LISTEN: cannot listen on ")
+
+
+def test_port_0_is_logged_as_the_port_bound(upstream, gateway_factory):
+    """FASTGW_LISTEN=127.0.0.1:0 takes any free port: the log says which (it said :0)."""
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "a", "paths": ["/*"]}])]},
+                         env={"FASTGW_LISTEN": "127.0.0.1:0", "FASTGW_WORKERS": "1"})
+    line = gw.wait_for_log("serving on")
+    port = int(line.split("serving on 127.0.0.1:")[1].split()[0])
+    assert port != 0
+    gw.port = port
+    assert gw.request("GET", "/json")[0] == 200
 
 
 def _public_key(encoding) -> bytes:
