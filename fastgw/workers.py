@@ -243,6 +243,7 @@ class Master:
         self.restarts = 0
         self.spawning = 0  # workers being started (their process not yet in `workers`)
         self.early_exits: dict[int, int] = {}  # slot -> workers in a row gone before ready
+        self.served = False  # a worker has been ready (one replaced it since, maybe)
         self.pausing: set[int] = set()  # slots waiting to start a worker again (RESPAWN_*)
         # the counters of workers gone, as each last reported them: /metrics adds them, so
         # that counters only go up (requests counted after its last report are lost)
@@ -370,7 +371,10 @@ class Master:
             self.departed = merge([worker.last_stats, *filter(None, [self.departed])])
         if self.stopping:
             return
-        if code == COMPILE_FAILED and not any(w.applied for w in self.workers.values()):
+        if worker.applied:
+            self.served = True
+        if code == COMPILE_FAILED and not self.served and not any(
+                w.applied for w in self.workers.values()):
             # no worker ever compiled a configuration: the one fastgw started on is at fault
             print("fastgw: the configuration could not be compiled: a fault of fastgw's or "
                   "of a plugin's (the worker's traceback is above)", file=sys.stderr)

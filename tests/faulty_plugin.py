@@ -1,5 +1,6 @@
 """A plugin whose access step raises: how the tests provoke an exception on the request path;
-with `at_build: true`, its build raises instead (a configuration that cannot be compiled).
+with `at_build: true`, its build raises instead (a configuration that cannot be compiled);
+with `at_build_if: PATH`, its build raises while PATH exists (a worker that cannot start).
 
 Registered only in gateways started with `Gateway(..., plugins=["faulty_plugin"])`
 (see tests/plugin_boot/sitecustomize.py); fastgw itself has no switch for it.
@@ -7,11 +8,13 @@ Registered only in gateways started with `Gateway(..., plugins=["faulty_plugin"]
 
 from __future__ import annotations
 
-from fastgw.config.types import Bool, Field, Obj
+import os
+
+from fastgw.config.types import Bool, Field, Obj, Str
 
 NAME = "explode"
 PRIORITY = 0
-SCHEMA = Obj({"at_build": Field(Bool(), default=False)})
+SCHEMA = Obj({"at_build": Field(Bool(), default=False), "at_build_if": Field(Str())})
 MESSAGE = "the explode plugin failed on purpose"
 BUILD_MESSAGE = "the explode plugin could not be built, on purpose"
 
@@ -28,6 +31,6 @@ class Explode:
 
 
 def build(conf: dict, snapshot) -> Explode:
-    if conf["at_build"]:
+    if conf["at_build"] or conf["at_build_if"] and os.path.exists(conf["at_build_if"]):
         raise RuntimeError(BUILD_MESSAGE)
     return Explode()

@@ -246,24 +246,24 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit(upstream, gateway_facto
 
 def test_a_worker_that_cannot_start_is_tried_again_ever_more_slowly_and_healthz_says_so(
         upstream, gateway_factory, tmp_path):
-    """Its access log's folder is gone, so each new worker exits at once: they are started
-    again after a pause that doubles (it was a tight loop, about four a second, while
-    /healthz said ok); once the folder is back, the next one serves."""
-    folder = tmp_path / "logs"
-    folder.mkdir()
+    """While the mark exists, each new worker fails to compile the configuration and exits:
+    they are started again after a pause that doubles (it was a tight loop, about four a
+    second, while /healthz said ok); once the mark is gone, the next one serves."""
+    mark = tmp_path / "cannot-start"
     metrics_port = free_port()
-    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
-                         env={"FASTGW_ACCESS_LOG": str(folder / "access.log"),
-                              "FASTGW_WORKERS": "1",
-                              "FASTGW_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"})
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "all", "paths": ["/*"]},
+        {"name": "boom", "paths": ["/boom"], "plugins": {"explode": {"at_build_if": str(mark)}}}
+    ])]},
+        env={"FASTGW_WORKERS": "1", "FASTGW_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"},
+        plugins=["faulty_plugin"])
 
     def healthz() -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
             return r.status
 
     assert healthz() == 200
-    (folder / "access.log").unlink()
-    folder.rmdir()
+    mark.touch()
     os.kill(gw.worker_pids()[0], signal.SIGKILL)
     gw.wait_for_log("starting a new one in 0.4 s", timeout=10)  # the third in a row
     try:
@@ -273,7 +273,7 @@ def test_a_worker_that_cannot_start_is_tried_again_ever_more_slowly_and_healthz_
         assert exc.code == 503
     pauses = [line for line in gw.log if "before it was ready" in line]
     assert len(pauses) == 3 and "in 0.0 s" in pauses[0] and "in 0.2 s" in pauses[1]
-    folder.mkdir()
+    mark.unlink()
     deadline = time.monotonic() + 10
     while True:
         try:
