@@ -214,7 +214,7 @@ class Gateway:
             self._folding = None
         self.pools.close()
         if self.access_log is not None:
-            self.access_log.flush()
+            self.access_log.close()
 
 
 class ClientConnection(asyncio.Protocol):

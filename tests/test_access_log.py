@@ -87,3 +87,66 @@ def test_an_access_log_that_cannot_be_written_drops_lines_and_time_outs_still_ru
         assert status == 408 and time.monotonic() - started < 5
     assert gw.request("GET", "/a")[0] == 200
     assert sum("access log: cannot write" in line for line in gw.log) == 1
+
+
+def test_a_stdout_nobody_reads_never_stops_serving(upstream, gateway_factory):
+    """FASTGW_ACCESS_LOG=stdout into a pipe whose reader has stopped (a stalled `| tee`, a
+    logging driver): the writer thread waits on it, requests do not (after a pipe's worth
+    of lines, about 200 requests, every request waited with the worker)."""
+    import http.client
+    import subprocess
+    import sys
+    import threading
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "r", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": "stdout"}, start=False)
+    proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve"], env=gw.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=gw.config_path.parent)  # its stdout: never read
+    try:
+        ready = threading.Event()
+
+        def read_errors():
+            for line in proc.stderr:
+                if "serving on" in line:
+                    ready.set()
+        threading.Thread(target=read_errors, daemon=True).start()
+        assert ready.wait(15)
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+        long_path = "/" + "x" * 2000  # a line of 2 KiB: the pipe is full after 32 of them
+        for _ in range(300):
+            conn.request("GET", long_path)
+            resp = conn.getresponse()
+            assert resp.status == 200
+            resp.read()
+        conn.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_worker_whose_log_cannot_be_opened_serves_and_opens_it_on_sigusr1(
+        upstream, gateway_factory, tmp_path):
+    """Its folder gone when a worker starts (the master checked the file at start): the
+    worker serves without the log (it exited, and was started again without end), and
+    the next SIGUSR1 opens it."""
+    import os
+    import signal as signals
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "access.log"
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "r", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": str(log)})
+    log.unlink()
+    folder.rmdir()
+    start = len(gw.log)
+    os.kill(gw.worker_pids()[0], signals.SIGKILL)
+    gw.wait_for_log("lines are dropped until a SIGUSR1 opens it", start=start)
+    assert gw.request("GET", "/served-anyway")[0] == 200
+    folder.mkdir()
+    gw.signal(signals.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not (log.exists() and "/after" in log.read_text()):
+        assert gw.request("GET", "/after")[0] == 200
+        assert time.monotonic() < deadline, "the log was not opened on SIGUSR1"
+        time.sleep(0.1)
+    assert not any("before it was ready" in line for line in gw.log)
