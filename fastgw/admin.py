@@ -76,7 +76,11 @@ class AdminAPI:
         # (llhttp leaves the whitespace after a value on it: no part of it, RFC 9112 5)
         return given is not None and hmac.compare_digest(given.rstrip(b" \t"), self.key)
 
-    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    async def handle(self, method: str, path: str, body: bytes,
+                     create_only: bool = False) -> tuple[int, Any]:
+        """`create_only` (`If-None-Match: *`, RFC 9110 13.1.2): a PUT of an object that
+        exists already is answered 412, never a replacement (what the console's "Create"
+        and "Add" send)."""
         # each segment percent-decoded (after the split: %2F is a "/" inside a name), so a
         # credential id holding "<", "#" or "%" can be named in a URL, as browsers must send it
         parts = [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
@@ -113,6 +117,7 @@ class AdminAPI:
                 return 200, self._find(conf["services"], "name", name, "service")
             case ("PUT", ["services", name]):
                 item = self._named(data, "name", name)
+                self._absent(create_only, conf["services"], "name", name, "service")
                 new = self._replace(conf, "services", "name", name, item)
                 saved = await self._commit(new)
                 return 200, self._find(saved["services"], "name", name, "service")
@@ -125,6 +130,7 @@ class AdminAPI:
                 item = self._named(data, "name", route)
                 new = copy.deepcopy(conf)
                 service = self._find(new["services"], "name", name, "service")
+                self._absent(create_only, service["routes"], "name", route, "route")
                 service["routes"] = self._upsert(service["routes"], "name", route, item)
                 saved = await self._commit(new)
                 service = self._find(saved["services"], "name", name, "service")
@@ -139,6 +145,7 @@ class AdminAPI:
                 return 200, _mask_consumer(copy.deepcopy(found))
             case ("PUT", ["consumers", username]):
                 item = self._named(data, "username", username)
+                self._absent(create_only, conf["consumers"], "username", username, "consumer")
                 self._keep_masked_secrets([item], conf)
                 new = self._replace(conf, "consumers", "username", username, item)
                 saved = await self._commit(new)
@@ -147,7 +154,7 @@ class AdminAPI:
             case ("DELETE", ["consumers", username]):
                 return await self._delete(conf, ("consumers", "username", username, "consumer"))
             case ("PUT", ["consumers", username, "credentials", cred_id]):
-                return await self._put_credential(username, cred_id, data)
+                return await self._put_credential(username, cred_id, data, create_only)
             case ("DELETE", ["consumers", username, "credentials", cred_id]):
                 return await self._delete(conf, ("consumers", "username", username, "consumer"),
                                           ("credentials", "id", cred_id, "credential"))
@@ -199,6 +206,12 @@ class AdminAPI:
         return 200, {"deleted": value}
 
     @staticmethod
+    def _absent(create_only: bool, items: list[dict], field: str, value: str,
+                what: str) -> None:
+        if create_only and any(i.get(field) == value for i in items):
+            raise AdminError(412, f"{what} {value!r} exists already", field)
+
+    @staticmethod
     def _upsert(items: list[dict], field: str, value: str, item: dict) -> list[dict]:
         out = [item if i.get(field) == value else i for i in items]
         if not any(i.get(field) == value for i in items):
@@ -237,10 +250,12 @@ class AdminAPI:
                         raise AdminError(400, f"{field}: {MASK!r} is not a value", field)
                     cred[field] = old[field]
 
-    async def _put_credential(self, username: str, cred_id: str, data) -> tuple[int, dict]:
+    async def _put_credential(self, username: str, cred_id: str, data,
+                              create_only: bool) -> tuple[int, dict]:
         cred = self._named(data, "id", cred_id)
         new = copy.deepcopy(self.master.conf)
         consumer = self._find(new["consumers"], "username", username, "consumer")
+        self._absent(create_only, consumer["credentials"], "id", cred_id, "credential")
         self._keep_masked_secrets([{"username": username, "credentials": [cred]}],
                                   self.master.conf)
         kind = credential_type(cred)
@@ -317,8 +332,9 @@ class AdminAPI:
             if method == "GET":
                 status, answer = await self.handle(method, target, body)
             else:
+                create_only = headers.get(b"if-none-match", b"").strip() == b"*"
                 async with self._changing:
-                    status, answer = await self.handle(method, target, body)
+                    status, answer = await self.handle(method, target, body, create_only)
         except AdminError as exc:
             status, answer = exc.status, exc.body()
         return status, b"application/json", orjson.dumps(answer)

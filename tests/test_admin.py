@@ -32,9 +32,9 @@ def admin_gw(upstream, gateway_factory):
     return gw
 
 
-def admin(gw, method, path, body=None, key=KEY):
+def admin(gw, method, path, body=None, key=KEY, headers=None):
     conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=10)
-    headers = {"X-API-KEY": key} if key is not None else {}
+    headers = {**({"X-API-KEY": key} if key is not None else {}), **(headers or {})}
     data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
     conn.request(method, path, body=data, headers=headers)
     resp = conn.getresponse()
@@ -343,6 +343,29 @@ def test_a_change_to_a_configuration_reached_by_a_symlink_is_written_where_it_le
     assert gw.config_path.is_symlink()
     saved = yaml.safe_load((real / "fastgw.yaml").read_text())
     assert [c["username"] for c in saved["consumers"]] == ["linked"]
+
+
+def test_a_put_with_if_none_match_star_creates_and_never_replaces(admin_gw):
+    """RFC 9110 13.1.2, what the console's Create and Add send: an object that exists is
+    412 at its name and stays as it was (a plain PUT replaces it: "Add Route" with a
+    protected route's name made it an open one)."""
+    only = {"If-None-Match": "*"}
+    before = admin(admin_gw, "GET", "/admin/config")[1]
+    for path, body, field in (
+            ("/admin/services/api", {"upstream": {"url": "http://127.0.0.1:9"}}, "name"),
+            ("/admin/services/api/routes/r", {"paths": ["/open"]}, "name"),
+            ("/admin/consumers/jack", {"credentials": []}, "username"),
+            ("/admin/consumers/jack/credentials/jack-jwt", {"key": "jack-key"}, "id")):
+        status, body = admin(admin_gw, "PUT", path, body, headers=only)
+        assert (status, body["path"]) == (412, field) and "exists already" in body["error_msg"]
+    assert admin(admin_gw, "GET", "/admin/config")[1] == before
+    assert admin(admin_gw, "PUT", "/admin/services/api/routes/new", {"paths": ["/new"]},
+                 headers=only)[0] == 200
+    assert admin(admin_gw, "PUT", "/admin/consumers/jill", {"credentials": []},
+                 headers=only)[0] == 200
+    status, cred = admin(admin_gw, "PUT", "/admin/consumers/jill/credentials/jill-jwt",
+                         {"key": "jill-key"}, headers=only)
+    assert status == 200 and len(cred["secret"]) >= 32
 
 
 def test_put_config_keeps_masked_secrets(admin_gw):

@@ -533,6 +533,46 @@ def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
     assert_only_its_own_host(c, gw)
 
 
+def test_create_and_add_never_replace_what_exists(gateway, console, upstream):
+    """Create Service, Add Route, Create Consumer and Add Credential under a name taken:
+    the error is at the name and nothing changes (each replaced the object: Add Route
+    with a protected route's name made it an open one)."""
+    gw = gateway({"services": [{"name": "app", "upstream": {"url": upstream.url}, "routes": [
+        {"name": "json", "paths": ["/json"], "plugins": {"jwt-auth": {}}}]}],
+        "consumers": [{"username": "oiloil", "credentials": [
+            {"id": "oiloil-jwt", "key": "oiloil_key", "secret": "s" * 32}]}]})
+    before = admin(gw, "GET", "/admin/config")[1]
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("link", name="app", exact=True).click()
+    page.get_by_role("button", name="Add Route").click()
+    page.get_by_label("Name", exact=True).fill("json")
+    page.get_by_label("Paths").fill("/json")
+    page.get_by_role("button", name="Create").click()
+    expect_error(page.get_by_label("Name", exact=True), "route 'json' exists already")
+    assert gw.request("GET", "/json")[0] == 401  # still protected
+    page.get_by_role("navigation").get_by_role("link", name="Services").click()
+    page.get_by_role("button", name="Create Service").click()
+    page.get_by_label("Name", exact=True).fill("app")
+    page.get_by_label("Upstream URL").fill(upstream.url)
+    page.get_by_role("button", name="Create").click()
+    expect_error(page.get_by_label("Name", exact=True), "service 'app' exists already")
+    page.get_by_role("navigation").get_by_role("link", name="Consumers").click()
+    page.get_by_role("button", name="Create Consumer").click()
+    page.get_by_label("Username").fill("oiloil")
+    page.get_by_role("button", name="Create").click()
+    expect_error(page.get_by_label("Username"), "consumer 'oiloil' exists already")
+    open_consumer(page, "oiloil")
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name="Add Credential to oiloil")
+    dialog.get_by_label("ID", exact=True).fill("oiloil-jwt")
+    dialog.get_by_label("Key", exact=True).fill("other_key")
+    dialog.get_by_role("button", name="Add").click()
+    expect_error(dialog.get_by_label("ID", exact=True), "credential 'oiloil-jwt' exists already")
+    assert admin(gw, "GET", "/admin/config")[1] == before
+    assert_only_its_own_host(c, gw)
+
+
 # ---------------------------------------------------------------- names are text
 
 HTML_KEY = "<img/src=x/onerror=window.pwned=1>"

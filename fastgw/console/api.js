@@ -27,8 +27,8 @@ export function adminPath(...segments) {
   return `/admin/${segments.map(encodeURIComponent).join("/")}`;
 }
 
-export async function call(method, segments, body, key = adminKey.get()) {
-  const headers = { "X-API-KEY": key ?? "" };
+export async function call(method, segments, body, key = adminKey.get(), extra = {}) {
+  const headers = { "X-API-KEY": key ?? "", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
@@ -56,6 +56,8 @@ export async function call(method, segments, body, key = adminKey.get()) {
 export const api = {
   get: (...segments) => call("GET", segments),
   put: (segments, body) => call("PUT", segments, body),
+  // a PUT that only creates: 412 (at the name's field) if the object exists already
+  create: (segments, body) => call("PUT", segments, body, adminKey.get(), { "If-None-Match": "*" }),
   post: (segments, body) => call("POST", segments, body),
   remove: (...segments) => call("DELETE", segments),
 };

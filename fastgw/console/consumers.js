@@ -115,7 +115,7 @@ function createConsumer(main, go) {
     const consumer = form.collect();
     if (!consumer.username) return form.showError(new FieldError("username", "is required"));
     try {
-      await api.put(["consumers", consumer.username], consumer);
+      await api.create(["consumers", consumer.username], consumer);
       go("consumer", consumer.username, "Consumer created.");
     } catch (error) {
       form.showError(error, CONSUMER_PREFIX);
@@ -211,7 +211,8 @@ export function credentialDialog(consumer, cred, refresh) {
     if (!id) return form.showError(new FieldError("key", "is required"));
     out.id = id;
     try {
-      const saved = await api.put(["consumers", consumer.username, "credentials", id], out);
+      const saved = await (isNew ? api.create : api.put)(
+        ["consumers", consumer.username, "credentials", id], out);
       dialog.close();
       const field = kind === "jwt-auth" ? "secret" : "key";
       if (saved[field] && saved[field] !== "***" && out[field] === undefined) {

@@ -257,7 +257,7 @@ export class Form {
     if (path && message.startsWith(`${path}: `)) message = message.slice(path.length + 2);
     if (path && prefix) {
       const match = path.match(prefix);
-      path = match ? path.slice(match[0].length) : null;
+      path = match ? path.slice(match[0].length) : path;
     }
     const place = path === null ? null : this.place(path);
     if (place) {

@@ -124,7 +124,7 @@ export async function serviceView(main, go, name) {
       throw error;
     }
     try {
-      await api.put(["services", service.name], service);
+      await (isNew ? api.create : api.put)(["services", service.name], service);
       go("service", service.name, isNew ? "Service created." : "Service saved.");
     } catch (error) {
       form.showError(error, SERVICE_PREFIX);
@@ -213,7 +213,7 @@ export async function routeView(main, go, serviceName, name) {
       throw error;
     }
     try {
-      await api.put(["services", serviceName, "routes", route.name], route);
+      await (isNew ? api.create : api.put)(["services", serviceName, "routes", route.name], route);
       go("route", serviceName, route.name, isNew ? "Route created." : "Route saved.");
     } catch (error) {
       form.showError(error, ROUTE_PREFIX);
