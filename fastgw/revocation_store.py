@@ -41,6 +41,7 @@ log = logging.getLogger("fastgw")
 
 PRUNE_INTERVAL = 1.0  # seconds between the master's sweeps for expired entries
 COMPACT_SLACK = 64  # lines appended to the revocations file beyond its live entries
+LEASE_MARGIN = 86400  # seconds an etcd entry's lease outlasts it (EtcdStore.write)
 # The entries once a change is made, for a store that writes them all (built only then).
 Entries = Callable[[], list[dict]]
 
@@ -453,7 +454,12 @@ class EtcdStore:
             raise Unavailable(f"etcd is unavailable: {_reason(exc)}") from None
 
     async def write(self, entry: dict, after: Entries) -> None:
-        ttl = max(1, math.ceil(entry["expires"] + self.revocations.keep - time.time()))
+        # Each node forgets an entry by its own clock and the grace in force then (prune);
+        # the lease only clears etcd, LEASE_MARGIN later: a lease ending at `expires` on the
+        # writer's clock lifted it on every node while a node with a slower clock, or a
+        # grace raised since, still let its token in.
+        ttl = max(1, math.ceil(entry["expires"] + self.revocations.keep - time.time())
+                  ) + LEASE_MARGIN
         key, value = self.key(entry["id"]).encode(), orjson.dumps(entry)
 
         async def put(client):
@@ -479,7 +485,7 @@ class EtcdStore:
             self._seen[entry["id"]] = gone.header.revision
 
     async def forget(self, gone: list[str], after: Entries) -> None:
-        """Expired: etcd's lease deletes the key by itself."""
+        """Expired: etcd's lease deletes the key by itself, LEASE_MARGIN later."""
 
     def absorb(self, changes: dict[str, tuple[int, bytes | None]], everything: bool) -> bool:
         """Take the keys of the revocations folder out of a batch of etcd changes
