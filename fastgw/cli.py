@@ -202,11 +202,15 @@ def _config_pull(args) -> int:
     from .config.sources import Unavailable
     settings = _etcd_settings(args)
     try:
-        conf, _ = asyncio.run(etcd.pull(settings))
+        conf, skipped = asyncio.run(etcd.pull(settings))
     except Unavailable as exc:
         print(f"fastgw: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(loader.dump(conf))
+    if skipped:  # a backup made so would delete them when pushed back: say so, and fail
+        print(f"fastgw: {skipped} value(s) in etcd do not validate and are left out (see "
+              "above); pushing this output back would delete them", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -388,6 +388,19 @@ def test_start_with_etcd_down_and_no_snapshot_is_exit_2_in_one_line(start_node):
     assert "cannot reach etcd" in result.stderr and "no snapshot" in result.stderr
 
 
+def test_pull_with_a_value_left_out_says_a_push_would_delete_it_and_exits_1(tmp_path, etcd,
+                                                                            base_config):
+    """`pull > backup.yaml` exited 0 without an object written into etcd by hand that does
+    not validate; pushing that backup back deleted it."""
+    assert push(tmp_path, etcd.endpoint, base_config).returncode == 0
+    etcd.put(f"{PREFIX}/services/beta", {"name": "beta", "upstream": {"url": "ftp://x"}})
+    pulled = fastgw("config", "pull", "--etcd", etcd.endpoint)
+    assert pulled.returncode == 1
+    assert [s["name"] for s in yaml.safe_load(pulled.stdout)["services"]] == ["api"]
+    assert f"etcd key {PREFIX}/services/beta skipped" in pulled.stderr
+    assert pulled.stderr.rstrip().endswith("pushing this output back would delete them")
+
+
 def test_invalid_values_are_skipped_named_in_the_log_and_the_last_good_kept(cluster, etcd):
     a, b = cluster
     jack = token()

@@ -70,6 +70,7 @@ class ClusterState:
         self.latest: dict[str, tuple[int, bool]] = {}  # key -> (mod revision, exists)
         self.revision = 0
         self.conf: dict = {"services": [], "consumers": []}
+        self.skipped = 0  # values skipped so far (_skip)
 
     @property
     def changed_key(self) -> str:
@@ -155,6 +156,7 @@ class ClusterState:
         return schema.validate_item(section, raw)
 
     def _skip(self, key: str, reason: str) -> None:
+        self.skipped += 1
         kept = ("keeping its last good version" if key in self.items
                 else "it stays out of the configuration")
         log.error("etcd key %s skipped: %s; %s", key, reason, kept)
@@ -552,7 +554,8 @@ def _decoded(value: bytes | None) -> object:
 
 
 async def pull(settings) -> tuple[dict, int]:
-    """The configuration in etcd (objects that do not validate are logged and left out)."""
+    """The configuration in etcd and how many values were left out of it (objects that do
+    not validate are logged and left out)."""
     state = ClusterState(settings.etcd_prefix)
 
     async def read(client):
@@ -560,6 +563,6 @@ async def pull(settings) -> tuple[dict, int]:
         revocations = state.root + "revocations/"  # not configuration (revocation_store.py)
         state.update({kv.key.decode(): (kv.mod_revision, kv.value) for kv in found
                       if not kv.key.decode().startswith(revocations)}, found.header.revision)
-        return state.conf, found.header.revision
+        return state.conf, state.skipped
 
     return await _with_client(settings.etcd, read)
