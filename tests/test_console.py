@@ -573,6 +573,41 @@ def test_create_and_add_never_replace_what_exists(gateway, console, upstream):
     assert_only_its_own_host(c, gw)
 
 
+def test_a_save_keeps_routes_and_plugins_changed_elsewhere_meanwhile(gateway, console, upstream):
+    """The service page was open while jwt-auth was put on its route and a route added
+    through the admin API: saving the service's own fields keeps both (the page sent back
+    the routes as it had read them, which opened the route and dropped the new one)."""
+    gw = gateway({"services": [{"name": "app", "upstream": {"url": upstream.url}, "routes": [
+        {"name": "json", "paths": ["/json"]}]}]})
+    c = console(gw)
+    page = c.open()
+    page.get_by_role("link", name="app", exact=True).click()
+    expect(page.get_by_role("heading", name="Service app")).to_be_visible()
+    assert admin(gw, "PUT", "/admin/services/app/routes/json",
+                 {"paths": ["/json"], "plugins": {"jwt-auth": {}}})[0] == 200
+    assert admin(gw, "PUT", "/admin/services/app/routes/more", {"paths": ["/more"]})[0] == 200
+    page.get_by_label("Hosts").fill("api.test")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Service saved.")
+    saved = admin(gw, "GET", "/admin/services/app")[1]
+    assert saved["hosts"] == ["api.test"]
+    assert [(r["name"], r["plugins"]) for r in saved["routes"]] == [
+        ("json", {"jwt-auth": saved["routes"][0]["plugins"]["jwt-auth"]}), ("more", {})]
+    assert gw.request("GET", "/json", host="api.test")[0] == 401
+    # the route page open while its methods change elsewhere, and the jwt-auth stays
+    page.get_by_role("table", name="Routes").get_by_role("link", name="json", exact=True).click()
+    assert admin(gw, "PUT", "/admin/services/app/routes/json",
+                 {"paths": ["/json"], "plugins": {}})[0] == 200
+    assert admin(gw, "PUT", "/admin/services/app/routes/json",
+                 {"paths": ["/json"], "plugins": {"jwt-auth": {"hide_credentials": True}}})[0] == 200
+    page.get_by_label("Paths").fill("/json, /v2/json")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_have_text("Route saved.")
+    route = admin(gw, "GET", "/admin/services/app/routes/json")[1]
+    assert route["paths"] == ["/json", "/v2/json"]
+    assert route["plugins"]["jwt-auth"]["hide_credentials"] is True
+
+
 # ---------------------------------------------------------------- names are text
 
 HTML_KEY = "<img/src=x/onerror=window.pwned=1>"
@@ -753,7 +788,13 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     expect(page.get_by_role("dialog")).to_be_hidden()
     assert gw.request("GET", "/e/x", headers={"x-robot-key": api_key})[0] == 200
     assert gw.request("GET", "/e/x", headers={"apikey": api_key})[0] == 401
+    page.get_by_role("button", name="Remove Key Auth").click()  # asked first, as deletes
+    confirm = page.get_by_role("dialog", name=re.compile("Remove Key Auth from service echo"))
+    expect(confirm).to_contain_text("Requests will reach the upstream without it.")
+    confirm.get_by_role("button", name="Cancel").click()
+    assert gw.request("GET", "/e/x")[0] == 401  # one click no longer opens the API
     page.get_by_role("button", name="Remove Key Auth").click()
+    page.get_by_role("dialog").get_by_role("button", name="Remove").click()
     expect(page.get_by_text("No plugins.")).to_be_visible()
     assert gw.request("GET", "/e/x")[0] == 200
     page.get_by_label("Path prefix", exact=True).fill("/echo")

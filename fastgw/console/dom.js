@@ -303,7 +303,7 @@ export function openDialog(title, ...content) {
 // Asks `question`; "Delete" runs `remove` (an admin API call). True once it is done; an
 // answer that refuses it (a reference to it, etcd unreachable, ...) is shown in the dialog,
 // which stays open.
-export function confirmDelete(question, remove) {
+export function confirmDelete(question, remove, action = "Delete") {
   return new Promise((resolve) => {
     let done = false;
     const error = h("p", { class: "form-error", role: "alert" });
@@ -321,7 +321,7 @@ export function confirmDelete(question, remove) {
           }
           done = true;
           dialog.close();
-        } }, "Delete"),
+        } }, action),
         h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
     dialog.addEventListener("close", () => resolve(done));
   });

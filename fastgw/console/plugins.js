@@ -1,7 +1,7 @@
 // The plugins a route or a service can have, by category, with the guide's names, and
 // the dialog that adds or edits one. Saving the dialog saves its owner (route or service).
 
-import { Form, FieldError, h, openDialog } from "./dom.js";
+import { Form, FieldError, confirmDelete, h, openDialog } from "./dom.js";
 import { PLUGIN_GROUPS } from "./extensions.js";
 
 const STRIP = {
@@ -77,12 +77,12 @@ export function pluginSection(owner) {
                         onclick: async () => {
                           const next = { ...owner.plugins() };
                           delete next[name];
-                          try {
-                            await owner.save(next);
-                          } catch (error) {
-                            owner.report(error);
-                          }
-                          render();
+                          // one click would open the API (an auth plugin): asked, as deletes are
+                          const warning = CATALOGUE.some(({ category, plugins: group }) =>
+                            category === "Authentication" && group.some((p) => p.name === name))
+                            ? " Requests will reach the upstream without it." : "";
+                          if (await confirmDelete(`Remove ${info.title} from ${owner.what} ${owner.name}?${warning}`,
+                                                  () => owner.save(next), "Remove")) render();
                         } }, "Remove")));
     }) : [h("li", { class: "empty" }, "No plugins.")]));
   }

@@ -124,6 +124,11 @@ export async function serviceView(main, go, name) {
       throw error;
     }
     try {
+      if (!isNew) { // routes and plugins as they are now: changed elsewhere since, maybe
+        const fresh = await api.get("services", name);
+        service.routes = fresh.routes;
+        service.plugins = fresh.plugins;
+      }
       await (isNew ? api.create : api.put)(["services", service.name], service);
       go("service", service.name, isNew ? "Service created." : "Service saved.");
     } catch (error) {
@@ -138,7 +143,7 @@ export async function serviceView(main, go, name) {
       what: "service", name,
       plugins: () => current.plugins ?? {},
       save: async (plugins) => {
-        current = await api.put(["services", name], { ...current, plugins });
+        current = await api.put(["services", name], { ...(await api.get("services", name)), plugins });
         form.original.plugins = structuredClone(current.plugins); // the form saves these next
       },
       errorPrefix: (plugin) => new RegExp(`^services\\[\\d+\\]\\.plugins\\.${plugin}\\.?`),
@@ -213,6 +218,7 @@ export async function routeView(main, go, serviceName, name) {
       throw error;
     }
     try {
+      if (!isNew) route.plugins = (await api.get("services", serviceName, "routes", name)).plugins;
       await (isNew ? api.create : api.put)(["services", serviceName, "routes", route.name], route);
       go("route", serviceName, route.name, isNew ? "Route created." : "Route saved.");
     } catch (error) {
@@ -228,7 +234,8 @@ export async function routeView(main, go, serviceName, name) {
       what: "route", name,
       plugins: () => current.plugins ?? {},
       save: async (plugins) => {
-        current = await api.put(["services", serviceName, "routes", name], { ...current, plugins });
+        current = await api.put(["services", serviceName, "routes", name],
+                                { ...(await api.get("services", serviceName, "routes", name)), plugins });
         form.original.plugins = structuredClone(current.plugins); // the form saves these next
       },
       errorPrefix: (plugin) => new RegExp(`^services\\[\\d+\\]\\.routes\\[\\d+\\]\\.plugins\\.${plugin}\\.?`),
