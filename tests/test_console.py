@@ -608,6 +608,18 @@ def test_a_save_keeps_routes_and_plugins_changed_elsewhere_meanwhile(gateway, co
     assert route["plugins"]["jwt-auth"]["hide_credentials"] is True
 
 
+def test_a_malformed_place_in_the_address_shows_the_services(gateway, console):
+    """"#consumer/%E0%A4%A" (cut off mid-escape) threw "URI malformed" and left the page
+    as it was."""
+    gw = gateway({"consumers": [{"username": "oiloil"}]})
+    c = console(gw)
+    page = c.open()
+    open_consumer(page, "oiloil")
+    page.goto(gw.console + "#consumer/%E0%A4%A")
+    expect(page.get_by_role("heading", name="Services")).to_be_visible()
+    assert c.errors == []
+
+
 # ---------------------------------------------------------------- names are text
 
 HTML_KEY = "<img/src=x/onerror=window.pwned=1>"

@@ -43,7 +43,13 @@ export function viewHash(view, ...args) {
 }
 
 export function parseHash(hash) {
-  const [view, ...args] = hash.replace(/^#/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = hash.replace(/^#/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  } catch { // a malformed escape ("%E0%A4%A"): the services page, as for any unknown place
+    return ["services", []];
+  }
+  const [view, ...args] = parts;
   if (!(view in ARITY)) return ["services", []];
   const wanted = ARITY[view];
   const given = args.slice(0, wanted);
