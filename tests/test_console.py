@@ -836,6 +836,26 @@ def test_services_routes_plugins_and_consumers_are_edited_and_deleted(gateway, c
     assert_only_its_own_host(c, gw)
 
 
+def test_a_key_refused_while_a_dialog_is_open_closes_it_for_the_sign_in(gateway, console):
+    """The admin key changed on the gateway while the token dialog was open: Generate gets
+    401, and the sign-in form can be used (the modal dialog stayed, the form inert)."""
+    gw = gateway({"consumers": [{"username": "oiloil", "credentials": [
+        {"id": "oiloil-jwt", "key": "oiloil_key", "secret": "s" * 32}]}]})
+    c = console(gw)
+    page = c.open()
+    open_consumer(page, "oiloil")
+    page.get_by_role("button", name="Generate JSON Web Token").click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+    page.evaluate("sessionStorage.setItem('fastgw.adminKey', 'a-key-no-longer-taken')")
+    page.get_by_role("dialog").get_by_role("button", name="Generate").click()
+    expect(page.get_by_role("alert").filter(has_text="no longer accepted")).to_be_visible()
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    page.get_by_label("Admin key").fill(KEY)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation")).to_be_visible()  # signed in again
+    expect(page.get_by_label("Admin key")).to_be_hidden()
+
+
 def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
     gw = gateway()
     c = console(gw)

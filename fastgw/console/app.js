@@ -70,6 +70,9 @@ function signedIn(yes) {
 
 whenUnauthorised(() => {
   adminKey.forget();
+  // every dialog open (a token, a credential, a plugin): a modal one would keep the
+  // sign-in form inert behind it
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   signedIn(false);
   signInError.textContent = "The admin key is no longer accepted: sign in again.";
 });
