@@ -21,8 +21,10 @@ ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 class EtcdServer:
     """One etcd member on 127.0.0.1; `kv_*` speak its JSON gateway (/v3/kv/...)."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, name: str = "test"):
         self.data_dir = data_dir
+        self.name = name
+        self.initial_cluster: str | None = None  # the members of its cluster (cluster)
         self.port = free_port()
         self.peer_port = free_port()
         while self.peer_port == self.port:  # two probes can land on the same free port
@@ -34,15 +36,16 @@ class EtcdServer:
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20) -> "EtcdServer":
+    def start(self, timeout: float = 20, wait: bool = True) -> "EtcdServer":
         client, peer = f"http://{self.endpoint}", f"http://127.0.0.1:{self.peer_port}"
         self.proc = subprocess.Popen(
-            [ETCD, "--name", "test", "--data-dir", str(self.data_dir),
+            [ETCD, "--name", self.name, "--data-dir", str(self.data_dir),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"test={peer}", "--unsafe-no-fsync"],
+             "--initial-cluster", self.initial_cluster or f"{self.name}={peer}",
+             "--unsafe-no-fsync"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ready = threading.Event()
+        ready = self._ready = threading.Event()
 
         def read() -> None:
             for line in self.proc.stderr:
@@ -52,10 +55,14 @@ class EtcdServer:
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(timeout) or self.proc.poll() is not None:
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        if not self._ready.wait(timeout) or self.proc.poll() is not None:
             self.kill()
             raise RuntimeError("etcd did not start:\n" + "".join(self.output))
-        return self
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -172,3 +179,17 @@ class TcpRelay:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def etcd_cluster(folder: Path, size: int = 3) -> list[EtcdServer]:
+    """`size` members of one etcd cluster (each ready once they have elected a leader)."""
+    members = [EtcdServer(folder / f"member{i}", f"member{i}") for i in range(size)]
+    ports = {m.port for m in members} | {m.peer_port for m in members}
+    assert len(ports) == 2 * size, "two probes landed on the same free port"
+    initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in members)
+    for member in members:
+        member.initial_cluster = initial
+        member.start(wait=False)  # each is ready only once a quorum has started
+    for member in members:
+        member.wait_ready()
+    return members

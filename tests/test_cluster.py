@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, free_port, service
-from etcd import EtcdServer, TcpRelay
+from etcd import EtcdServer, TcpRelay, etcd_cluster
 from test_admin import KEY, admin
 from test_metrics import scrape, value
 
@@ -482,3 +482,35 @@ def test_deleting_a_consumer_a_service_still_names_keeps_it_with_a_log_line(
     wait_status(a, None, 401, within=5)
     assert [c["username"] for c in admin(a, "GET", "/admin/consumers")[1]] == ["jack"]
     assert len([line for line in a.log if "was deleted but" in line]) == 1
+
+
+def test_a_node_on_a_member_without_a_leader_says_it_is_cut_off_and_catches_up(
+        tmp_path, base_config, start_node):
+    """Its member is up but has lost its cluster (here: the two others are down): the node
+    watches with etcd's "require leader", so the member ends the watch and the node says
+    it is cut off and tries again (it kept a silent watch, and said it was connected, for
+    as long as the member had no leader), then catches up once there is a leader."""
+    members = etcd_cluster(tmp_path / "etcd")
+    try:
+        first, second, third = members
+        assert push(tmp_path, first.endpoint, base_config).returncode == 0
+        node = start_node(third.endpoint, "c")
+        assert admin(node, "GET", "/admin/status")[1]["etcd_connected"] is True
+        first.kill()
+        second.kill()
+        node.wait_for_log("etcd lost", timeout=30)
+        assert admin(node, "GET", "/admin/status")[1]["etcd_connected"] is False
+        for member in (first, second):
+            member.start(wait=False)
+        for member in (first, second):
+            member.wait_ready()
+        node.wait_for_log("etcd reachable again", timeout=30)
+        changed = {**base_config, "consumers": [*base_config["consumers"], {"username": "jill"}]}
+        assert push(tmp_path, first.endpoint, changed).returncode == 0
+        deadline = time.monotonic() + 5
+        while "jill" not in [c["username"] for c in admin(node, "GET", "/admin/consumers")[1]]:
+            assert time.monotonic() < deadline, "the node did not catch up"
+            time.sleep(0.05)
+    finally:
+        for member in members:
+            member.kill()

@@ -470,7 +470,20 @@ class EtcdSource:
 
 
 def _new_client(host: str, port: int) -> aetcd.Client:
-    return aetcd.Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+    return _Client(host, port, timeout=CALL_TIMEOUT, options=GRPC_OPTIONS)
+
+
+class _Client(aetcd.Client):
+    """aetcd's client, whose watches require a leader (etcd's "hasleader" metadata, as Go's
+    clientv3.WithRequireLeader): a member cut off from its cluster ends them, so the node
+    says it is cut off and tries again, instead of waiting on a watch that never speaks
+    (and saying it is connected) for as long as the member has no leader."""
+
+    async def connect(self) -> None:
+        await super().connect()
+        watcher = self._watcher  # (aetcd passes its metadata to the watch stream only)
+        if watcher is not None and ("hasleader", "true") not in (watcher._metadata or ()):
+            watcher._metadata = (*(watcher._metadata or ()), ("hasleader", "true"))
 
 
 async def _write(client: aetcd.Client, compares: list, puts: dict[str, bytes],
