@@ -371,17 +371,24 @@ def test_bad_reload_keeps_running_configuration(upstream, jwt_gateway):
 
 
 
-def test_verified_token_cache_drops_the_least_recently_used():
+def _plugin_with_cache(size: int):
+    """jwt-auth built for one route and consumer jack, with a verified-token cache of
+    `size`: (plugin, cache)."""
     from types import SimpleNamespace
 
     from fastgw.config.schema import validate
     from fastgw.plugins import jwt_auth
     conf = validate({"consumers": [consumer()], "services": [service("http://127.0.0.1:9", [
         {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
-    cache = jwt_auth.VerifiedTokenCache(2)
+    cache = jwt_auth.VerifiedTokenCache(size)
     plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
                             SimpleNamespace(credentials={"jwt-auth": jwt_auth.index_credentials(
                                 conf["consumers"], None)}, state={"jwt-auth": cache}))
+    return plugin, cache
+
+
+def test_verified_token_cache_drops_the_least_recently_used():
+    plugin, cache = _plugin_with_cache(2)
     t0, t1, t2 = (token(n=i).encode() for i in range(3))
     for t in (t0, t1, t0, t2):  # t0 is used again before t2 comes: t1 is the one to go
         ex = PluginSide([(b"authorization", t)])
@@ -394,16 +401,7 @@ def test_one_token_spelt_many_ways_in_the_header_takes_one_cache_entry_per_prefi
     """Spaces after "Bearer" and after the token are not part of it: one valid token padded
     a thousand ways is accepted each time, but cached only as sent plainly (else one token
     could fill the cache with entries of any size, and push out everyone else's)."""
-    from types import SimpleNamespace
-
-    from fastgw.config.schema import validate
-    from fastgw.plugins import jwt_auth
-    conf = validate({"consumers": [consumer()], "services": [service("http://127.0.0.1:9", [
-        {"name": "r", "paths": ["/*"], "plugins": {"jwt-auth": {}}}])]})
-    cache = jwt_auth.VerifiedTokenCache(100)
-    plugin = jwt_auth.build(conf["services"][0]["routes"][0]["plugins"]["jwt-auth"],
-                            SimpleNamespace(credentials={"jwt-auth": jwt_auth.index_credentials(
-                                conf["consumers"], None)}, state={"jwt-auth": cache}))
+    plugin, cache = _plugin_with_cache(100)
     tok = token().encode()
     spellings = [b"Bearer " + b" " * n + tok for n in range(1, 500)]
     spellings += [b"Bearer " + tok + b" \t" * n for n in range(1, 500)]

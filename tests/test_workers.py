@@ -150,19 +150,22 @@ def test_a_stop_while_a_worker_is_being_replaced_stops_the_replacement(upstream,
     assert not any("Traceback" in line for line in gw.log), "".join(gw.log)
 
 
-def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_factory):
-    gw = two_worker_gateway(upstream, gateway_factory)
+def _in_flight(gw, upstream, target: str):
+    """GET `target` in a thread, returned once the upstream has it: (thread, result), with
+    result["answer"] set when it is answered."""
     result = {}
-
-    def slow():
-        result["answer"] = gw.request("GET", "/slow?delay=1")
-
-    thread = threading.Thread(target=slow)
+    thread = threading.Thread(target=lambda: result.update(answer=gw.request("GET", target)))
     thread.start()
     deadline = time.monotonic() + 5
-    while not any(r["target"] == "/slow?delay=1" for r in upstream.requests):
+    while not any(r["target"] == target for r in upstream.requests):
         assert time.monotonic() < deadline
         time.sleep(0.01)
+    return thread, result
+
+
+def test_sigterm_lets_in_flight_request_finish_and_exits_0(upstream, gateway_factory):
+    gw = two_worker_gateway(upstream, gateway_factory)
+    thread, result = _in_flight(gw, upstream, "/slow?delay=1")
     gw.signal(signal.SIGTERM)
     assert gw.proc.wait(10) == 0
     thread.join(5)
@@ -176,14 +179,7 @@ def test_during_the_drain_new_connections_are_refused_not_left_waiting(upstream,
     """The workers stop accepting and the master closes its copies of the listening
     sockets too (they kept the port open: connections queued for nobody, reset at exit)."""
     gw = two_worker_gateway(upstream, gateway_factory)
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        answer=gw.request("GET", "/slow?delay=3")))
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not any(r["target"] == "/slow?delay=3" for r in upstream.requests):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    thread, result = _in_flight(gw, upstream, "/slow?delay=3")
     gw.signal(signal.SIGTERM)
     gw.wait_for_log("draining in-flight requests")
     deadline = time.monotonic() + 1.5  # well before the in-flight request ends
