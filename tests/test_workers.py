@@ -152,7 +152,9 @@ def test_a_stop_while_a_worker_is_being_replaced_stops_the_replacement(upstream,
 
 def _in_flight(gw, upstream, target: str):
     """GET `target` in a thread, returned once the upstream has it: (thread, result), with
-    result["answer"] set when it is answered."""
+    result["answer"] set when it is answered. `target` gets a query parameter of its own:
+    the upstream serves the whole session, and another test's request must not count."""
+    target += f"&in-flight={time.monotonic_ns()}"
     result = {}
     thread = threading.Thread(target=lambda: result.update(answer=gw.request("GET", target)))
     thread.start()
