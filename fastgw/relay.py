@@ -592,9 +592,13 @@ class Exchange:
         early.close()
         if received and self.conn is not None:
             self.conn.spoil()
-            for data in received:
-                if self.state != DONE:
-                    self.upstream_data(data)
+            try:  # as UpstreamConnection.data_received does: a fault is a logged 500
+                for data in received:
+                    if self.state != DONE:
+                        self.upstream_data(data)
+            except Exception:
+                log.exception("relaying a response failed")
+                self.fail(responses.INTERNAL_ERROR, retry=False)
 
     def upstream_write_paused(self) -> None:
         self.client.pause_reading(self.client.UPSTREAM)
