@@ -66,6 +66,8 @@ APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
 RESPAWN_FIRST = 0.2
 RESPAWN_MAX = 10.0
 COMPILE_FAILED = 3  # a worker's exit status when it cannot compile its first configuration
+# What the master handles; blocked from the start of the process (cli) until it does.
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
 
 def serve(settings: Settings) -> int:
@@ -274,6 +276,7 @@ class Master:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._background(self.reload()))
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)  # one pending comes now
         self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
         self.revocations.attach(self)
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))

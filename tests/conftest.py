@@ -52,12 +52,17 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self, timeout: float = 15) -> "Gateway":
+        self.launch()
+        self.wait_for_log("serving on", timeout)
+        return self
+
+    def launch(self) -> "Gateway":
+        """Start the process, its output read as it comes; `start` waits for it to serve."""
         self.proc = subprocess.Popen([sys.executable, "-m", "fastgw", "serve"], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, cwd=self.config_path.parent)
         self._lines = threading.Condition()
         threading.Thread(target=self._read_output, daemon=True).start()
-        self.wait_for_log("serving on", timeout)
         return self
 
     def _read_output(self) -> None:

@@ -150,6 +150,58 @@ def test_a_stop_while_a_worker_is_being_replaced_stops_the_replacement(upstream,
     assert not any("Traceback" in line for line in gw.log), "".join(gw.log)
 
 
+def _signal_masks(pid: int) -> dict[str, int]:
+    """The signal masks of a process's main thread: SigBlk (blocked), SigCgt (caught), ..."""
+    with open(f"/proc/{pid}/status") as f:
+        return {name: int(value, 16) for name, _, value in (line.partition(":") for line in f)
+                if name in ("SigPnd", "SigBlk", "SigIgn", "SigCgt")}
+
+
+def _start_reached(pid: int, moment: str, sig: int) -> bool:
+    """Whether a starting master has come to `moment`, before its handlers are set (SIGTERM
+    not caught yet): "own code" once fastgw's own code runs and holds `sig` blocked (the
+    first thing it does; the interpreter's start before it is beyond any handling), "uvloop
+    loaded" once it has its event loop's library (importing the master's modules)."""
+    try:
+        masks = _signal_masks(pid)
+        if masks["SigCgt"] >> (signal.SIGTERM - 1) & 1:
+            return False
+        if moment == "own code":
+            return bool(masks["SigBlk"] >> (sig - 1) & 1)
+        with open(f"/proc/{pid}/maps") as f:
+            return "/uvloop/loop." in f.read()
+    except OSError:  # gone
+        return False
+
+
+@pytest.mark.parametrize("moment", ["own code", "uvloop loaded"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"])
+def test_a_signal_early_in_the_start_waits_for_the_masters_handlers(upstream, gateway_factory,
+                                                                     name, moment):
+    """A signal sent while the master still imports its modules is handled once its handlers
+    are set: SIGTERM and SIGINT stop it cleanly, SIGHUP reloads, SIGUSR1 reopens the logs
+    (each one's default action ended it: -15, -1, -10, and SIGINT with a traceback)."""
+    sig = getattr(signal, name)
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "all", "paths": ["/*"]}])]},
+                         start=False).launch()
+    deadline = time.monotonic() + 5
+    while not _start_reached(gw.proc.pid, moment, sig):
+        assert gw.proc.poll() is None, "".join(gw.log)
+        assert time.monotonic() < deadline, f"the master never came to {moment!r}"
+        time.sleep(0.001)
+    gw.signal(sig)
+    if sig in (signal.SIGTERM, signal.SIGINT):
+        assert gw.proc.wait(15) == 0, "".join(gw.log)
+        assert _processes_listening_as(gw.port) == []  # no worker left behind
+    else:
+        gw.wait_for_log("serving on", timeout=15)
+        assert gw.request("GET", "/json")[0] == 200
+        assert gw.stop() == 0
+    with gw._lines:  # everything the processes wrote, to the end of their output
+        assert gw._lines.wait_for(lambda: gw.exited, 10)
+    assert not any("Traceback" in line for line in gw.log), "".join(gw.log)
+
+
 def _in_flight(gw, upstream, target: str):
     """GET `target` in a thread, returned once the upstream has it: (thread, result), with
     result["answer"] set when it is answered. `target` gets a query parameter of its own:
