@@ -279,6 +279,7 @@ class Master:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MASTER_SIGNALS)  # one pending comes now
         self.jwks.configure(self.conf)  # fetched in the background: never a start-up failure
         self.revocations.attach(self)
+        started = loop.time()
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
         await self.wait_applied(self.revision)
         if self._stop.is_set():  # a signal, or a first configuration that cannot be compiled
@@ -299,11 +300,42 @@ class Master:
                                *(f"https://{_bound(s)}" for s in self.tls_sockets)])
         if self.tls_pair is not None:
             log.info("TLS certificate %s", self.tls_pair.summary)
-        log.info("fastgw serving on %s with %d workers (configuration from %s)", addresses,
-                 len(self.workers), self.source.status()["config_source"])
-        await self._stop.wait()
+        if not self._ready_workers():  # none within APPLY_TIMEOUT: slow, or starting again
+            log.warning("no worker is ready after %.1f s (%d starting); fastgw serves on %s "
+                        "once one is", loop.time() - started, len(self.workers), addresses)
+            await self._first_ready()
+        if not self._stop.is_set():
+            ready = self._ready_workers()
+            log.info("fastgw serving on %s with %s (configuration from %s)", addresses,
+                     f"{ready} workers" if ready == len(self.workers) else
+                     f"{ready} of {len(self.workers)} workers ready, the others starting",
+                     self.source.status()["config_source"])
+            await self._stop.wait()
         log.info("fastgw stopping: draining in-flight requests")
         return await self._stop_workers()
+
+    def _ready_workers(self) -> int:
+        """How many workers serve: each has said it is ready and is running."""
+        return sum(1 for w in self.workers.values() if w.applied and w.process.returncode is None)
+
+    async def _first_ready(self) -> None:
+        """Until a worker serves, or fastgw stops first."""
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                for worker in self.workers.values():  # (before the count: no report missed)
+                    worker.changed.clear()
+                if self._ready_workers():
+                    return
+                changes = [asyncio.ensure_future(w.changed.wait())
+                           for w in self.workers.values()]
+                try:
+                    await asyncio.wait([stop, *changes], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for change in changes:
+                        change.cancel()
+        finally:
+            stop.cancel()
 
     async def _stop_workers(self) -> int:
         self.stopping = True

@@ -336,6 +336,27 @@ def test_a_worker_that_cannot_start_is_tried_again_ever_more_slowly_and_healthz_
     assert gw.request("GET", "/json")[0] == 200
 
 
+def test_serving_on_waits_for_a_worker_slow_to_start_and_the_wait_is_said(upstream,
+                                                                            gateway_factory):
+    """A worker that takes longer than the master's 5 s to be ready: the master says that no
+    worker is ready yet, and "serving on" once one is (it said "serving on" at 5 s, while
+    /healthz answered 503 and the port had nobody to answer)."""
+    metrics_port = free_port()
+    gw = gateway_factory({"services": [service(upstream.url, [
+        {"name": "all", "paths": ["/*"]},
+        {"name": "slow", "paths": ["/slow-to-build"], "plugins": {"explode": {"build_delay": 6.5}}}
+    ])]}, env={"FASTGW_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}, plugins=["faulty_plugin"],
+        start=False).launch()
+    gw.wait_for_log("serving on", timeout=20)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/healthz", timeout=5) as r:
+        assert r.status == 200  # when it says so, a worker serves
+    said = [i for i, line in enumerate(gw.log) if "no worker is ready after" in line]
+    serving = [i for i, line in enumerate(gw.log) if "serving on" in line]
+    assert said and said[0] < serving[0], "".join(gw.log)
+    assert "with 1 workers" in gw.log[serving[0]]
+    assert gw.request("GET", "/json")[0] == 200
+
+
 def test_a_log_rotation_while_a_worker_starts_does_not_end_it(upstream, gateway_factory,
                                                                tmp_path):
     """SIGUSR1 (logrotate's postrotate) reached a replacement worker before it had a
