@@ -3,8 +3,11 @@
 Every change is made on a copy of the running configuration, validated whole,
 persisted (the file rewritten atomically, or written to etcd in a transaction that
 fails with 409 when another change got there first), and put in force in every
-worker before the answer is sent. Secrets and private keys never leave in an answer,
-except a secret the API generated itself, returned once by the PUT that made it.
+worker before the answer is sent; a worker that has not acknowledged it a second after
+another did (stopped, or too busy to read) is not waited for, and is named in the log
+and in GET /admin/status (`workers_behind`) until it has. Secrets and private keys never
+leave in an answer, except a secret the API generated itself, returned once by the PUT that
+made it.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class AdminAPI:
             case ("GET", ["status"]):
                 return 200, {"version": __version__, "revision": self.master.source.revision,
                              "workers": [w.pid for w in self.master.workers.values()],
+                             "workers_behind": self.master.workers_behind(),
                              "worker_restarts": self.master.restarts,
                              **self.master.source.status()}
             case ("GET", ["config"]):

@@ -106,7 +106,9 @@ class Revocations:
 
     async def _in_force(self, generation: int) -> None:
         if self.master is not None and not await self.master.wait_revocations(generation):
-            log.error("not every worker acknowledged revocation change %d in time", generation)
+            late = self.master.behind(lambda w: w.revocations_applied >= generation)
+            log.error("not every worker acknowledged revocation change %d in time: %s",
+                      generation, late)
 
     def load(self, raw_entries, where: str) -> None:
         """Entries read at start (a file, an etcd snapshot); expired ones are dropped and

@@ -17,7 +17,8 @@ worker -> master `{"ready": N}` once serving, `{"applied": N}` after each later
 configuration (`{"applied": N, "failed": true}` if it could not compile it: it keeps the one
 it had), `{"tls": N}` after each later pair, and `{"jwks_refetch": URL}` (a token's
 kid is not in that set). The master reports a change as in force only when every worker
-has applied it.
+has applied it, or when the others have not a second after one has (LAGGARD_GRACE: a
+worker stopped or too busy to read its pipe takes it when it reads again).
 Revocation entries travel the same way (revocation_store.py): `{"revocations": {...},
 "generation": N}`, every entry before a worker's first configuration and each change
 after, acknowledged with `{"revocations": N}`.
@@ -61,6 +62,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 APPLY_TIMEOUT = 5.0  # seconds for every worker to acknowledge a configuration
+# ... and the seconds the others get once one has (_wait_workers): SPEC 6 has a change in
+# force in every worker within one second
+LAGGARD_GRACE = 1.0
 # A worker that exits before it is ready is started again after a pause that doubles each
 # time in a row, up to RESPAWN_MAX (it cannot start: a log file gone, memory short, ...).
 RESPAWN_FIRST = 0.2
@@ -281,7 +285,7 @@ class Master:
         self.revocations.attach(self)
         started = loop.time()
         await asyncio.gather(*(self._spawn(slot) for slot in range(self.settings.workers)))
-        await self.wait_applied(self.revision)
+        await self.wait_applied(self.revision, grace=None)  # all of them, unless slow
         if self._stop.is_set():  # a signal, or a first configuration that cannot be compiled
             return await self._stop_workers()
         self.source.follow(self.config_changed)
@@ -443,31 +447,68 @@ class Master:
         if not self.stopping:
             await self._spawn(slot)
 
-    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT) -> bool:
+    async def wait_applied(self, revision: int, timeout: float = APPLY_TIMEOUT,
+                           grace: float | None = LAGGARD_GRACE) -> bool:
         """True once every worker runs configuration `revision` (or a later one)."""
-        return await self._wait_workers(lambda worker: worker.applied >= revision, timeout)
+        return await self._wait_workers(lambda worker: worker.applied >= revision, timeout,
+                                        grace)
 
     async def wait_revocations(self, generation: int) -> bool:
         """True once every worker holds revocation change `generation` (or a later one)."""
         return await self._wait_workers(lambda w: w.revocations_applied >= generation)
 
-    async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT) -> bool:
+    async def _wait_workers(self, done, timeout: float = APPLY_TIMEOUT,
+                            grace: float | None = LAGGARD_GRACE) -> bool:
         """True once `done(worker)` holds for the worker in every slot (re-asked as each
         reports, and for a worker that replaced one that died meanwhile); False after
-        `timeout`, or when fastgw stops. A slot pausing before it starts a worker again is
-        done: that worker starts with what is in force then."""
+        `timeout`, or `grace` after it first held for one, or when fastgw stops. A
+        slot pausing before it starts a worker again is done: that worker starts with what
+        is in force then.
+
+        The grace: a worker stopped (SIGSTOP, a debugger) or too busy to read its pipe
+        would otherwise hold every answer for `timeout`, though it cannot serve meanwhile
+        and takes the change when it reads again; those that answered have shown that the
+        change compiles. (Workers that all take long, a large configuration, are waited
+        for: the grace starts with the first acknowledgement.)"""
+        first = asyncio.Event()
+
         async def one(slot: int) -> None:
             while not self._stop.is_set():
                 worker = self.workers[slot]
-                if done(worker) or slot in self.pausing:
+                if done(worker):
+                    first.set()
+                    return
+                if slot in self.pausing:
                     return
                 worker.changed.clear()
                 await worker.changed.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        every = asyncio.ensure_future(asyncio.gather(*map(one, list(self.workers))))
+        one_done = asyncio.ensure_future(first.wait())
         try:
-            await asyncio.wait_for(asyncio.gather(*map(one, list(self.workers))), timeout)
-            return not self._stop.is_set()
-        except asyncio.TimeoutError:
-            return False
+            await asyncio.wait([every] if grace is None else [every, one_done],
+                               timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if grace is not None and not every.done() and one_done.done():
+                await asyncio.wait([every], timeout=max(0.0, min(grace,
+                                                                 deadline - loop.time())))
+            return every.done() and not self._stop.is_set()
+        finally:
+            every.cancel()
+            one_done.cancel()
+
+    def workers_behind(self) -> list[int]:
+        """The workers not (yet) running the configuration in force or holding every
+        revocation change: stopped, busy, or starting (GET /admin/status)."""
+        revision, generation = self.in_force[0], self.revocations.generation
+        return [w.pid for w in self.workers.values() if w.process.returncode is None and (
+            w.applied < revision or w.revocations_applied < generation)]
+
+    def behind(self, done) -> str:
+        """The workers for which `done(worker)` does not hold, for the log."""
+        late = [f"worker {w.slot} (pid {w.pid})" for w in self.workers.values()
+                if not done(w) and w.slot not in self.pausing]
+        return ", ".join(late) or "none now"
 
     # ------------------------------------------------------------ configuration
 
@@ -485,7 +526,9 @@ class Master:
                 for worker in self.workers.values():
                     worker.send(revision, conf)
                 if not await self.wait_applied(revision):
-                    log.error("not every worker acknowledged revision %d in time", revision)
+                    log.error("not every worker acknowledged revision %d in time: %s (it "
+                              "reaches them when they read their pipe again)", revision,
+                              self.behind(lambda w: w.applied >= revision))
             finally:
                 self._pending = None
             failed = [w for w in self.workers.values() if w.failed == revision]
@@ -587,7 +630,8 @@ class Master:
         if await self._wait_workers(lambda worker: worker.tls_applied >= generation):
             log.info("TLS certificate reloaded: %s", pair.summary)
         else:
-            log.error("not every worker acknowledged TLS certificate %d in time", generation)
+            log.error("not every worker acknowledged TLS certificate %d in time: %s",
+                      generation, self.behind(lambda worker: worker.tls_applied >= generation))
 
 
 # ---------------------------------------------------------------- the worker process

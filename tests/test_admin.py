@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -311,6 +313,32 @@ def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw
     finally:
         for s in conns:
             s.close()
+
+
+def test_a_stopped_worker_does_not_hold_up_an_answer_and_is_named_until_it_catches_up(
+        admin_gw, upstream):
+    """A worker stopped (SIGSTOP) reads no change until it is continued: the answer comes
+    once the other worker has it in force, a second later at most (it came after 5 s), and
+    GET /admin/status names the stopped one until it has caught up."""
+    running, stopped = admin_gw.worker_pids()
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        status, _ = admin(admin_gw, "PUT", "/admin/services/public", {
+            "upstream": {"url": upstream.url}, "path_prefix": "/pub",
+            "routes": [{"name": "all", "paths": ["/*"]}]})
+        took = time.monotonic() - began
+        assert status == 200 and took < 3, took
+        assert admin_gw.request("GET", "/pub/hello")[0] == 200  # (the running one accepts)
+        assert admin(admin_gw, "GET", "/admin/status")[1]["workers_behind"] == [stopped]
+        line = admin_gw.wait_for_log("not every worker acknowledged revision")
+        assert f"(pid {stopped})" in line and f"(pid {running})" not in line
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while admin(admin_gw, "GET", "/admin/status")[1]["workers_behind"]:
+        assert time.monotonic() < deadline, "the continued worker never caught up"
+        time.sleep(0.05)
 
 
 def test_changes_persist_across_restart(admin_gw, upstream, gateway_factory):
