@@ -29,6 +29,7 @@ from .relay import (CHUNKED_FRAMING, NO_BODY_FRAMINGS, PLAIN_CONNECTION, QUEUED,
 from .responses import Fault, Response
 from .routing import absolute_form
 from .settings import Settings
+from .tls import skip_close_notify
 from .upstream import WRITE_HIGH, WRITE_LOW, PoolRegistry, parts_writer
 
 log = logging.getLogger("fastgw")
@@ -191,7 +192,8 @@ class Gateway:
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, close idle connections, let in-flight exchanges finish: their
-        answers say "connection: close" (keeps_open), and their connections close after."""
+        answers say "connection: close" (keeps_open), and their connections close after;
+        a TLS one with its close_notify, the client's not waited for."""
         self.listeners = []
         for server in self.servers:
             server.close()
@@ -202,6 +204,8 @@ class Gateway:
             for conn in list(self.connections):
                 if conn.active is None and not conn.queue:
                     conn.close()
+                    if conn.transport is not None:  # (a TLS one would wait for the client)
+                        skip_close_notify(conn.transport)
             if not self.connections or self.loop.time() >= deadline:
                 break
             await asyncio.sleep(TICK)

@@ -50,10 +50,37 @@ _GONE_BEFORE_ACCEPT = frozenset((errno.EPROTO, errno.ENOPROTOOPT, errno.ENETDOWN
                                  errno.ENETUNREACH, errno.EPERM))
 # Closing a TLS connection flushes what is still buffered, sends close_notify and then
 # waits for the client's, all within this many seconds (uvloop's default is 30). Many
-# pooled clients never answer an idle connection's close_notify, and SIGTERM's drain
-# would wait that long for each; HAProxy and nginx do not wait for it at all. Five
-# seconds still lets the last 320 KiB or so (the write buffers) reach a 64 KB/s client.
+# pooled clients never answer an idle connection's close_notify; HAProxy and nginx do not
+# wait for it at all, and neither does SIGTERM's drain (skip_close_notify). Five seconds
+# still lets the last 320 KiB or so (the write buffers) reach a 64 KB/s client.
 SHUTDOWN_TIMEOUT = 5.0
+
+
+def skip_close_notify(transport: asyncio.BaseTransport) -> None:
+    """A TLS connection being closed, its close_notify sent: close it without waiting for
+    the client's (up to SHUTDOWN_TIMEOUT), as SIGTERM's drain must not; nothing for a plain
+    one, or for one still flushing its answer (whose close_notify is not sent yet: asked
+    again, it is done once it is).
+
+    The socket is shut for reading, so the read that waits for the client's close_notify
+    meets the end of the stream instead, and the TLS layer closes the connection at once
+    (after the bytes still buffered below it: nothing sent is lost). The descriptor is the
+    transport's own, borrowed for the call."""
+    if transport.get_extra_info("sslcontext") is None or transport.get_write_buffer_size():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        borrowed = socket.socket(fileno=sock.fileno())
+    except OSError:  # closed meanwhile
+        return
+    try:
+        borrowed.shutdown(socket.SHUT_RD)
+    except OSError:  # the client is gone already: the end is on its way
+        pass
+    finally:
+        borrowed.detach()
 
 
 class PairError(ValueError):
