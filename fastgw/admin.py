@@ -90,11 +90,13 @@ class AdminAPI:
         if parts[:1] != ["admin"]:
             raise AdminError(404, "not found")
         parts = parts[1:]
-        data = None
+        data = exact = None
         if method in ("PUT", "POST") and body:
             try:
                 data = orjson.loads(body)
-                json.loads(body, object_pairs_hook=json_object)  # a key twice: refused
+                # a key twice: refused; and integers whole (orjson makes one above 2^64 a
+                # float), for the claims of a token, which are signed as they came
+                exact = json.loads(body, object_pairs_hook=json_object)
             except orjson.JSONDecodeError as exc:
                 raise AdminError(400, f"body is not JSON: {exc}") from None
             except ConfigError as exc:  # as a file's is (the last would win unseen)
@@ -168,7 +170,7 @@ class AdminAPI:
                 return 200, await self.master.jwks.refresh_all()
             case ("POST", ["consumers", username, "credentials", cred_id, "token"]):
                 return 200, {"token": self._token(username, cred_id,
-                                                  {} if data is None else data)}
+                                                  {} if exact is None else exact)}
             case (_, ["revocations", *rest]):  # SPEC section 9: revocation_store.py
                 return await self.master.revocations.admin(method, rest, data)
         raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,

@@ -16,6 +16,7 @@ _INHERITED_MASK = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGTERM, sign
 import argparse  # noqa: E402 (after the signal mask above)
 import asyncio  # noqa: E402
 import datetime  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
@@ -152,9 +153,10 @@ def _claim(text: str) -> tuple[str, object]:
     if not sep or not name:
         raise ValueError(f"--claim {text!r}: expected NAME=VALUE")
     try:
-        return name, orjson.loads(value)
+        orjson.loads(value)  # JSON as the admin API takes it (json.loads would take NaN)
     except orjson.JSONDecodeError:
         return name, value
+    return name, json.loads(value)  # its integers whole: orjson makes one above 2^64 a float
 
 
 def _time(text: str, flag: str = "--expires") -> float:

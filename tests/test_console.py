@@ -856,6 +856,53 @@ def test_a_key_refused_while_a_dialog_is_open_closes_it_for_the_sign_in(gateway,
     expect(page.get_by_label("Admin key")).to_be_hidden()
 
 
+# ---------------------------------------------------------------- the token dialog
+
+def token_dialog(gw, console):
+    """The page on consumer oiloil, and its Generate JSON Web Token dialog."""
+    page = console(gw).open()
+    open_consumer(page, "oiloil")
+    page.get_by_role("button", name="Generate JSON Web Token").click()
+    return page, page.get_by_role("dialog", name="Generate JSON Web Token for oiloil")
+
+
+def fill_payload(dialog, fields: dict[str, str]) -> None:
+    for n, (name, value) in enumerate(fields.items(), 1):
+        if n > 1:
+            dialog.get_by_role("button", name="Add payload field").click()
+        dialog.get_by_label(f"Payload field {n} name").fill(name)
+        dialog.get_by_label(f"Payload field {n} value").fill(value)
+
+
+TOKEN_SECRET = "s" * 32
+OILOIL = {"username": "oiloil", "credentials": [
+    {"id": "oiloil-jwt", "key": "oiloil_key", "secret": TOKEN_SECRET}]}
+
+
+def test_payload_numbers_reach_the_token_as_typed(gateway, console, upstream):
+    """A payload value is sent as the JSON text typed: 2^53 + 1, the largest 64-bit unsigned
+    integer and a larger one, alone or inside an object, are the very numbers the token
+    carries, and 1.0 stays a float (the browser's JSON.parse made 9007199254740993 into
+    9007199254740992 and 1.0 into 1, and the admin API made an integer above 2^64 a float)."""
+    gw = gateway({"services": [{"name": "svc", "upstream": {"url": upstream.url},
+                                "routes": [{"name": "r", "paths": ["/r"],
+                                            "plugins": {"jwt-auth": {}}}]}],
+                  "consumers": [OILOIL]})
+    page, dialog = token_dialog(gw, console)
+    typed = {"id": "9007199254740993", "account": " 18446744073709551615",
+             "huge": "123456789012345678901234567890",
+             "nested": '{"n": [-9007199254740993], "f": 1.0}', "user": "oiloil"}
+    fill_payload(dialog, typed)
+    dialog.get_by_role("button", name="Generate").click()
+    token = page.get_by_role("dialog", name="JSON Web Token").get_by_label("Token").input_value()
+    claims = pyjwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])
+    assert claims["id"] == 9007199254740993 and claims["account"] == 2 ** 64 - 1
+    assert claims["huge"] == 123456789012345678901234567890
+    assert claims["nested"] == {"n": [-9007199254740993], "f": 1.0}
+    assert type(claims["nested"]["f"]) is float and claims["user"] == "oiloil"
+    assert gw.request("GET", "/r", headers={"Authorization": f"Bearer {token}"})[0] == 200
+
+
 def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
     gw = gateway()
     c = console(gw)

@@ -797,6 +797,17 @@ def test_token_command_never_issues_a_token_its_verification_refuses(tmp_path):
     assert pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])["sub"] == "42"
 
 
+def test_token_command_keeps_integers_whole(tmp_path):
+    """A --claim integer is the one the token carries, however large (one above 2^64 became a
+    float: 123456789012345678901234567890 was signed as 1.2345678901234568e+29)."""
+    f = tmp_path / "fastgw.yaml"
+    f.write_text(yaml.safe_dump({"consumers": [consumer("oiloil", "oiloil_key")]}))
+    out = fastgw("token", "--consumer", "oiloil", "--claim", "huge=123456789012345678901234567890",
+                 "--claim", 'ids=[18446744073709551617, 1.0]', config_file=f)
+    claims = pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert claims["huge"] == 123456789012345678901234567890
+    assert claims["ids"] == [18446744073709551617, 1.0] and type(claims["ids"][1]) is float
+
 def test_token_command_signs_with_private_key(tmp_path, key_pairs):
     private, public = key_pairs["ES256"]
     f = tmp_path / "fastgw.yaml"

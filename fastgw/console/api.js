@@ -11,6 +11,14 @@ export class ApiError extends Error {
   }
 }
 
+// A body written as JSON text already, sent as it is: through JSON.parse and back,
+// 9007199254740993 would go out as 9007199254740992 and 1.0 as 1.
+export class JsonText {
+  constructor(text) {
+    this.text = text;
+  }
+}
+
 export const adminKey = {
   get: () => sessionStorage.getItem(STORE),
   set: (key) => sessionStorage.setItem(STORE, key),
@@ -33,7 +41,8 @@ export async function call(method, segments, body, key = adminKey.get(), extra =
   let response;
   try {
     response = await fetch(adminPath(...segments), {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      method, headers,
+      body: body === undefined ? undefined : body instanceof JsonText ? body.text : JSON.stringify(body),
       cache: "no-store", credentials: "omit", redirect: "error", referrerPolicy: "no-referrer",
     });
   } catch (error) {

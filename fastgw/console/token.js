@@ -1,17 +1,19 @@
 // Generate JSON Web Token: an expiry, payload rows, and the token shown once.
 
-import { api } from "./api.js";
+import { JsonText, api } from "./api.js";
 import { Form, h, openDialog, showOnce, uid } from "./dom.js";
 
-// A payload value keeps the JSON type it is written in: 18 is a number, true a boolean,
-// "18" (with the quotes) a string; anything that is not JSON is the string as typed
-// (oiloil), as `fastgw token --claim` reads it.
-export function claimValue(text) {
+// A payload value as the JSON text it is sent as. JSON keeps its type and its very digits:
+// 18 is a number, true a boolean, "18" (with the quotes) a string, 9007199254740993 that
+// integer (a number of JavaScript's would be 9007199254740992); anything that is not JSON
+// is the string as typed (oiloil), as `fastgw token --claim` reads it.
+export function claimJson(text) {
   try {
-    return JSON.parse(text);
+    JSON.parse(text);
   } catch {
-    return text;
+    return JSON.stringify(text);
   }
+  return text.trim();
 }
 
 function localInput(date) {
@@ -64,13 +66,14 @@ export function tokenDialog(consumer, credentials) {
     form.clearErrors();
     expiresError.textContent = "";
     expires.removeAttribute("aria-invalid");
-    const claims = {};
+    const claims = new Map(); // a name given twice: the last row's value
     for (const row of rows.children) {
       const [nameInput, valueInput] = row.fields;
       const name = nameInput.value.trim();
-      if (name !== "") claims[name] = claimValue(valueInput.value);
+      if (name !== "") claims.set(name, claimJson(valueInput.value));
     }
-    const body = { claims };
+    const payload = [...claims].map(([name, json]) => `${JSON.stringify(name)}:${json}`);
+    const body = [`"claims":{${payload.join(",")}}`];
     if (expires.value) {
       const when = new Date(expires.value).getTime();
       if (Number.isNaN(when)) {
@@ -78,10 +81,11 @@ export function tokenDialog(consumer, credentials) {
         expires.setAttribute("aria-invalid", "true");
         return;
       }
-      body.expires = Math.floor(when / 1000);
+      body.push(`"expires":${Math.floor(when / 1000)}`);
     }
     try {
-      const { token } = await api.post(["consumers", consumer.username, "credentials", credSelect.value, "token"], body);
+      const { token } = await api.post(["consumers", consumer.username, "credentials", credSelect.value, "token"],
+                                       new JsonText(`{${body.join(",")}}`));
       dialog.close();
       showOnce("JSON Web Token", "Token", token,
                "This token will not be shown again. Copy it now and keep it safe.");
