@@ -298,7 +298,8 @@ class AdminAPI:
         try:
             return issue_token(cred, claims, ttl, expires, now=now)
         except jwt.ClaimError as exc:
-            raise AdminError(400, str(exc), f"claims.{exc.name}") from None
+            path = f"claims.{exc.name}"  # a path and its reason, as every other 400 says
+            raise AdminError(400, f"{path}: {exc.reason}", path) from None
         except ValueError as exc:
             raise AdminError(400, str(exc)) from None
 

@@ -192,11 +192,12 @@ def is_time(seconds: float) -> bool:
 
 
 class ClaimError(ValueError):
-    """A claim given for a generated token that verification would refuse (`name`)."""
+    """A claim given for a generated token that verification would refuse (`name`):
+    `reason` says why, `advice` how to write it on the command line."""
 
-    def __init__(self, name: str, message: str):
-        super().__init__(f"claim {name}: {message}")
-        self.name = name
+    def __init__(self, name: str, reason: str, advice: str = ""):
+        super().__init__(f"claim {name}: {reason}" + (f" ({advice})" if advice else ""))
+        self.name, self.reason = name, reason
 
 
 def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float | None,
@@ -208,8 +209,8 @@ def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float 
         if name in _TIME_CLAIMS and (type(value) not in (int, float) or value != value):
             raise ClaimError(name, "must be a number (unix seconds)")
         if name in _STRING_CLAIMS and type(value) is not str:
-            raise ClaimError(name, "must be a string (with --claim, write a JSON string: "
-                                   f"{name}='\"42\"')")
+            raise ClaimError(name, "must be a string",
+                             f"with --claim, write a JSON string: {name}='\"42\"'")
     now = int(time.time() if now is None else now)
     claims = dict(extra)
     claims[key_claim] = key

@@ -288,6 +288,8 @@ def test_token_endpoint(admin_gw):
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", {"claims": claims})
         assert status == 400 and body["path"] == f"claims.{next(iter(claims))}", claims
+        assert body["error_msg"].startswith(f"{body['path']}: must be a "), body
+        assert "--claim" not in body["error_msg"]
     for raw in (b"[]", b"0", b"\"ttl\""):  # a body, but no object (an empty one is {})
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", raw)

@@ -903,6 +903,32 @@ def test_payload_numbers_reach_the_token_as_typed(gateway, console, upstream):
     assert gw.request("GET", "/r", headers={"Authorization": f"Bearer {token}"})[0] == 200
 
 
+def test_a_claim_the_admin_api_refuses_is_shown_at_its_payload_field(gateway, console):
+    """The admin API's 400 at claims.sub (claims.iat, ...) marks the value of the payload
+    field of that name, as other dialogs show their fields' errors (it was shown above the
+    buttons, with the command line's advice)."""
+    gw = gateway({"consumers": [OILOIL]})
+    page, dialog = token_dialog(gw, console)
+    fill_payload(dialog, {"user": "oiloil", "sub": "42"})
+    dialog.get_by_role("button", name="Generate").click()
+    value = dialog.get_by_label("Payload field 2 value")
+    expect_error(value, "must be a string")
+    expect(value).to_be_focused()
+    expect(dialog.get_by_role("alert")).to_have_count(0)  # nothing above the buttons
+    first = dialog.get_by_label("Payload field 1 value")
+    expect(first).not_to_have_attribute("aria-invalid", "true")
+    expect(value).not_to_have_accessible_description(re.compile("--claim"))
+    dialog.get_by_label("Payload field 2 name").fill("iat")
+    value.fill("yesterday")
+    dialog.get_by_role("button", name="Generate").click()
+    expect_error(value, "must be a number (unix seconds)")
+    dialog.get_by_label("Payload field 2 name").fill("sub")
+    value.fill('"42"')
+    dialog.get_by_role("button", name="Generate").click()
+    token = page.get_by_role("dialog", name="JSON Web Token").get_by_label("Token").input_value()
+    assert pyjwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])["sub"] == "42"
+
+
 def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
     gw = gateway()
     c = console(gw)

@@ -255,13 +255,16 @@ export class Form {
   }
 
   // Show an error at the field its path names (`prefix` is what the API's path has
-  // before the object this form edits, e.g. /^services\[\d+\]\.?/), else above the form.
+  // before the object this form edits, e.g. /^services\[\d+\]\.?/, or a function from
+  // the API's path to the form's), else above the form.
   showError(error, prefix = null) {
     this.clearErrors();
     let path = error.path ?? null;
     let message = error.message;
     if (path && message.startsWith(`${path}: `)) message = message.slice(path.length + 2);
-    if (path && prefix) {
+    if (path && typeof prefix === "function") {
+      path = prefix(path);
+    } else if (path && prefix) {
       const match = path.match(prefix);
       path = match ? path.slice(match[0].length) : path;
     }

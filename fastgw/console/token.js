@@ -1,7 +1,7 @@
 // Generate JSON Web Token: an expiry, payload rows, and the token shown once.
 
 import { JsonText, api } from "./api.js";
-import { Form, h, openDialog, showOnce, uid } from "./dom.js";
+import { FieldError, Form, h, openDialog, showOnce, uid } from "./dom.js";
 
 // A payload value as the JSON text it is sent as. JSON keeps its type and its very digits:
 // 18 is a number, true a boolean, "18" (with the quotes) a string, 9007199254740993 that
@@ -29,9 +29,7 @@ export function tokenDialog(consumer, credentials) {
     credentials.map((c) => h("option", { value: c.id }, `${c.id} (${c.algorithm})`)));
   const expiresId = uid("expires");
   const tomorrow = new Date(Date.now() + 86400e3);
-  const expires = h("input", { type: "datetime-local", id: expiresId, value: localInput(tomorrow), step: "1",
-                               "aria-describedby": `${expiresId}-error` });
-  const expiresError = h("p", { class: "field-error", id: `${expiresId}-error` });
+  const expires = h("input", { type: "datetime-local", id: expiresId, value: localInput(tomorrow), step: "1" });
   const rows = h("div", { class: "payload" });
   let count = 0;
   const addRow = (name = "", value = "") => {
@@ -44,14 +42,17 @@ export function tokenDialog(consumer, credentials) {
     const row = h("div", { class: "payload-row" }, nameInput, valueInput,
       h("button", { type: "button", "aria-label": `Remove payload field ${n}`, onclick: () => row.remove() }, "Remove"));
     row.fields = [nameInput, valueInput];
-    rows.append(row);
+    row.path = `payload.${n}`; // its errors' place; the API names it claims.<its name>
+    rows.append(form.custom({ path: row.path, element: row, focus: valueInput,
+                              get: () => `${nameInput.value}\n${valueInput.value}`, read: () => undefined }));
     return nameInput;
   };
   addRow();
   const element = h("form", { novalidate: true },
     h("div", { class: "field" }, h("label", { for: credId }, "Credential"), credSelect),
-    h("div", { class: "field" }, h("label", { for: expiresId }, "Expires at"), expires,
-      h("p", { class: "help" }, "Your local time. Empty: the credential's token lifetime from now."), expiresError),
+    form.custom({ path: "expires", focus: expires, get: () => expires.value, read: () => expires.value,
+                  element: h("div", { class: "field" }, h("label", { for: expiresId }, "Expires at"), expires,
+                    h("p", { class: "help" }, "Your local time. Empty: the credential's token lifetime from now.")) }),
     h("fieldset", {}, h("legend", {}, "Payload"),
       h("p", { class: "help" }, 'Values keep their JSON type: 18 is a number, true a boolean, "18" a string.'),
       rows,
@@ -64,23 +65,20 @@ export function tokenDialog(consumer, credentials) {
   element.addEventListener("submit", async (event) => {
     event.preventDefault();
     form.clearErrors();
-    expiresError.textContent = "";
-    expires.removeAttribute("aria-invalid");
     const claims = new Map(); // a name given twice: the last row's value
+    const rowPaths = new Map(); // claims.<name> -> that row's path
     for (const row of rows.children) {
       const [nameInput, valueInput] = row.fields;
       const name = nameInput.value.trim();
-      if (name !== "") claims.set(name, claimJson(valueInput.value));
+      if (name === "") continue;
+      claims.set(name, claimJson(valueInput.value));
+      rowPaths.set(`claims.${name}`, row.path);
     }
     const payload = [...claims].map(([name, json]) => `${JSON.stringify(name)}:${json}`);
     const body = [`"claims":{${payload.join(",")}}`];
     if (expires.value) {
       const when = new Date(expires.value).getTime();
-      if (Number.isNaN(when)) {
-        expiresError.textContent = "is not a date and time";
-        expires.setAttribute("aria-invalid", "true");
-        return;
-      }
+      if (Number.isNaN(when)) return form.showError(new FieldError("expires", "is not a date and time"));
       body.push(`"expires":${Math.floor(when / 1000)}`);
     }
     try {
@@ -90,12 +88,7 @@ export function tokenDialog(consumer, credentials) {
       showOnce("JSON Web Token", "Token", token,
                "This token will not be shown again. Copy it now and keep it safe.");
     } catch (error) {
-      if (error.path === "expires") {
-        expiresError.textContent = error.message;
-        expires.setAttribute("aria-invalid", "true");
-      } else {
-        form.showError(error);
-      }
+      form.showError(error, (path) => rowPaths.get(path) ?? path);
     }
   });
 }
