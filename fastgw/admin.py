@@ -290,6 +290,9 @@ class AdminAPI:
                                     or not isinstance(expires, (int, float))
                                     or not jwt.is_time(expires)):
             raise AdminError(400, "expires must be unix seconds, from 1970 to 9999", "expires")
+        if expires is not None and int(expires) <= int(now):  # its exp and iat, as signed
+            raise AdminError(400, "expires: is in the past (the token would be expired as it is "
+                             "issued)", "expires")  # as a revocation's expires is refused
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1
                                 or not jwt.is_time(now + ttl)):
             raise AdminError(400, "ttl must be a positive integer, ending before 9999", "ttl")

@@ -19,6 +19,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import orjson  # noqa: E402
 
@@ -121,6 +122,9 @@ def _token(args) -> int:
         conf = load_file(path)
         claims = dict(_claim(text) for text in args.claim)
         expires = _time(args.expires) if args.expires is not None else None
+        if expires is not None and int(expires) <= int(time.time()):  # as the admin API
+            raise ValueError(f"--expires {args.expires!r}: in the past, so the token would be "
+                             "expired as it is issued")
     except ConfigError as exc:
         print(f"fastgw: {path}: {exc.first_line()}", file=sys.stderr)
         return 2

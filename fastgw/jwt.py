@@ -203,8 +203,9 @@ class ClaimError(ValueError):
 def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float | None,
                  extra: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The payload of a generated token: extra claims, the key, `iat` and `exp`;
-    ValueError for a lifetime or an expiry no token can have, ClaimError for a claim of a
-    type that jwt-auth refuses (it would issue a token it then refuses)."""
+    ValueError for a lifetime or an expiry no token can have (one in the past, too),
+    ClaimError for a claim of a type that jwt-auth refuses (it would issue a token it then
+    refuses)."""
     for name, value in extra.items():
         if name in _TIME_CLAIMS and (type(value) not in (int, float) or value != value):
             raise ClaimError(name, "must be a number (unix seconds)")
@@ -218,6 +219,9 @@ def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float 
     if expires is not None:
         if not is_time(expires):
             raise ValueError(f"expires {expires!r}: not a time from 1970 to 9999")
+        if int(expires) <= now:
+            raise ValueError(f"expires {expires!r}: in the past, so the token would be expired "
+                             "as it is issued")
         claims["exp"] = int(expires)
     elif lifetime is not None:
         if lifetime < 1 or not is_time(now + lifetime):

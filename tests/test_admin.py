@@ -296,6 +296,18 @@ def test_token_endpoint(admin_gw):
         assert status == 400 and body["error_msg"] == "body must be a JSON object", raw
 
 
+def test_token_endpoint_refuses_an_expiry_in_the_past(admin_gw):
+    """A token that would be expired as it is made is not issued: 400 at expires (it was
+    issued, and refused wherever it was sent)."""
+    path = "/admin/consumers/jack/credentials/jack-jwt/token"
+    for expires in (time.time() - 3600, 0, int(time.time())):
+        status, body = admin(admin_gw, "POST", path, {"expires": expires})
+        assert status == 400 and body["path"] == "expires", (expires, body)
+        assert "in the past" in body["error_msg"]
+    status, body = admin(admin_gw, "POST", path, {"expires": int(time.time()) + 60})
+    assert status == 200
+    assert admin_gw.request("GET", "/x", headers={"Authorization": body["token"]})[0] == 200
+
 def test_deleted_consumer_token_refused_on_every_worker_within_a_second(admin_gw):
     token = pyjwt.encode({"key": "jack-key"}, SECRET).encode()
     request = b"GET /x HTTP/1.1\r\nHost: a\r\nAuthorization: " + token + b"\r\n\r\n"

@@ -929,6 +929,23 @@ def test_a_claim_the_admin_api_refuses_is_shown_at_its_payload_field(gateway, co
     assert pyjwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])["sub"] == "42"
 
 
+def test_an_expiry_in_the_past_is_refused_at_its_field(gateway, console):
+    """A token that would be expired already is not issued: the admin API answers 400 at
+    expires, shown at Expires at (it was issued, and refused wherever it was sent)."""
+    gw = gateway({"consumers": [OILOIL]})
+    page, dialog = token_dialog(gw, console)
+    expires = dialog.get_by_label("Expires at")
+    expires.fill("2020-01-01T00:00:00")
+    dialog.get_by_role("button", name="Generate").click()
+    expect_error(expires, "in the past")
+    expect(expires).to_be_focused()
+    expect(page.get_by_role("dialog", name="JSON Web Token", exact=True)).to_have_count(0)
+    expires.fill("2030-01-01T00:00:00")
+    dialog.get_by_role("button", name="Generate").click()
+    token = page.get_by_role("dialog", name="JSON Web Token").get_by_label("Token").input_value()
+    assert pyjwt.decode(token, TOKEN_SECRET, algorithms=["HS256"])["exp"] == 1893456000
+
+
 def test_the_key_lasts_the_tab_and_sign_out_forgets_it(gateway, console):
     gw = gateway()
     c = console(gw)

@@ -779,6 +779,18 @@ def test_token_command_errors(tmp_path, key_pairs):
         assert out.returncode == 1 and f"ttl {ttl}: not a number" in out.stderr, out.stderr
 
 
+def test_token_command_refuses_an_expiry_in_the_past(tmp_path):
+    """--expires in the past is an argument error, as the admin API's 400 at expires (the
+    token was printed, expired already)."""
+    f = tmp_path / "fastgw.yaml"
+    f.write_text(yaml.safe_dump({"consumers": [consumer("oiloil", "oiloil_key")]}))
+    for when in ("2020-01-01T00:00:00", str(int(time.time()) - 60)):
+        out = fastgw("token", "--consumer", "oiloil", "--expires", when, config_file=f)
+        assert out.returncode == 2 and out.stdout == "", when
+        assert f"--expires {when!r}: in the past" in out.stderr and "Traceback" not in out.stderr
+    out = fastgw("token", "--consumer", "oiloil", "--expires", "2030-01-01", config_file=f)
+    assert pyjwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])["exp"] == 1893456000
+
 def test_token_command_never_issues_a_token_its_verification_refuses(tmp_path):
     """A --claim value that is JSON keeps its type (SPEC 2), so sub=42 is a number: jwt-auth
     refuses a sub or jti that is not a string and a time claim that is not a number, and
