@@ -205,8 +205,11 @@ def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float 
     """The payload of a generated token: extra claims, the key, `iat` and `exp`;
     ValueError for a lifetime or an expiry no token can have (one in the past, too),
     ClaimError for a claim of a type that jwt-auth refuses (it would issue a token it then
-    refuses)."""
+    refuses), or one fastgw sets itself (the key, exp: it would be replaced unseen)."""
     for name, value in extra.items():
+        if name == "exp" or name == key_claim:  # fastgw's own, never silently replaced
+            raise ClaimError(name, _SET_BY[name == "exp"], "use --expires or --ttl"
+                             if name == "exp" else "")
         if name in _TIME_CLAIMS and (type(value) not in (int, float) or value != value):
             raise ClaimError(name, "must be a number (unix seconds)")
         if name in _STRING_CLAIMS and type(value) is not str:
@@ -230,5 +233,7 @@ def token_claims(key_claim: str, key: str, lifetime: int | None, expires: float 
     return claims
 
 
+_SET_BY = ("set by fastgw: the key of the credential that signs the token",
+           "set by fastgw: give the expiry as expires or ttl")
 _TIME_CLAIMS = frozenset(("exp", "nbf", "iat"))  # RFC 7519 NumericDate
 _STRING_CLAIMS = frozenset(("sub", "jti"))  # strings, as revocations name them

@@ -284,11 +284,14 @@ def test_token_endpoint(admin_gw):
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", bad)
         assert status == 400 and body["path"] == next(iter(bad)), bad
-    for claims in ({"sub": 42}, {"jti": ["a"]}, {"iat": "yesterday"}):  # refused if issued
+    for claims, says in (({"sub": 42}, "must be a string"), ({"jti": ["a"]}, "must be a string"),
+                         ({"iat": "yesterday"}, "must be a number"),  # refused if issued
+                         ({"exp": 1893456000}, "set by fastgw: give the expiry as expires"),
+                         ({"key": "someone-else"}, "set by fastgw: the key")):  # replaced
         status, body = admin(admin_gw, "POST",
                              "/admin/consumers/jack/credentials/jack-jwt/token", {"claims": claims})
         assert status == 400 and body["path"] == f"claims.{next(iter(claims))}", claims
-        assert body["error_msg"].startswith(f"{body['path']}: must be a "), body
+        assert body["error_msg"].startswith(f"{body['path']}: {says}"), body
         assert "--claim" not in body["error_msg"]
     for raw in (b"[]", b"0", b"\"ttl\""):  # a body, but no object (an empty one is {})
         status, body = admin(admin_gw, "POST",

@@ -794,13 +794,16 @@ def test_token_command_refuses_an_expiry_in_the_past(tmp_path):
 def test_token_command_never_issues_a_token_its_verification_refuses(tmp_path):
     """A --claim value that is JSON keeps its type (SPEC 2), so sub=42 is a number: jwt-auth
     refuses a sub or jti that is not a string and a time claim that is not a number, and
-    such a token is not issued (it was, and was then refused)."""
+    such a token is not issued (it was, and was then refused). The key and exp are fastgw's
+    own: given as claims, they are refused (they were replaced without a word)."""
     f = tmp_path / "fastgw.yaml"
     f.write_text(yaml.safe_dump({"consumers": [consumer("oiloil", "oiloil_key")]}))
     for claim, message in (("sub=42", "claim sub: must be a string"),
                            ("jti=1001", "claim jti: must be a string"),
                            ('iat="yesterday"', "claim iat: must be a number"),
-                           ("exp=true", "claim exp: must be a number"),
+                           ("exp=1893456000", "claim exp: set by fastgw: give the expiry as "
+                                              "expires or ttl (use --expires or --ttl)"),
+                           ("key=other_key", "claim key: set by fastgw"),
                            ("nbf=null", "claim nbf: must be a number")):
         out = fastgw("token", "--consumer", "oiloil", "--claim", claim, config_file=f)
         assert out.returncode == 1 and out.stdout == "", claim
