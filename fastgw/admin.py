@@ -33,15 +33,42 @@ UNAUTHORISED = orjson.dumps({"error_msg": "missing or wrong X-API-KEY"})
 
 
 class AdminError(Exception):
-    def __init__(self, status: int, message: str, path: str | None = None):
+    def __init__(self, status: int, message: str, path: str | None = None,
+                 allow: tuple[str, ...] = ()):
         super().__init__(message)
         self.status, self.message, self.path = status, message, path
+        self.allow = allow  # a 405's methods, for its Allow field
+
+    def headers(self) -> tuple[bytes, ...]:
+        """More header lines of the answer: a 405's Allow (RFC 9110 15.5.6: it MUST)."""
+        return (b"allow: %s\r\n" % ", ".join(self.allow).encode(),) if self.allow else ()
 
     def body(self) -> dict:
         out = {"error_msg": self.message}
         if self.path:
             out["path"] = self.path
         return out
+
+
+def _methods(parts: list[str]) -> tuple[str, ...]:
+    """The methods a path of the API takes (SPEC sections 6, 8 and 9); () for a path it
+    does not have (404 whatever the method: only a path it has is answered 405)."""
+    match parts:
+        case ["status"] | ["services"] | ["consumers"] | ["jwks"]:
+            return ("GET",)
+        case ["config"]:
+            return ("GET", "PUT")
+        case ["services", _] | ["services", _, "routes", _] | ["consumers", _]:
+            return ("GET", "PUT", "DELETE")
+        case ["consumers", _, "credentials", _]:
+            return ("PUT", "DELETE")
+        case ["consumers", _, "credentials", _, "token"] | ["jwks", "refresh"]:
+            return ("POST",)
+        case ["revocations"]:
+            return ("GET", "POST")
+        case ["revocations", _]:
+            return ("GET", "DELETE")
+    return ()
 
 
 def _masked(conf: dict) -> dict:
@@ -90,6 +117,11 @@ class AdminAPI:
         if parts[:1] != ["admin"]:
             raise AdminError(404, "not found")
         parts = parts[1:]
+        allowed = _methods(parts)
+        if not allowed:
+            raise AdminError(404, "not found")
+        if method not in allowed:  # before its body is read as JSON: no 400 for a 405
+            raise AdminError(405, "method not allowed", allow=allowed)
         data = exact = None
         if method in ("PUT", "POST") and body:
             try:
@@ -173,9 +205,7 @@ class AdminAPI:
                                                   {} if exact is None else exact)}
             case (_, ["revocations", *rest]):  # SPEC section 9: revocation_store.py
                 return await self.master.revocations.admin(method, rest, data)
-        raise AdminError(404 if method in ("GET", "PUT", "DELETE", "POST") else 405,
-                         "not found" if method in ("GET", "PUT", "DELETE", "POST")
-                         else "method not allowed")
+        raise AdminError(404, "not found")  # (_methods has answered any other)
 
     # ------------------------------------------------------------ pieces
 
@@ -346,5 +376,5 @@ class AdminAPI:
                 async with self._changing:
                     status, answer = await self.handle(method, target, body, create_only)
         except AdminError as exc:
-            status, answer = exc.status, exc.body()
+            return exc.status, b"application/json", orjson.dumps(exc.body()), *exc.headers()
         return status, b"application/json", orjson.dumps(answer)

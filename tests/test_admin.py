@@ -431,3 +431,23 @@ def test_a_masked_secret_beside_a_key_that_is_no_string_is_400(admin_gw, key):
     status, body = admin(admin_gw, "PUT", "/admin/consumers/jack",
                          {"credentials": [{"key": key, "secret": "***"}]})
     assert status == 400 and body["error_msg"] == "secret: '***' is not a value", body
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("POST", "/admin/config", "GET, PUT"),
+    ("PATCH", "/admin/services/api", "GET, PUT, DELETE"),
+    ("GET", "/admin/consumers/jack/credentials/jack-jwt", "PUT, DELETE"),
+    ("PUT", "/admin/revocations", "GET, POST"),
+])
+def test_a_method_a_path_does_not_take_is_405_with_allow(admin_gw, method, path, allow):
+    """RFC 9110 15.5.6: a 405 names the methods the path takes (POST /admin/config was a
+    404, as if the path did not exist); a path the API does not have stays 404."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_gw.admin_port, timeout=10)
+    try:
+        conn.request(method, path, body=b"{}", headers={"X-API-KEY": KEY})
+        resp = conn.getresponse()
+        assert (resp.status, resp.getheader("allow")) == (405, allow)
+        assert json.loads(resp.read()) == {"error_msg": "method not allowed"}
+    finally:
+        conn.close()
+    assert admin(admin_gw, "POST", "/admin/nothing", {})[0] == 404
