@@ -200,12 +200,15 @@ class ControlProtocol(asyncio.Protocol):
             self.fault = BAD_REQUEST if version == "0.9" else VERSION_NOT_SUPPORTED
         elif b"transfer-encoding" in headers:  # a body by its Content-Length only: no
             self.fault = LENGTH_REQUIRED  # chunks, no trailers
-        elif length is not None and int(length) > self.max_body:
-            self.fault = TOO_LARGE
         if self.fault is not None:  # answered so, and nothing more is read (_refuse)
             raise _Stop
         if self.admit is not None:  # (the connection stays open if its body comes)
             request.answer = self.admit(request.method, request.target, headers)
+        # a body dropped is never too large: a request answered at its head (a POST to the
+        # metrics, which take no body) gets that answer, not 413
+        if request.answer is None and length is not None and int(length) > self.max_body:
+            self.fault = TOO_LARGE
+            raise _Stop
         if (request.answer is None and version == "1.1"
                 and headers.get(b"expect", b"").lower() == b"100-continue"):
             request.continue_owed = True

@@ -154,6 +154,23 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+_METRICS_NOT_FOUND = (404, b"application/json", b'{"error_msg": "404 Not Found"}')
+_METRICS_NOT_ALLOWED = (405, b"application/json", b'{"error_msg": "method not allowed"}',
+                        b"allow: GET, HEAD\r\n")
+
+
+def _metrics_admit(method: str, target: str, headers: dict):
+    """The metrics listener's answer at a request's head, before any body (they take
+    none): 404 for a path it does not have, 405 (RFC 9110 15.5.6) for a method other than
+    GET and HEAD on /metrics and /healthz; None for the handler to answer."""
+    path = target.split("?", 1)[0]
+    if path != "/metrics" and path != "/healthz":
+        return _METRICS_NOT_FOUND
+    if method != "GET" and method != "HEAD":
+        return _METRICS_NOT_ALLOWED
+    return None
+
+
 def _bound(sock: socket.socket) -> str:
     """Where a listening socket listens: its port when port 0 was asked for."""
     return _address(*sock.getsockname()[:2])
@@ -297,7 +314,7 @@ class Master:
         if self.metrics_socket is not None:
             # (no request to these endpoints has a body)
             await loop.create_server(lambda: ControlProtocol(self.metrics_http, self.settings,
-                                                             max_body=0),
+                                                             _metrics_admit, max_body=0),
                                      sock=self.metrics_socket)
             log.info("metrics on %s", _bound(self.metrics_socket))
         addresses = ", ".join([*map(_bound, self.sockets),
@@ -573,9 +590,7 @@ class Master:
     async def metrics_http(self, method: str, target: str, headers: dict, body: bytes):
         """GET /metrics (summed over every worker) and GET /healthz; HEAD as GET (the
         head only: control_http), as load balancers' checks often send it."""
-        path = target.split("?", 1)[0]
-        if method not in ("GET", "HEAD") or path not in ("/metrics", "/healthz"):
-            return 404, b"application/json", b'{"error_msg": "404 Not Found"}'
+        path = target.split("?", 1)[0]  # (_metrics_admit has answered any other request)
         if path == "/healthz":
             if self.stopping:
                 return 503, b"application/json", b'{"status": "stopping"}'

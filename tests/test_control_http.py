@@ -322,3 +322,20 @@ def test_the_console_takes_no_body_without_the_key(control_gw, head, expected):
     with RawClient(control_gw.admin_port, 10) as client:
         status, headers, _ = client.send(head).response()  # at once: no body sent
         assert status == expected and headers["connection"] == "close"
+
+
+@pytest.mark.parametrize("path", [b"/metrics", b"/healthz"])
+@pytest.mark.parametrize("method, body", [(b"POST", b"x=1"), (b"DELETE", b""),
+                                          (b"PUT", b"a" * 100000)])
+def test_a_method_the_metrics_do_not_take_is_405_with_allow(control_gw, path, method, body):
+    """RFC 9110 15.5.6 (POST /metrics with a body was 413, without one 404, as if the path
+    did not exist): answered at its head, its body dropped unread."""
+    with RawClient(control_gw.metrics_port, 10) as client:
+        status, headers, answer = client.send(
+            b"%s %s HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%s"
+            % (method, path, len(body), body)).response()
+    assert (status, headers["allow"]) == (405, "GET, HEAD")
+    assert json.loads(answer) == {"error_msg": "method not allowed"}
+    with RawClient(control_gw.metrics_port, 10) as client:  # a path it does not have: 404
+        assert client.send(b"POST /nothing HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
+                           b"x=1").response()[0] == 404
