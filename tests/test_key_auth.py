@@ -70,6 +70,14 @@ def test_unknown_key_is_401(key_gateway, upstream, bad):
     assert len(upstream.requests) == before
 
 
+def test_every_401_carries_a_key_challenge(key_gateway):
+    """RFC 9110 11.6.1: a 401 carries WWW-Authenticate (it had none); the scheme Kong's
+    key-auth sends, with jwt-auth's realm."""
+    for result in (get(key_gateway), get(key_gateway, apikey="wrong")):
+        assert result[0] == 401
+        assert result[1]["www-authenticate"] == 'Key realm="fastgw"'
+
+
 def test_key_in_header_reaches_upstream_with_consumer_headers_of_its_own(key_gateway):
     status, _, body = get(key_gateway, apikey=API_KEY, **{
         "X-Consumer-Username": "admin", "X_Credential_Identifier": "forged"})

@@ -103,8 +103,14 @@ def index_credentials(consumers: list[dict], previous: dict[bytes, Credential] |
 
 # ---------------------------------------------------------------- responses
 
+# RFC 9110 11.6.1: a 401 carries a challenge. SPEC section 11 names none; Kong's
+# key-auth sends this scheme (realm "kong"), and the realm is jwt-auth's
+CHALLENGE = 'Key realm="fastgw"'
+
+
 def _unauthorized(message: str, reason: str) -> Response:
-    return Response(401, orjson.dumps({"message": message}), reason=reason)
+    return Response(401, orjson.dumps({"message": message}),
+                    (("www-authenticate", CHALLENGE),), reason=reason)
 
 
 MISSING_KEY = _unauthorized("Missing API key in request", "missing_api_key")
