@@ -18,6 +18,7 @@ import asyncio  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
@@ -91,10 +92,29 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args) -> int:
     from .workers import serve
+    _open_standard_fds()
     settings = Settings.load(flags=vars(args))
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     return serve(settings)
+
+
+def _open_standard_fds() -> None:
+    """fds 0, 1 and 2 open, on /dev/null where closed (`fastgw serve >&-`): else the next
+    socket or pipe takes the number, and libuv, which closes no fd below 3, aborts
+    (uv__close's assertion). Logging goes to stderr; an access log to stdout is dropped."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # (the lowest free: fd itself)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:  # Python found fd 1 closed at start
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
 def _check(args) -> int:

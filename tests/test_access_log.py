@@ -150,3 +150,36 @@ def test_a_worker_whose_log_cannot_be_opened_serves_and_opens_it_on_sigusr1(
         assert time.monotonic() < deadline, "the log was not opened on SIGUSR1"
         time.sleep(0.1)
     assert not any("before it was ready" in line for line in gw.log)
+
+
+def test_a_gateway_started_with_stdout_closed_serves(upstream, gateway_factory):
+    """`fastgw serve >&-`: its fd 1 went to the first socket or pipe made, and libuv
+    aborted (uv__close: Assertion `fd > STDERR_FILENO'). It serves, logs to stderr and
+    drops the access log's lines to stdout."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    gw = gateway_factory({"services": [service(upstream.url, [{"name": "r", "paths": ["/*"]}])]},
+                         env={"FASTGW_ACCESS_LOG": "stdout"}, start=False)
+    proc = subprocess.Popen(["sh", "-c", 'exec "$0" -m fastgw serve >&- <&-', sys.executable],
+                            env=gw.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=gw.config_path.parent)
+    try:
+        ready, lines = threading.Event(), []
+
+        def read_errors():
+            for line in proc.stderr:
+                lines.append(line)
+                if "serving on" in line:
+                    ready.set()
+            ready.set()
+        threading.Thread(target=read_errors, daemon=True).start()
+        assert ready.wait(15) and proc.poll() is None, "".join(lines)
+        for _ in range(3):
+            assert gw.request("GET", "/a")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, "".join(lines)
+    finally:
+        proc.kill()
+        proc.wait(10)
