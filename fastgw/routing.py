@@ -153,6 +153,11 @@ class RouteTable:
         if path[:1] != b"/":
             parts = absolute_form(path)
             if parts is None:
+                if path == b"*" and method == b"OPTIONS" and (host_field is not None
+                                                              or not http11):
+                    # asterisk-form (RFC 9112 3.2.4): a valid request, for the server as a
+                    # whole (RFC 9110 9.3.7), that no route's path can match
+                    return None, responses.NOT_FOUND, b""
                 raise Fault(responses.BAD_REQUEST)
             if host_field is None and http11:
                 raise Fault(responses.BAD_REQUEST)  # RFC 9112 3.2: even with absolute-form

@@ -328,6 +328,21 @@ def test_absolute_form_without_host_in_http11_is_400(edge, upstream):
     assert seen(upstream, mark) == []
 
 
+def test_options_asterisk_is_a_request_no_route_matches(edge, upstream):
+    """RFC 9112 3.2.4's asterisk-form is valid HTTP (it was 400): a request for the server
+    as a whole (RFC 9110 9.3.7), which no route's path ("/...") matches, so SPEC 3's 404;
+    the connection stays open. Any other method with "*", or no Host in 1.1, stays 400."""
+    with edge.raw() as c:
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: public.example\r\n\r\n"
+               b"OPTIONS * HTTP/1.0\r\n\r\n")
+        status, headers, body = c.response()
+        assert (status, json.loads(body)) == (404, {"error_msg": "404 Route Not Found"})
+        assert headers["connection"] == "keep-alive"
+        assert c.response()[0] == 404
+    assert exchange(edge, b"GET * HTTP/1.1\r\nHost: public.example\r\n\r\n")[0] == 400
+    assert exchange(edge, b"OPTIONS * HTTP/1.1\r\n\r\n")[0] == 400
+
+
 def test_connect_is_refused_whatever_its_target_and_body(edge, upstream):
     """llhttp hands over no body after a CONNECT (it is a protocol switch): relayed, its
     Content-Length would frame the next request on that upstream connection."""

@@ -411,9 +411,9 @@ COMPLIANCE = [
     C("COMP-ASTERISK-WITH-GET", "RFC 9112 §3.2.4", "GET * HTTP/1.1\r\nHost: {H}\r\n\r\n",
       exact(400, close=True), "400+close"),
     C("COMP-OPTIONS-STAR", "RFC 9112 §3.2.4", "OPTIONS * HTTP/1.1\r\nHost: {H}\r\n\r\n",
-      exact("2xx"), "400+close",
+      exact("2xx"), "404",
       differs="asterisk-form asks about the server itself; fastgw has no route for it and "
-              "answers it as a target it cannot route (SPEC 3 routes paths only)"),
+              "answers it as a request no route matches (SPEC 3 routes paths only)"),
     C("COMP-UNKNOWN-TE-501", "RFC 9112 §6.1",
       "POST / HTTP/1.1\r\nHost: {H}\r\nTransfer-Encoding: gzip\r\n\r\n",
       R400_501, "501+close"),
