@@ -318,10 +318,12 @@ def test_head_is_answered_without_a_body(control_gw):
     (b"GET /ui/ HTTP/1.1\r\nHost: a\r\nContent-Length: 16777216\r\n\r\n", 413),
 ])
 def test_the_console_takes_no_body_without_the_key(control_gw, head, expected):
-    """Its pages need no key: a body sent there was held whole, then answered 405."""
+    """Its pages need no key: a body sent there was held whole, then answered 405 (which
+    names the methods the console takes: it named none)."""
     with RawClient(control_gw.admin_port, 10) as client:
         status, headers, _ = client.send(head).response()  # at once: no body sent
         assert status == expected and headers["connection"] == "close"
+        assert headers.get("allow") == ("GET, HEAD" if expected == 405 else None)
 
 
 @pytest.mark.parametrize("path", [b"/metrics", b"/healthz"])

@@ -33,7 +33,8 @@ HEADERS = (f"content-security-policy: {CSP}\r\n"
            "referrer-policy: no-referrer\r\n"
            "cache-control: no-cache\r\n").encode()
 NOT_FOUND = (404, b"application/json", b'{"error_msg": "404 Not Found"}', HEADERS)
-NOT_ALLOWED = (405, b"application/json", b'{"error_msg": "method not allowed"}', HEADERS)
+NOT_ALLOWED = (405, b"application/json", b'{"error_msg": "method not allowed"}',
+               HEADERS + b"allow: GET, HEAD\r\n")  # RFC 9110 15.5.6
 
 
 def load_files(folder: Path = FOLDER) -> dict[str, tuple[bytes, bytes]]:
