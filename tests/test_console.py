@@ -143,6 +143,17 @@ def open_consumer(page, username: str) -> None:
     page.get_by_role("link", name=username, exact=True).click()
 
 
+def credential_dialog(page, username: str, **fields: str):
+    """The consumer's Add Credential dialog, reached from its page, its fields filled
+    (label=value: ID, Key, Secret); not yet added."""
+    open_consumer(page, username)
+    page.get_by_role("button", name="Add Credential").click()
+    dialog = page.get_by_role("dialog", name=f"Add Credential to {username}")
+    for label, value in fields.items():
+        dialog.get_by_label(label, exact=True).fill(value)
+    return dialog
+
+
 def expect_error(control, message):
     """The control is marked invalid, and the error is part of its description."""
     expect(control).to_have_attribute("aria-invalid", "true")
@@ -521,11 +532,7 @@ def test_a_validation_error_is_shown_at_its_field(gateway, console, upstream):
     assert admin(gw, "GET", "/admin/config")[1] == before
 
     # a credential's key that another consumer has: 409, at the key
-    open_consumer(page, "other")
-    page.get_by_role("button", name="Add Credential").click()
-    dialog = page.get_by_role("dialog", name="Add Credential to other")
-    dialog.get_by_label("ID", exact=True).fill("other-jwt")
-    dialog.get_by_label("Key", exact=True).fill("k1")
+    dialog = credential_dialog(page, "other", ID="other-jwt", Key="k1")
     dialog.get_by_role("button", name="Add").click()
     expect_error(dialog.get_by_label("Key", exact=True), 
         "duplicate key 'k1'")
@@ -562,11 +569,7 @@ def test_create_and_add_never_replace_what_exists(gateway, console, upstream):
     page.get_by_label("Username").fill("oiloil")
     page.get_by_role("button", name="Create").click()
     expect_error(page.get_by_label("Username"), "consumer 'oiloil' exists already")
-    open_consumer(page, "oiloil")
-    page.get_by_role("button", name="Add Credential").click()
-    dialog = page.get_by_role("dialog", name="Add Credential to oiloil")
-    dialog.get_by_label("ID", exact=True).fill("oiloil-jwt")
-    dialog.get_by_label("Key", exact=True).fill("other_key")
+    dialog = credential_dialog(page, "oiloil", ID="oiloil-jwt", Key="other_key")
     dialog.get_by_role("button", name="Add").click()
     expect_error(dialog.get_by_label("ID", exact=True), "credential 'oiloil-jwt' exists already")
     assert admin(gw, "GET", "/admin/config")[1] == before
@@ -630,12 +633,7 @@ def test_a_name_holding_html_is_shown_as_text(gateway, console, upstream):
     gw = gateway({"consumers": [{"username": "mallory"}]})
     c = console(gw)
     page = c.open()
-    open_consumer(page, "mallory")
-    page.get_by_role("button", name="Add Credential").click()
-    dialog = page.get_by_role("dialog", name="Add Credential to mallory")
-    dialog.get_by_label("ID", exact=True).fill(HTML_ID)
-    dialog.get_by_label("Key", exact=True).fill(HTML_KEY)
-    dialog.get_by_label("Secret", exact=True).fill("x" * 40)
+    dialog = credential_dialog(page, "mallory", ID=HTML_ID, Key=HTML_KEY, Secret="x" * 40)
     dialog.get_by_role("button", name="Add").click()
     table = page.get_by_role("table", name="Credentials")
     expect(table.get_by_role("cell", name=HTML_ID, exact=True)).to_be_visible()
